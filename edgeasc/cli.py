@@ -1,0 +1,164 @@
+"""The `edgeasc` command line: parse, call the library, render. No logic lives here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich import box
+from rich.table import Table
+
+from edgeasc import __version__
+from edgeasc.console import err, fmt_int, fmt_macs, fmt_shape, out, print_json
+from edgeasc.errors import EdgeascError, require_torch
+
+try:  # recent typer releases ship their own copy of click
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover - typer built on the click package
+    from click.exceptions import ClickException, UsageError
+
+app = typer.Typer(
+    name="edgeasc",
+    help="Train, compress, export and run low-complexity acoustic scene classifiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"edgeasc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    pass
+
+
+# ----------------------------------------------------------------------------- info
+@app.command()
+def info(
+    preset: Optional[str] = typer.Option(None, help="A named configuration (see --list-presets)."),
+    variant: Optional[str] = typer.Option(None, help="cp-resnet | damped | decomposed | damped-decomposed"),
+    rho: Optional[int] = typer.Option(None, help="Receptive-field hyper-parameter ρ."),
+    width: Optional[int] = typer.Option(None, help="Base channels w (stages w, 2w, 4w)."),
+    depth_restriction: Optional[str] = typer.Option(None, help="Blocks removed from the end of stages 1,2,3, e.g. 0,1,4."),
+    classes: Optional[int] = typer.Option(None, help="Number of classes."),
+    channels: Optional[int] = typer.Option(None, help="Input channels (1 mono, 2 stereo)."),
+    decomp_factor: Optional[int] = typer.Option(None, help="Compression factor Z of decomposed convs."),
+    damping_floor: Optional[float] = typer.Option(None, help="Damping λ at the kernel's outer rows."),
+    seconds: float = typer.Option(10.0, help="Clip length the shapes and MACs are computed for."),
+    list_presets: bool = typer.Option(False, "--list-presets", help="List the named presets and exit."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Parameters, non-zeros, MACs, shapes, receptive field and bytes of a network."""
+    from edgeasc.models import PRESETS
+    from edgeasc.models.presets import resolve_model
+
+    if list_presets:
+        _render_presets(PRESETS, as_json)
+        return
+    config, prune_target = resolve_model(
+        preset, variant=variant, decomp_factor=decomp_factor, rho=rho, width=width,
+        depth_restriction=depth_restriction, n_classes=classes, in_channels=channels,
+        damping_floor=damping_floor)
+    require_torch("`edgeasc info` on a model configuration")
+    from edgeasc.models.complexity import analyse
+
+    stats = analyse(config, seconds=seconds, prune_target=prune_target)
+    if as_json:
+        print_json({"preset": preset, "variant": config.variant, "prune_target": prune_target,
+                    **stats.to_dict()})
+        return
+    _render_stats(stats, config, preset, prune_target)
+
+
+def _render_presets(presets, as_json: bool) -> None:
+    if as_json:
+        print_json({name: {"config": p.config.to_dict(), "variant": p.config.variant,
+                           "prune_target": p.prune_target, "description": p.description}
+                    for name, p in presets.items()})
+        return
+    table = Table(title="edgeasc presets", box=box.SIMPLE_HEAD)
+    for col in ("preset", "variant", "ρ", "width", "depth", "classes", "ch", "Z", "prune to", "what"):
+        table.add_column(col, justify="left" if col in {"preset", "variant", "what"} else "right",
+                         no_wrap=col != "what")
+    for name, p in presets.items():
+        c = p.config
+        table.add_row(name, c.variant, str(c.rho), str(c.width), ",".join(map(str, c.depth_restriction)),
+                      str(c.n_classes), str(c.in_channels), str(c.decomposition or "-"),
+                      fmt_int(p.prune_target) if p.prune_target else "-", p.description)
+    out.print(table)
+
+
+def _render_stats(stats, config, preset, prune_target) -> None:
+    title = f"{preset or config.variant}: ρ{config.rho} w{config.width} depth " \
+            f"{','.join(map(str, config.depth_restriction))}, {config.n_classes} classes, " \
+            f"{config.in_channels} ch, input {fmt_shape(stats.input_shape)} ({stats.seconds:g} s)"
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    for col, justify in (("layer", "left"), ("type", "left"), ("kernel", "center"),
+                         ("output", "right"), ("params", "right"), ("MACs", "right")):
+        table.add_column(col, justify=justify, no_wrap=True)
+    for layer in stats.layers:
+        table.add_row(layer.name, layer.kind, layer.kernel, fmt_shape(layer.output_shape),
+                      fmt_int(layer.params) if layer.params else "", fmt_macs(layer.macs) if layer.macs else "")
+    out.print(table)
+
+    summary = Table(show_header=False, title="totals")
+    summary.add_column(justify="left")
+    summary.add_column(justify="right")
+    summary.add_row("parameters", fmt_int(stats.params))
+    summary.add_row("  of which BatchNorm", fmt_int(stats.bn_params))
+    label = f"non-zero (pruned to {fmt_int(prune_target)})" if prune_target else "non-zero"
+    summary.add_row(label, fmt_int(stats.nonzero_params))
+    summary.add_row("MACs per clip", f"{fmt_int(stats.macs)} ({fmt_macs(stats.macs)})")
+    summary.add_row("MACs per second of audio", fmt_macs(stats.macs_per_second))
+    summary.add_row("receptive field (freq × time)", fmt_shape(stats.receptive_field))
+    for stage, shape in stats.output_shapes.items():
+        summary.add_row(f"shape after {stage}", fmt_shape(shape))
+    for dtype, n in stats.bytes.items():
+        summary.add_row(f"bytes of non-zeros at {dtype}", f"{fmt_int(n)} ({n / 1024:.1f} KiB)")
+    out.print(summary)
+
+
+# ----------------------------------------------------------------------------- demo
+@app.command()
+def demo(workdir: Path = typer.Option(Path(".edgeasc-cache/demo"), help="Where the demo writes its files.")) -> None:
+    """Run the quickstart pipeline on built-in synthetic data."""
+    require_torch("`edgeasc demo`")
+    from edgeasc.demo import run_demo
+
+    run_demo(workdir)
+
+
+# ----------------------------------------------------------------------------- entry point
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; every user-fixable problem ends as one line on stderr and an exit code."""
+    try:
+        rv = app(args=argv, prog_name="edgeasc", standalone_mode=False)
+    except UsageError as e:
+        if not e.format_message():  # bare `edgeasc`: the help was shown, nothing to add
+            sys.exit(e.exit_code)
+        where = e.ctx.command_path if e.ctx else "edgeasc"
+        err.print(f"{where}: error: {e.format_message()}", markup=False, soft_wrap=True)
+        sys.exit(2)
+    except ClickException as e:
+        err.print(f"edgeasc: error: {e.format_message()}", markup=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except EdgeascError as e:
+        err.print(f"edgeasc: error: {e}", markup=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("edgeasc: interrupted", markup=False)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

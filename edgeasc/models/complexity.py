@@ -1,0 +1,152 @@
+"""Parameters, non-zero parameters, MACs, receptive field and stored bytes of a model.
+
+Shapes and MACs come from a forward pass of a meta-device twin (no memory, no compute),
+so the numbers describe the real modules rather than a second hand-written formula.
+MACs are dense: pruned zeros are counted, as METHOD.md section 4 defines them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from edgeasc.errors import ConfigError
+from edgeasc.features import FeatureParams
+from edgeasc.models.config import ModelConfig
+from edgeasc.models.cp_resnet import CPResNet, build_model
+from edgeasc.models.layers import DampedConv2d
+from edgeasc.models.receptive_field import output_shapes, receptive_field
+
+BYTES_PER_VALUE = {"float32": 4, "float16": 2, "int8": 1}
+
+
+@dataclass
+class LayerStats:
+    name: str
+    kind: str
+    kernel: str
+    output_shape: list[int]
+    params: int
+    nonzero_params: int
+    macs: int
+
+
+@dataclass
+class ModelStats:
+    config: dict
+    seconds: float
+    input_shape: list[int]
+    params: int
+    nonzero_params: int
+    bn_params: int
+    macs: int
+    receptive_field: list[int]
+    output_shapes: dict[str, list[int]]
+    bytes: dict[str, int]
+    layers: list[LayerStats] = field(default_factory=list)
+
+    @property
+    def macs_per_second(self) -> float:
+        return self.macs / self.seconds
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["macs_per_second"] = self.macs_per_second
+        return d
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_nonzero(model: nn.Module) -> int:
+    """Non-zero parameters: conv weights where non-zero, everything else in full
+    (BatchNorm is never pruned and always counts)."""
+    conv_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Conv2d)}
+    total = 0
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        total += int(torch.count_nonzero(p.detach())) if id(p) in conv_weights else p.numel()
+    return total
+
+
+def check_prune_target(target: int, params: int, bn_params: int) -> None:
+    """A target counts all trainable parameters; BatchNorm is never pruned, so the target
+    must leave at least one conv weight and cannot exceed the model."""
+    if not isinstance(target, int) or isinstance(target, bool) or target <= bn_params or target > params:
+        raise ConfigError(f"prune target must be an integer in ({bn_params:,}, {params:,}] for this model "
+                          f"(all parameters, BatchNorm's {bn_params:,} included), got {target!r}")
+
+
+def stored_bytes(n_values: int) -> dict[str, int]:
+    return {dtype: n_values * size for dtype, size in BYTES_PER_VALUE.items()}
+
+
+def analyse(model_or_config: CPResNet | ModelConfig, seconds: float = 10.0,
+            features: FeatureParams | None = None, prune_target: int | None = None) -> ModelStats:
+    """Complexity of a config (dense, as built) or of a model (non-zeros from its weights).
+
+    With `prune_target`, the model-level non-zero count and bytes are those the network
+    will have once pruned to that target (per-layer rows stay dense: which weights go is
+    only known after training).
+    """
+    features = features or FeatureParams()
+    if not seconds > 0:
+        raise ConfigError(f"--seconds must be > 0, got {seconds!r}")
+    if isinstance(model_or_config, ModelConfig):
+        config, model = model_or_config, None
+    else:
+        config, model = model_or_config.config, model_or_config
+    n_frames = features.n_frames(seconds)
+    shapes = output_shapes(config, n_frames)  # validates the input length first
+    twin = build_model(config, device="meta")
+    real = dict(model.named_modules()) if model is not None else {}
+
+    layers: list[LayerStats] = []
+    hooks = []
+    for name, module in twin.named_modules():
+        if isinstance(module, nn.Conv2d | nn.BatchNorm2d | nn.MaxPool2d):
+            hooks.append(module.register_forward_hook(_recorder(name, real.get(name), layers)))
+    x = torch.empty(1, config.in_channels, config.n_mels, n_frames, device="meta")
+    with torch.no_grad():
+        twin(x)
+    for h in hooks:
+        h.remove()
+
+    params = sum(layer.params for layer in layers)
+    nonzero = sum(layer.nonzero_params for layer in layers)
+    bn = sum(layer.params for layer in layers if layer.kind == "batchnorm")
+    if prune_target is not None:
+        check_prune_target(prune_target, params, bn)
+        nonzero = prune_target
+    rf = receptive_field(config)
+    return ModelStats(
+        config=config.to_dict(), seconds=seconds,
+        input_shape=[config.in_channels, config.n_mels, n_frames],
+        params=params, nonzero_params=nonzero, bn_params=bn,
+        macs=sum(layer.macs for layer in layers), receptive_field=[rf, rf],
+        output_shapes=shapes, bytes=stored_bytes(nonzero), layers=layers,
+    )
+
+
+def _recorder(name: str, real_module: nn.Module | None, out: list[LayerStats]):
+    def hook(module: nn.Module, inputs, output) -> None:
+        shape = list(output.shape[1:])
+        params = sum(p.numel() for p in module.parameters(recurse=False))
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            macs = shape[1] * shape[2] * module.out_channels * (module.in_channels // module.groups) * kh * kw
+            nonzero = params
+            if real_module is not None:
+                nonzero = int(torch.count_nonzero(real_module.weight.detach()))
+            kind = "damped conv" if isinstance(module, DampedConv2d) else "conv"
+            out.append(LayerStats(name, kind, f"{kh}x{kw}", shape, params, nonzero, macs))
+        elif isinstance(module, nn.BatchNorm2d):
+            out.append(LayerStats(name, "batchnorm", "", shape, params, params, 0))
+        else:
+            out.append(LayerStats(name, "maxpool", "2x2", shape, 0, 0, 0))
+
+    return hook

@@ -1,0 +1,83 @@
+"""Reusable convolution layers of the CP-ResNet family."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def damping_matrix(kernel_h: int, kernel_w: int, floor: float = 0.1) -> torch.Tensor:
+    """The frequency-damping constant C of shape (kernel_h, kernel_w).
+
+    1 at the centre row, falling linearly to `floor` at the outermost rows along the
+    frequency axis (weight axis 2); constant along time. 1xk kernels are untouched.
+    """
+    if kernel_h < 3:
+        return torch.ones(kernel_h, kernel_w)
+    centre = (kernel_h - 1) / 2
+    rows = torch.arange(kernel_h, dtype=torch.float64)
+    profile = 1.0 - (1.0 - floor) * (rows - centre).abs() / centre
+    return profile.float().unsqueeze(1).expand(kernel_h, kernel_w).contiguous()
+
+
+class DampedConv2d(nn.Conv2d):
+    """conv(x, W * C): the raw weight W is trained, C is a constant (not a parameter).
+
+    C is a non-persistent buffer: it follows .to(device/dtype) but is rebuilt from the
+    config rather than stored, so a checkpoint cannot disagree with its own config.
+    """
+
+    def __init__(self, *args, damping_floor: float = 0.1, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.damping_floor = float(damping_floor)
+        c = damping_matrix(*self.kernel_size, floor=self.damping_floor)
+        self.register_buffer("damping", c.view(1, 1, *self.kernel_size), persistent=False)
+
+    def effective_weight(self) -> torch.Tensor:
+        return self.weight * self.damping
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.effective_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", damping_floor={self.damping_floor}"
+
+
+def conv2d(in_c: int, out_c: int, kernel: int, stride: int = 1, padding: int = 0,
+           damped: bool = False, damping_floor: float = 0.1) -> nn.Conv2d:
+    """A bias-free conv; damped only where damping changes something (kernel height >= 3)."""
+    if damped and kernel >= 3:
+        return DampedConv2d(in_c, out_c, kernel, stride, padding, bias=False,
+                            damping_floor=damping_floor)
+    return nn.Conv2d(in_c, out_c, kernel, stride, padding, bias=False)
+
+
+class DecomposedConv2d(nn.Module):
+    """Cin x Cout x k x k as 1x1 (Cin -> Cout/Z) -> kxk (Cout/Z -> Cout/Z) -> 1x1 (Cout/Z -> Cout).
+
+    No normalisation or nonlinearity inside (paper section 3.2); only the middle kxk conv
+    is damped.
+    """
+
+    def __init__(self, in_c: int, out_c: int, kernel: int, stride: int = 1, padding: int = 0,
+                 factor: int = 4, damped: bool = False, damping_floor: float = 0.1) -> None:
+        super().__init__()
+        if out_c % factor:
+            raise ValueError(f"out channels {out_c} not divisible by Z={factor}")
+        mid = out_c // factor
+        self.in_channels, self.out_channels = in_c, out_c
+        self.kernel_size, self.factor = (kernel, kernel), factor
+        self.reduce = nn.Conv2d(in_c, mid, 1, bias=False)
+        self.spatial = conv2d(mid, mid, kernel, stride, padding, damped, damping_floor)
+        self.expand = nn.Conv2d(mid, out_c, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.expand(self.spatial(self.reduce(x)))
+
+
+def conv_weight(conv: nn.Conv2d) -> torch.Tensor:
+    """The weight a conv actually applies (damping included)."""
+    return conv.effective_weight() if isinstance(conv, DampedConv2d) else conv.weight
+
+
+__all__ = ["DampedConv2d", "DecomposedConv2d", "conv2d", "conv_weight", "damping_matrix"]

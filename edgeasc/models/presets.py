@@ -1,0 +1,90 @@
+"""Named configurations: every network of the paper's Table 1 (METHOD.md section 4).
+
+A preset is data: a ModelConfig plus, for the pruned rows, the parameter target that
+training prunes to. DCASE'18 rows use a 1-channel input and DCASE'20 rows rho = 3:
+only those configurations reproduce the paper's parameter counts (METHOD.md section 4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgeasc.errors import ConfigError
+from edgeasc.models.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    config: ModelConfig
+    description: str
+    prune_target: int | None = None
+
+
+_D18 = ModelConfig(rho=7, width=128, n_classes=10, in_channels=1)
+_D20 = ModelConfig(rho=3, width=128, n_classes=3, in_channels=2)
+
+
+def _presets() -> dict[str, Preset]:
+    rows = [
+        Preset("d18-cp-resnet", _D18.replace(damping=False), "DCASE'18 CP-ResNet (Table 1: 1715.6K)"),
+        Preset("d18-damped", _D18, "DCASE'18 damped CP-ResNet (Table 1: 1715.6K)"),
+        Preset("d18-damped-stereo", _D18.replace(in_channels=2), "DCASE'18 damped, stereo input"),
+        Preset("d18-damped-restricted", _D18.replace(width=64), "DCASE'18 damped, width 64 (Table 1: 431.8K)"),
+        Preset("d18-damped-w32", _D18.replace(width=32), "DCASE'18 damped, width 32 (section 3.1: 109K)"),
+        Preset("d18-baseline-full", _D18.replace(damping=False, depth_restriction=(0, 0, 0)),
+               "DCASE'18 full CP-ResNet before depth restriction (section 3.1: 3956K)"),
+        Preset("d18-damped-decomp", _D18.replace(decomposition=4), "DCASE'18 damped-decomposed, Z=4 (Table 1: 417K)"),
+        Preset("d18-damped-pruned-400k", _D18, "DCASE'18 damped, pruned to 400 000 parameters (Table 1)",
+               prune_target=400_000),
+        Preset("d20-cp-resnet", _D20.replace(damping=False), "DCASE'20 CP-ResNet (Table 1: 1061.6K)"),
+        Preset("d20-damped", _D20, "DCASE'20 damped CP-ResNet (Table 1: 1061.6K)"),
+        Preset("d20-damped-restricted", _D20.replace(width=64), "DCASE'20 damped, width 64 (Table 1: 268.6K)"),
+        Preset("d20-damped-decomp", _D20.replace(decomposition=4), "DCASE'20 damped-decomposed, Z=4 (Table 1: 361K)"),
+        Preset("d20-damped-pruned-250k", _D20, "DCASE'20 damped, pruned to 250 000 parameters: the challenge winner",
+               prune_target=250_000),
+        Preset("d20-damped-rho4", _D20.replace(rho=4), "DCASE'20 damped at the paper's stated rho = 4"),
+    ]
+    return {p.name: p for p in rows}
+
+
+PRESETS: dict[str, Preset] = _presets()
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; `edgeasc info --list-presets` lists them") from None
+
+
+def resolve_model(preset: str | None = None, variant: str | None = None,
+                  decomp_factor: int | None = None, **overrides) -> tuple[ModelConfig, int | None]:
+    """A config from an optional preset plus explicit overrides (None = keep).
+
+    Returns the config and the preset's prune target (None for unpruned presets).
+    `variant` sets damping and decomposition together; `decomp_factor` alone changes Z.
+    """
+    base = get_preset(preset) if preset else None
+    config = base.config if base else ModelConfig()
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if variant is not None:
+        decomposed = variant.endswith("decomposed")
+        z = decomp_factor if decomp_factor is not None else (config.decomposition or 4)
+        config = ModelConfig.from_variant(variant, decomp_factor=z if decomposed else decomp_factor,
+                                          **{**_fields(config), **changes})
+    else:
+        if decomp_factor is not None:
+            if config.decomposition is None:
+                raise ConfigError("--decomp-factor only applies to decomposed variants; "
+                                  "add --variant decomposed or --variant damped-decomposed")
+            changes["decomposition"] = decomp_factor
+        config = config.replace(**changes) if changes else config
+    return config, (base.prune_target if base else None)
+
+
+def _fields(config: ModelConfig) -> dict:
+    d = config.to_dict()
+    d.pop("damping")
+    d.pop("decomposition")
+    return d

@@ -1,0 +1,67 @@
+"""Packaging: the core install (and the device Docker image) brings no torch."""
+
+import re
+import tomllib
+from importlib import metadata
+
+from packaging.requirements import Requirement
+
+from conftest import ROOT
+
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _name(req: str) -> str:
+    return Requirement(req).name.lower().replace("_", "-")
+
+
+def test_core_dependencies_are_the_device_runtime():
+    core = {_name(r) for r in PYPROJECT["project"]["dependencies"]}
+    assert core == {"numpy", "onnxruntime", "soundfile", "soxr", "typer", "rich"}
+    train = {_name(r) for r in PYPROJECT["project"]["optional-dependencies"]["train"]}
+    assert {"torch", "onnx"} <= train
+    assert "torchaudio" not in core | train
+    torch_req = next(Requirement(r) for r in PYPROJECT["project"]["optional-dependencies"]["train"]
+                     if _name(r) == "torch")
+    assert torch_req.specifier.contains("2.4.0") and torch_req.specifier.contains("2.13.0")
+
+
+def test_core_dependency_closure_has_no_torch():
+    """Walk the installed metadata from the core requirements: torch is unreachable."""
+    seen: set[str] = set()
+    todo = [_name(r) for r in PYPROJECT["project"]["dependencies"]]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for r in requires:
+            req = Requirement(r)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name.lower().replace("_", "-"))
+    assert "onnxruntime" in seen and "numpy" in seen
+    assert not {"torch", "torchaudio", "torchvision"} & seen
+
+
+def test_dockerfile_installs_the_core_package_only():
+    text = (ROOT / "Dockerfile").read_text()
+    run_lines = [line for line in text.splitlines() if line.startswith("RUN")]
+    installs = [i.strip() for line in run_lines for i in re.findall(r"pip install ([^&]+)", line)]
+    assert installs == ["."]  # the core package: no extras
+    assert not any("torch" in line or "[train" in line for line in run_lines)
+    assert re.search(r"^FROM python:3\.\d+-slim$", text, re.M)
+    assert 'ENTRYPOINT ["edgeasc"]' in text
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "bash scripts/test.sh" in readme and "bash scripts/test.sh" in ci
+    assert "bash scripts/demo.sh" in readme
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    assert "torch==2.13.0" in setup  # pinned before the package, never an unpinned torch
+    assert setup.index("TORCH_SPEC\"") < setup.index('-e ".[train,dev]"')
