@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich import box
@@ -44,15 +43,15 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 # ----------------------------------------------------------------------------- info
 @app.command()
 def info(
-    preset: Optional[str] = typer.Option(None, help="A named configuration (see --list-presets)."),
-    variant: Optional[str] = typer.Option(None, help="cp-resnet | damped | decomposed | damped-decomposed"),
-    rho: Optional[int] = typer.Option(None, help="Receptive-field hyper-parameter ρ."),
-    width: Optional[int] = typer.Option(None, help="Base channels w (stages w, 2w, 4w)."),
-    depth_restriction: Optional[str] = typer.Option(None, help="Blocks removed from the end of stages 1,2,3, e.g. 0,1,4."),
-    classes: Optional[int] = typer.Option(None, help="Number of classes."),
-    channels: Optional[int] = typer.Option(None, help="Input channels (1 mono, 2 stereo)."),
-    decomp_factor: Optional[int] = typer.Option(None, help="Compression factor Z of decomposed convs."),
-    damping_floor: Optional[float] = typer.Option(None, help="Damping λ at the kernel's outer rows."),
+    preset: str | None = typer.Option(None, help="A named configuration (see --list-presets)."),
+    variant: str | None = typer.Option(None, help="cp-resnet | damped | decomposed | damped-decomposed"),
+    rho: int | None = typer.Option(None, help="Receptive-field hyper-parameter ρ."),
+    width: int | None = typer.Option(None, help="Base channels w (stages w, 2w, 4w)."),
+    depth_restriction: str | None = typer.Option(None, help="Blocks removed from the end of stages 1,2,3, e.g. 0,1,4."),
+    classes: int | None = typer.Option(None, help="Number of classes."),
+    channels: int | None = typer.Option(None, help="Input channels (1 mono, 2 stereo)."),
+    decomp_factor: int | None = typer.Option(None, help="Compression factor Z of decomposed convs."),
+    damping_floor: float | None = typer.Option(None, help="Damping λ at the kernel's outer rows."),
     seconds: float = typer.Option(10.0, help="Clip length the shapes and MACs are computed for."),
     list_presets: bool = typer.Option(False, "--list-presets", help="List the named presets and exit."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),

@@ -1,9 +1,9 @@
 """Packaging: the core install (and the device Docker image) brings no torch."""
 
 import re
-import tomllib
 from importlib import metadata
 
+import tomllib
 from packaging.requirements import Requirement
 
 from conftest import ROOT

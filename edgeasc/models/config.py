@@ -101,7 +101,7 @@ class ModelConfig:
         k1s, k2s = kernel_sizes(self.rho)
         plan: list[list[BlockSpec]] = []
         channels = self.width  # stem output
-        for s, (n_blocks, out_c) in enumerate(zip(self.blocks_per_stage, self.stage_widths)):
+        for s, (n_blocks, out_c) in enumerate(zip(self.blocks_per_stage, self.stage_widths, strict=True)):
             stage = []
             for b in range(n_blocks):
                 pool = s == 0 and (b + 1) in STAGE1_POOL_AFTER
@@ -112,7 +112,7 @@ class ModelConfig:
 
     @property
     def head_in_channels(self) -> int:
-        for stage, out_c in zip(reversed(self.stage_plan()), reversed(self.stage_widths)):
+        for stage, out_c in zip(reversed(self.stage_plan()), reversed(self.stage_widths), strict=True):
             if stage:
                 return out_c
         return self.width
