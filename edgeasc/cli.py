@@ -11,7 +11,7 @@ from rich.table import Table
 
 from edgeasc import __version__
 from edgeasc.console import err, fmt_int, fmt_macs, fmt_shape, out, print_json
-from edgeasc.errors import EdgeascError, require_torch
+from edgeasc.errors import ConfigError, EdgeascError, require_torch
 
 try:  # recent typer releases ship their own copy of click
     from typer._click.exceptions import ClickException, UsageError
@@ -126,14 +126,91 @@ def _render_stats(stats, config, preset, prune_target) -> None:
     out.print(summary)
 
 
+# ----------------------------------------------------------------------------- data
+@app.command()
+def synth(
+    out_dir: Path = typer.Argument(..., help="Folder to write the dataset into (DCASE'20 layout)."),
+    classes: int = typer.Option(3, help="3 (indoor/outdoor/transportation, DCASE'20 1b) or 10 (DCASE'18 scenes)."),
+    clips_per_class: int = typer.Option(40, help="Clips per class."),
+    seconds: float = typer.Option(10.0, help="Clip length in seconds."),
+    seed: int = typer.Option(0, help="Random seed: the same seed writes the same audio."),
+    workers: int | None = typer.Option(None, help="Worker processes (default: all cores)."),
+    force: bool = typer.Option(False, help="Replace a non-empty OUT_DIR."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Write a synthetic acoustic-scene dataset (48 kHz stereo WAV, meta.csv, fold files)."""
+    from edgeasc.data.synth import write_dataset
+
+    summary = write_dataset(out_dir, classes, clips_per_class, seconds, seed, workers, force,
+                            progress=not as_json)
+    if as_json:
+        print_json(summary)
+        return
+    out.print(f"wrote {summary['clips']} clips ({summary['train']} train, {summary['evaluate']} evaluate; "
+              f"classes: {', '.join(summary['labels'])}) to {summary['path']}")
+
+
+@app.command()
+def features(
+    dataset_dir: Path = typer.Argument(..., help="A DCASE development set, a folder per class, or a labels CSV."),
+    workers: int | None = typer.Option(None, help="Worker processes (default: all cores)."),
+    cache_dir: Path | None = typer.Option(None, help="Cache root (default: $EDGEASC_CACHE or ~/.cache/edgeasc)."),
+    channels: int | None = typer.Option(None, help="1 or 2 input channels (default: as the audio)."),
+    seconds: float = typer.Option(10.0, help="Clip length: shorter clips are zero-padded, longer cropped."),
+    fold: int = typer.Option(1, help="Official fold to read."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Extract (once) and cache the perceptual mel features of a dataset, with normalisation stats."""
+    from edgeasc.data.cache import extract_features
+    from edgeasc.data.dcase import open_dataset
+    from edgeasc.features import FeatureParams
+
+    if channels not in (None, 1, 2):
+        raise ConfigError(f"--channels must be 1 or 2, got {channels}")
+    if not 0 < seconds <= 600:
+        raise ConfigError(f"--seconds must be in (0, 600], got {seconds}")
+    dataset = open_dataset(dataset_dir, fold=fold)
+    cache, extracted = extract_features(dataset, FeatureParams(clip_seconds=seconds), channels, workers,
+                                        cache_dir, progress=not as_json)
+    m = cache.manifest
+    summary = {"layout": m["layout"], "labels": m["labels"], "cache": str(cache.directory),
+               "extracted": extracted, "channels": m["channels"], "frames": m["frames"],
+               "splits": {s: len(m["splits"][s]["clips"]) for s in m["splits"]},
+               "devices": sorted({d for s in m["splits"].values() for d in s["devices"] if d}),
+               "extraction": m["extraction"]}
+    if as_json:
+        print_json(summary)
+        return
+    table = Table(title=f"features of {dataset.root}", box=box.SIMPLE_HEAD, show_header=False)
+    table.add_column(justify="left")
+    table.add_column(justify="left")
+    table.add_row("layout", m["layout"])
+    table.add_row("classes", ", ".join(m["labels"]))
+    for split, n in summary["splits"].items():
+        table.add_row(split, f"{n} clips × {m['channels']} ch × {m['params']['n_mels']} mels × {m['frames']} frames")
+    if summary["devices"]:
+        table.add_row("devices", ", ".join(summary["devices"]))
+    table.add_row("cache", summary["cache"])
+    e = m["extraction"]
+    rate = e["clips"] / e["seconds"] if e["seconds"] else float("nan")
+    table.add_row("extraction", f"{e['clips']} clips in {e['seconds']:.1f} s ({rate:.1f} clips/s, "
+                  f"{e['workers']} workers)" + ("" if extracted else " — reused, nothing to do"))
+    out.print(table)
+
+
 # ----------------------------------------------------------------------------- demo
 @app.command()
-def demo(workdir: Path = typer.Option(Path(".edgeasc-cache/demo"), help="Where the demo writes its files.")) -> None:
+def demo(
+    workdir: Path = typer.Option(Path(".edgeasc-cache/demo"), help="Where the demo writes its files."),
+    clips_per_class: int = typer.Option(40, help="Synthetic clips per class."),
+    seconds: float = typer.Option(10.0, help="Clip length in seconds."),
+    workers: int | None = typer.Option(None, help="Worker processes (default: all cores)."),
+) -> None:
     """Run the quickstart pipeline on built-in synthetic data."""
     require_torch("`edgeasc demo`")
     from edgeasc.demo import run_demo
 
-    run_demo(workdir)
+    run_demo(workdir, clips_per_class, seconds, workers)
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -35,3 +35,55 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, *needles
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# ----------------------------------------------------------------------------- audio fixtures
+def write_wav(path: Path, seconds: float = 1.0, sr: int = 48000, channels: int = 2,
+              subtype: str = "PCM_16", seed: int = 0, freq: float = 440.0) -> Path:
+    """A real audio file: a tone plus noise, `channels` channels."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * sr))
+    t = np.arange(n) / sr
+    x = 0.3 * np.sin(2 * np.pi * freq * t)[:, None] + 0.05 * rng.standard_normal((n, channels))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), x.astype(np.float32), sr, subtype=subtype)
+    return path
+
+
+SCENES10 = ["airport", "bus", "metro", "metro_station", "park", "public_square", "shopping_mall",
+            "street_pedestrian", "street_traffic", "tram"]
+GROUP = {"airport": "indoor", "metro_station": "indoor", "shopping_mall": "indoor", "park": "outdoor",
+         "public_square": "outdoor", "street_pedestrian": "outdoor", "street_traffic": "outdoor",
+         "bus": "transportation", "metro": "transportation", "tram": "transportation"}
+
+
+def make_dcase(root: Path, layout: str, scenes=("airport", "bus", "park"), seconds: float = 0.5) -> Path:
+    """A tiny development set in the exact official layout (METHOD.md section 5).
+
+    Per scene: two locations in two cities, two segments each; the first city trains,
+    the second evaluates (so no location is in both splits)."""
+    devices = ["a", "b", "s1"] if layout == "tau2020-mobile" else ["a"]
+    rows, train, evaluate = [], [], []
+    for i, scene in enumerate(scenes):
+        for j, city in enumerate(("barcelona", "helsinki")):
+            for seg in range(2):
+                device = devices[(i + seg) % len(devices)]
+                name = f"audio/{scene}-{city}-{j}-{seg}-{device}.wav"
+                label = GROUP[scene] if layout == "dcase2020-1b" else scene
+                write_wav(root / name, seconds=seconds, seed=i * 10 + j * 2 + seg, freq=200 + 100 * i)
+                rows.append((name, label, f"{city}-{j}", device))
+                (evaluate if city == "helsinki" else train).append((name, label))
+    (root / "meta.csv").write_text("filename\tscene_label\tidentifier\tsource_label\n"
+                                   + "".join("\t".join(r) + "\n" for r in rows))
+    setup = root / "evaluation_setup"
+    setup.mkdir(parents=True, exist_ok=True)
+    for split, items in (("train", train), ("evaluate", evaluate)):
+        body = "".join(f"{n}\t{label}\n" for n, label in items)
+        if layout == "dcase2018":
+            (setup / f"fold1_{split}.txt").write_text(body)
+        else:
+            (setup / f"fold1_{split}.csv").write_text("filename\tscene_label\n" + body)
+    return root

@@ -1,0 +1,91 @@
+"""Audio loading for the device runtime: soundfile decode, soxr resampling, channel and
+length policy. torch-free.
+
+Length policy (`fit_length`): a clip shorter than the configured length is zero-padded at
+the end; a longer one is cropped to its first `n` samples. `predict` classifies long
+recordings in sliding windows instead of cropping them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from edgeasc.errors import EdgeascError
+
+MAX_CHANNELS = 2
+
+
+class AudioError(EdgeascError):
+    """Audio that cannot be used (unreadable, empty, non-finite, too many channels)."""
+
+    exit_code = 2
+
+
+def load(path: str | Path, sample_rate: int = 22050, channels: int | None = None
+         ) -> tuple[np.ndarray, int]:
+    """Decode `path` and resample it: returns (float32 array (channels, samples), sample_rate).
+
+    channels=None keeps the file's channels (mono stays 1, stereo 2); channels=2 duplicates
+    a mono file; channels=1 averages a stereo file. More than two channels are refused.
+    """
+    path = Path(path)
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises several types; all mean "unreadable"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AudioError(f"{path}: cannot read audio ({reason})") from None
+    validate(data.T, path)
+    # soxr works on (samples, channels), as soundfile returns them: transpose once, at the end
+    y = _resample_frames(data, sr, sample_rate)
+    return select_channels(np.ascontiguousarray(y.T), channels, path), sample_rate
+
+
+def validate(x: np.ndarray, path: str | Path = "<audio>") -> None:
+    if x.shape[-1] == 0:
+        raise AudioError(f"{path}: the clip has no samples")
+    if x.shape[0] > MAX_CHANNELS:
+        raise AudioError(f"{path}: {x.shape[0]} channels; edgeasc takes mono or stereo audio")
+    finite = np.isfinite(x)
+    if not finite.all():
+        what = "all samples are" if not finite.any() else f"{int((~finite).sum())} samples are"
+        raise AudioError(f"{path}: {what} NaN or infinite")
+
+
+def select_channels(x: np.ndarray, channels: int | None, path: str | Path = "<audio>") -> np.ndarray:
+    if channels is None or channels == x.shape[0]:
+        return x
+    if channels == 2 and x.shape[0] == 1:
+        return np.repeat(x, 2, axis=0)
+    if channels == 1 and x.shape[0] == 2:
+        return x.mean(axis=0, keepdims=True)
+    raise AudioError(f"{path}: cannot make {channels} channels from {x.shape[0]}")
+
+
+def resample(x: np.ndarray, sr: int, target: int) -> np.ndarray:
+    """soxr 'HQ' (= librosa's default soxr_hq), then exactly ceil(n * target / sr) samples."""
+    return np.ascontiguousarray(_resample_frames(x.T, sr, target).T)
+
+
+def _resample_frames(frames: np.ndarray, sr: int, target: int) -> np.ndarray:
+    """Resample (samples, channels) frames, exactly ceil(n * target / sr) samples out."""
+    if sr == target:
+        return frames.astype(np.float32, copy=False)
+    n_out = math.ceil(frames.shape[0] * target / sr)
+    y = soxr.resample(frames, sr, target, quality="HQ").astype(np.float32, copy=False)
+    return fit_length(y.T, n_out).T
+
+
+def fit_length(x: np.ndarray, n: int) -> np.ndarray:
+    """Zero-pad at the end or crop to the first `n` samples (last axis)."""
+    have = x.shape[-1]
+    if have == n:
+        return x
+    if have > n:
+        return np.ascontiguousarray(x[..., :n])
+    pad = np.zeros((*x.shape[:-1], n - have), dtype=x.dtype)
+    return np.concatenate([x, pad], axis=-1)

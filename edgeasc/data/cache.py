@@ -1,0 +1,188 @@
+"""The feature cache: every clip extracted once, one memory-mappable float32 array per split.
+
+Layout: <cache root>/features/<layout>-<key>/{train,evaluate}.npy + manifest.json. The key
+hashes the frontend parameters, the channel count and the file list (names, sizes,
+mtimes), so a changed parameter or file never reuses stale features. Arrays are written
+under temp names and renamed when complete; the manifest (with the normalisation
+statistics) is written last, so a cache without one is incomplete and is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from edgeasc.audio import AudioError, fit_length, load
+from edgeasc.data.dcase import Clip, Dataset, DatasetError
+from edgeasc.features import FeatureParams, perceptual_mel
+from edgeasc.io import atomic_write_json, remove_partials
+from edgeasc.parallel import chunks, default_workers, imap, progress_bar
+
+CACHE_VERSION = 1
+SPLITS = ("train", "evaluate")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("EDGEASC_CACHE") or Path.home() / ".cache" / "edgeasc")
+
+
+@dataclass
+class FeatureCache:
+    directory: Path
+    manifest: dict
+
+    def features(self, split: str) -> np.ndarray:
+        """(clips, channels, n_mels, frames) float32, memory-mapped read-only."""
+        return np.load(self.directory / f"{split}.npy", mmap_mode="r")
+
+    def labels(self, split: str) -> np.ndarray:
+        return np.asarray(self.manifest["splits"][split]["labels"], dtype=np.int64)
+
+    def clips(self, split: str) -> list[str]:
+        return self.manifest["splits"][split]["clips"]
+
+    def devices(self, split: str) -> list[str | None]:
+        return self.manifest["splits"][split]["devices"]
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.manifest["labels"]
+
+    @property
+    def params(self) -> FeatureParams:
+        return FeatureParams(**self.manifest["params"])
+
+    @property
+    def mean(self) -> np.ndarray:
+        return np.asarray(self.manifest["normalization"]["mean"], dtype=np.float32)[None, :, None]
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.asarray(self.manifest["normalization"]["std"], dtype=np.float32)[None, :, None]
+
+
+def cache_key(dataset: Dataset, params: FeatureParams, channels: int) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"v": CACHE_VERSION, "params": params.to_dict(), "channels": channels,
+                         "labels": dataset.labels}, sort_keys=True).encode())
+    for split in SPLITS:
+        for clip in dataset.splits[split]:
+            st = clip.path.stat()
+            h.update(f"{split}\0{clip.name}\0{clip.label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def probe_channels(dataset: Dataset) -> int:
+    first = dataset.splits["train"][0]
+    try:
+        n = sf.info(str(first.path)).channels
+    except Exception:
+        raise DatasetError(f"{first.path}: cannot read audio") from None
+    if n > 2:
+        raise DatasetError(f"{first.path}: {n} channels; edgeasc takes mono or stereo audio")
+    return n
+
+
+def extract_features(dataset: Dataset, params: FeatureParams | None = None, channels: int | None = None,
+                     workers: int | None = None, root: Path | None = None,
+                     progress: bool = True) -> tuple[FeatureCache, bool]:
+    """Build (or reuse) the cache for `dataset`; returns (cache, whether anything was extracted)."""
+    params = params or FeatureParams()
+    channels = channels or probe_channels(dataset)
+    key = cache_key(dataset, params, channels)
+    directory = (root or cache_root()) / "features" / f"{dataset.layout}-{key}"
+    manifest_path = directory / "manifest.json"
+    if manifest_path.is_file():
+        cache = FeatureCache(directory, json.loads(manifest_path.read_text()))
+        if cache.manifest.get("key") == key and all((directory / f"{s}.npy").is_file() for s in SPLITS):
+            return cache, False
+    directory.mkdir(parents=True, exist_ok=True)
+    remove_partials(directory)  # leftovers of a killed run: restart cleanly
+    workers = default_workers() if workers is None else max(1, workers)
+    frames = params.n_frames()
+    total = sum(len(dataset.splits[s]) for s in SPLITS)
+    start = time.perf_counter()
+    with progress_bar("extracting features", total, enabled=progress) as advance:
+        for split in SPLITS:
+            _extract_split(dataset.splits[split], directory / f"{split}.npy", params, channels,
+                           frames, workers, advance)
+    elapsed = time.perf_counter() - start
+    mean, std = normalization_stats(np.load(directory / "train.npy", mmap_mode="r"))
+    manifest = {
+        "version": CACHE_VERSION, "key": key, "layout": dataset.layout, "root": str(dataset.root),
+        "labels": dataset.labels, "params": params.to_dict(), "channels": channels, "frames": frames,
+        "splits": {s: {"clips": [c.name for c in dataset.splits[s]],
+                       "labels": [c.label for c in dataset.splits[s]],
+                       "locations": [c.location for c in dataset.splits[s]],
+                       "devices": [c.device for c in dataset.splits[s]]} for s in SPLITS},
+        "normalization": {"mean": mean.tolist(), "std": std.tolist()},
+        "extraction": {"seconds": round(elapsed, 3), "clips": total, "workers": workers},
+    }
+    atomic_write_json(manifest_path, manifest)
+    return FeatureCache(directory, manifest), True
+
+
+def normalization_stats(train: np.ndarray, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """One mean and std per mel bin, pooled over clips, channels and frames (float64 sums)."""
+    n_mels = train.shape[2]
+    total = np.zeros(n_mels)
+    total_sq = np.zeros(n_mels)
+    count = 0
+    for i in range(0, train.shape[0], chunk):
+        block = np.asarray(train[i:i + chunk], dtype=np.float64)
+        total += block.sum(axis=(0, 1, 3))
+        total_sq += np.square(block).sum(axis=(0, 1, 3))
+        count += block.shape[0] * block.shape[1] * block.shape[3]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
+    return mean, np.maximum(std, 1e-8)
+
+
+# ----------------------------------------------------------------------------- extraction
+_WORKER: dict = {}
+
+
+def _init_worker(params: dict, channels: int, out_path: str) -> None:
+    _WORKER.update(params=FeatureParams(**params), channels=channels, out=out_path)
+
+
+def _extract_chunk(job: list[tuple[int, str, str]]) -> tuple[int, tuple[str, str] | None]:
+    p: FeatureParams = _WORKER["params"]
+    out = np.load(_WORKER["out"], mmap_mode="r+")
+    done = 0
+    for index, name, path in job:
+        try:
+            x, _ = load(path, p.sample_rate, channels=_WORKER["channels"])
+            out[index] = perceptual_mel(fit_length(x, p.n_samples()), p)
+        except AudioError as exc:
+            return done, (name, str(exc))
+        except Exception as exc:  # a decoder or maths failure on this clip: name it
+            return done, (name, f"{path}: {type(exc).__name__}: {exc}")
+        done += 1
+    out.flush()
+    return done, None
+
+
+def _extract_split(clips: list[Clip], final: Path, params: FeatureParams, channels: int, frames: int,
+                   workers: int, advance) -> None:
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.partial")
+    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                      shape=(len(clips), channels, params.n_mels, frames))
+    del array  # workers write through their own maps
+    jobs = [[(i, clips[i].name, str(clips[i].path)) for i in r] for r in chunks(len(clips), 4)]
+    try:
+        for done, error in imap(_extract_chunk, jobs, min(workers, len(jobs)), _init_worker,
+                                (params.to_dict(), channels, str(tmp))):
+            advance(done)
+            if error is not None:
+                raise DatasetError(error[1])  # the message names the file
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)

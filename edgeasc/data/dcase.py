@@ -1,0 +1,243 @@
+"""Dataset layouts: the official DCASE development sets and plain layouts for own data.
+
+Official (METHOD.md section 5), auto-detected:
+  dcase2018       evaluation_setup/fold1_{train,evaluate}.txt, no header, 10 classes
+  dcase2020-1b    evaluation_setup/fold1_{train,evaluate}.csv, header, indoor/outdoor/transportation
+  tau2020-mobile  evaluation_setup/fold1_{train,evaluate}.csv, header, 10 classes, devices a..s6
+all with audio/*.wav and a tab-separated meta.csv (filename, scene_label[, identifier,
+source_label]). Plain layouts: a folder per class, or labels.csv (filename,label[,split]).
+Labels are sorted alphabetically into class indices.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeasc.errors import EdgeascError
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+DCASE20_1B_LABELS = ("indoor", "outdoor", "transportation")
+# scene-city-location-segment-device.wav, e.g. airport-barcelona-0-0-a.wav, bus-lyon-1-12-s2.wav
+_DCASE_NAME = re.compile(r"^(?P<scene>[a-z_]+)-(?P<city>[a-z]+)-(?P<loc>\d+)-(?P<seg>\d+)-(?P<device>[a-z0-9]+)$")
+EVALUATE_EVERY = 5  # plain layouts without a split: every 5th clip of a class (or location) evaluates
+
+
+class DatasetError(EdgeascError):
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Clip:
+    name: str            # as listed in the dataset, relative to the root
+    path: Path           # absolute, checked to lie inside the root
+    label: int
+    location: str | None = None
+    device: str | None = None
+
+
+@dataclass
+class Dataset:
+    root: Path
+    layout: str
+    labels: list[str]
+    splits: dict[str, list[Clip]]
+
+    @property
+    def devices(self) -> list[str]:
+        return sorted({c.device for s in self.splits.values() for c in s if c.device})
+
+    def summary(self) -> dict:
+        return {"root": str(self.root), "layout": self.layout, "labels": self.labels,
+                "splits": {k: len(v) for k, v in self.splits.items()}, "devices": self.devices}
+
+
+def parse_clip_name(name: str) -> tuple[str | None, str | None]:
+    """(location, device) from a DCASE-style file name, or (None, None)."""
+    m = _DCASE_NAME.match(Path(name).stem)
+    if not m:
+        return None, None
+    return f"{m['city']}-{m['loc']}", m["device"]
+
+
+def open_dataset(path: str | Path, fold: int = 1) -> Dataset:
+    """Detect the layout of `path` (a folder, or a labels CSV) and read it, checking every entry."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file or folder")
+    if path.is_file():
+        if path.suffix.lower() not in (".csv", ".tsv", ".txt"):
+            raise DatasetError(f"{path}: not a dataset folder or a labels CSV")
+        return _read_plain_csv(path, path.parent.resolve())
+    root = path.resolve()
+    setup = root / "evaluation_setup"
+    if (root / "meta.csv").is_file() and setup.is_dir():
+        if (setup / f"fold{fold}_train.txt").is_file():
+            return _read_official(root, "dcase2018", ".txt", fold)
+        if (setup / f"fold{fold}_train.csv").is_file():
+            return _read_official(root, None, ".csv", fold)
+        raise DatasetError(f"{setup}: no fold{fold}_train.csv or fold{fold}_train.txt")
+    if (root / "labels.csv").is_file():
+        return _read_plain_csv(root / "labels.csv", root)
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")
+                        and any(f.suffix.lower() in AUDIO_SUFFIXES for f in d.iterdir()))
+    if class_dirs:
+        return _read_folders(root, class_dirs)
+    raise DatasetError(f"{root}: unknown dataset layout (expected meta.csv + evaluation_setup/, "
+                       "labels.csv, or one folder of audio per class)")
+
+
+# ----------------------------------------------------------------------------- official layouts
+def _read_official(root: Path, layout: str | None, ext: str, fold: int) -> Dataset:
+    meta_path = root / "meta.csv"
+    meta: dict[str, tuple[str, str | None, str | None, int]] = {}
+    for line_no, row in _rows(meta_path, header=True):
+        name, label = row.get("filename"), row.get("scene_label")
+        if not name or not label:
+            raise DatasetError(f"{meta_path}:{line_no}: needs 'filename' and 'scene_label'")
+        if name in meta:
+            raise DatasetError(f"{meta_path}:{line_no}: {name} is listed twice")
+        meta[name] = (label, row.get("identifier") or None, row.get("source_label") or None, line_no)
+    if not meta:
+        raise DatasetError(f"{meta_path}: lists no clips")
+
+    folds = {}
+    for split in ("train", "evaluate"):
+        fold_path = root / "evaluation_setup" / f"fold{fold}_{split}{ext}"
+        if not fold_path.is_file():
+            raise DatasetError(f"{fold_path}: missing")
+        folds[split] = list(_rows(fold_path, header=ext == ".csv", columns=("filename", "scene_label")))
+    labels = sorted({m[0] for m in meta.values()})
+    if layout is None:
+        layout = "dcase2020-1b" if set(labels) <= set(DCASE20_1B_LABELS) else "tau2020-mobile"
+    index = {label: i for i, label in enumerate(labels)}
+    splits: dict[str, list[Clip]] = {}
+    for split, rows in folds.items():
+        fold_path = root / "evaluation_setup" / f"fold{fold}_{split}{ext}"
+        clips = []
+        for line_no, row in rows:
+            name = row.get("filename") or ""
+            where = f"{fold_path}:{line_no}"
+            if name not in meta:
+                raise DatasetError(f"{where}: {name!r} is not in meta.csv")
+            label, identifier, source, _ = meta[name]
+            if row.get("scene_label") and row["scene_label"] != label:
+                raise DatasetError(f"{where}: label {row['scene_label']!r} disagrees with meta.csv ({label!r})")
+            location, device = parse_clip_name(name)
+            clips.append(Clip(name, _safe_path(root, name, where), index[label],
+                              identifier or location, source or device))
+        if not clips:
+            raise DatasetError(f"{fold_path}: lists no clips")
+        splits[split] = clips
+    _check_disjoint(splits, root)
+    return Dataset(root, layout, labels, splits)
+
+
+# ----------------------------------------------------------------------------- plain layouts
+def _read_plain_csv(csv_path: Path, root: Path) -> Dataset:
+    rows = list(_rows(csv_path, header=None, columns=("filename", "label", "split")))
+    if not rows:
+        raise DatasetError(f"{csv_path}: lists no clips")
+    labels = sorted({row.get("label") or "" for _, row in rows})
+    if "" in labels:
+        line_no = next(n for n, r in rows if not r.get("label"))
+        raise DatasetError(f"{csv_path}:{line_no}: needs a filename and a label")
+    index = {label: i for i, label in enumerate(labels)}
+    entries = []
+    for line_no, row in rows:
+        where = f"{csv_path}:{line_no}"
+        split = (row.get("split") or "").strip().lower() or None
+        if split not in (None, "train", "evaluate"):
+            raise DatasetError(f"{where}: split must be 'train' or 'evaluate', got {split!r}")
+        name = row["filename"]
+        location, device = parse_clip_name(name)
+        entries.append((Clip(name, _safe_path(root, name, where), index[row["label"]], location, device), split))
+    return Dataset(root, "csv", labels, _split(entries))
+
+
+def _read_folders(root: Path, class_dirs: list[Path]) -> Dataset:
+    labels = [d.name for d in class_dirs]
+    entries = []
+    for i, d in enumerate(class_dirs):
+        for f in sorted(d.iterdir()):
+            if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file():
+                name = f"{d.name}/{f.name}"
+                location, device = parse_clip_name(name)
+                entries.append((Clip(name, _safe_path(root, name, str(d)), i, location, device), None))
+    return Dataset(root, "folders", labels, _split(entries))
+
+
+def _split(entries: list[tuple[Clip, str | None]]) -> dict[str, list[Clip]]:
+    """Explicit splits win; the rest: by recording location where names carry one (no location
+    in both splits), else every 5th clip of each class, in name order. Deterministic."""
+    splits: dict[str, list[Clip]] = {"train": [], "evaluate": []}
+    seen: dict[tuple[int, str], int] = {}
+    per_class: dict[int, int] = {}
+    for clip, split in sorted(entries, key=lambda e: e[0].name):
+        if split is None:
+            if clip.location is not None:
+                key = (clip.label, clip.location)
+                seen.setdefault(key, sum(1 for k in seen if k[0] == clip.label))
+                split = "evaluate" if seen[key] % EVALUATE_EVERY == EVALUATE_EVERY - 1 else "train"
+            else:
+                n = per_class.get(clip.label, 0)
+                per_class[clip.label] = n + 1
+                split = "evaluate" if n % EVALUATE_EVERY == EVALUATE_EVERY - 1 else "train"
+        splits[split].append(clip)
+    if not splits["train"]:
+        raise DatasetError("the dataset has no training clips")
+    if not splits["evaluate"]:
+        raise DatasetError("the dataset has no evaluation clips: add a split column or more clips per class")
+    return splits
+
+
+# ----------------------------------------------------------------------------- helpers
+def _rows(path: Path, header: bool | None, columns: tuple[str, ...] = ()):
+    """(line number, row dict) of a tab- or comma-separated file. header=None: sniff for one."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read ({exc.__class__.__name__})") from None
+    lines = text.splitlines()
+    delimiter = "\t" if any("\t" in line for line in lines[:5]) else ","
+    reader = csv.reader(lines, delimiter=delimiter)
+    names: list[str] | None = None
+    for line_no, row in enumerate(reader, start=1):
+        if not any(cell.strip() for cell in row):
+            continue
+        row = [cell.strip() for cell in row]
+        if names is None:
+            is_header = header if header is not None else row[0].lower() in ("filename", "file", "path")
+            if is_header:
+                names = [c.lower() for c in row]
+                if columns and "file" in names:
+                    names[names.index("file")] = "filename"
+                continue
+            names = list(columns)
+        if len(row) > len(names):
+            raise DatasetError(f"{path}:{line_no}: {len(row)} columns, expected at most {len(names)}")
+        yield line_no, dict(zip(names, row, strict=False))
+
+
+def _safe_path(root: Path, name: str, where: str) -> Path:
+    """The file `name` inside `root`; refuses absolute paths, escapes and missing files."""
+    if not name:
+        raise DatasetError(f"{where}: empty file name")
+    rel = Path(name)
+    if rel.is_absolute() or rel.drive or name.startswith(("/", "\\")):
+        raise DatasetError(f"{where}: absolute path {name!r} is not allowed; paths are relative to {root}")
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root):
+        raise DatasetError(f"{where}: {name!r} points outside the dataset root {root}")
+    if not path.is_file():
+        raise DatasetError(f"{where}: {name!r} does not exist")
+    return path
+
+
+def _check_disjoint(splits: dict[str, list[Clip]], root: Path) -> None:
+    overlap = {c.name for c in splits["train"]} & {c.name for c in splits["evaluate"]}
+    if overlap:
+        raise DatasetError(f"{root}: {len(overlap)} clips are in both train and evaluate, "
+                           f"e.g. {sorted(overlap)[0]}")

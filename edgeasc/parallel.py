@@ -1,0 +1,79 @@
+"""Run a function over many items in worker processes, with a rich progress bar.
+
+Workers are spawned (not forked: the parent may hold torch/OpenMP threads) with BLAS
+limited to one thread each, so N workers use N cores. Results arrive as they finish.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from edgeasc.console import err
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+@contextmanager
+def progress_bar(description: str, total: int, unit: str = "clips", enabled: bool = True):
+    """A progress bar on stderr showing items/s and the ETA; yields an `advance(n)` function."""
+    if not enabled:
+        yield lambda n=1: None
+        return
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TaskProgressColumn(), TextColumn("{task.fields[rate]}"),
+                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                        console=err, transient=False)
+    with progress:
+        task = progress.add_task(description, total=total, rate="")
+
+        def advance(n: int = 1) -> None:
+            progress.advance(task, n)
+            speed = progress.tasks[0].speed
+            if speed:
+                progress.update(task, rate=f"{speed:.1f} {unit}/s")
+
+        yield advance
+
+
+def imap(fn: Callable[[Any], Any], items: Sequence[Any] | Iterable[Any], workers: int,
+         initializer: Callable[..., None] | None = None, initargs: tuple = ()) -> Iterator[Any]:
+    """fn over items; in-process when workers <= 1, else in a spawned pool (unordered)."""
+    if workers <= 1:
+        if initializer is not None:
+            initializer(*initargs)
+        yield from map(fn, items)
+        return
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+    os.environ.update({k: "1" for k in _THREAD_VARS})  # inherited by the spawned workers
+    try:
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(workers, initializer=initializer, initargs=initargs) as pool:
+            yield from pool.imap_unordered(fn, items, chunksize=1)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def chunks(n: int, size: int) -> list[range]:
+    return [range(i, min(i + size, n)) for i in range(0, n, size)]

@@ -1,0 +1,106 @@
+"""Dataset layouts (exact official fixtures), plain layouts, and bad datasets."""
+
+import pytest
+
+from conftest import assert_one_line_error, make_dcase, run_cli, write_wav
+from edgeasc.data.dcase import DatasetError, open_dataset, parse_clip_name
+
+
+@pytest.mark.parametrize("layout, scenes, labels", [
+    ("dcase2018", ("airport", "bus", "park"), ["airport", "bus", "park"]),
+    ("dcase2020-1b", ("airport", "bus", "park", "tram"), ["indoor", "outdoor", "transportation"]),
+    ("tau2020-mobile", ("airport", "bus", "park"), ["airport", "bus", "park"]),
+])
+def test_official_layouts_are_detected_and_read(tmp_path, layout, scenes, labels):
+    root = make_dcase(tmp_path / layout, layout, scenes)
+    ds = open_dataset(root)
+    assert ds.layout == layout
+    assert ds.labels == labels
+    assert len(ds.splits["train"]) == len(ds.splits["evaluate"]) == 2 * len(scenes)
+    clip = ds.splits["train"][0]
+    assert clip.path.is_file() and clip.path.is_relative_to(root.resolve())
+    assert clip.location == "barcelona-0"
+    train_locs = {c.location for c in ds.splits["train"]}
+    assert train_locs.isdisjoint({c.location for c in ds.splits["evaluate"]})
+    if layout == "tau2020-mobile":
+        assert ds.devices == ["a", "b", "s1"]
+    for c in ds.splits["evaluate"]:  # labels index the sorted label list
+        assert ds.labels[c.label] in (c.name.split("/")[1].split("-")[0], "indoor", "outdoor", "transportation")
+
+
+def test_parse_clip_name():
+    assert parse_clip_name("audio/airport-barcelona-0-0-a.wav") == ("barcelona-0", "a")
+    assert parse_clip_name("audio/street_traffic-lyon-1062-43203-s3.wav") == ("lyon-1062", "s3")
+    assert parse_clip_name("my recording.wav") == (None, None)
+
+
+def test_plain_folders_and_csv(tmp_path):
+    for label in ("kitchen", "office"):
+        for i in range(5):
+            write_wav(tmp_path / "folders" / label / f"{i}.wav", seconds=0.2)
+    ds = open_dataset(tmp_path / "folders")
+    assert ds.layout == "folders" and ds.labels == ["kitchen", "office"]
+    assert len(ds.splits["evaluate"]) == 2 and len(ds.splits["train"]) == 8  # every 5th per class
+    root = tmp_path / "csv"
+    for i in range(4):
+        write_wav(root / "clips" / f"{i}.wav", seconds=0.2)
+    (root / "labels.csv").write_text("filename,label,split\nclips/0.wav,a,train\nclips/1.wav,b,train\n"
+                                     "clips/2.wav,a,evaluate\nclips/3.wav,b,\n")
+    ds = open_dataset(root)
+    assert ds.layout == "csv" and [c.name for c in ds.splits["evaluate"]] == ["clips/2.wav"]
+    assert open_dataset(root / "labels.csv").labels == ["a", "b"]  # the CSV path itself works too
+
+
+def _break(root, path, old, new):
+    f = root / path
+    f.write_text(f.read_text().replace(old, new, 1))
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (("meta.csv", "audio/bus-barcelona-0-0-a.wav", "audio/bus-barcelona-0-9-a.wav"), "is not in meta.csv"),
+    (("evaluation_setup/fold1_train.csv", "audio/bus-barcelona-0-0-a.wav", "../../etc/passwd"),
+     "is not in meta.csv"),
+    (("meta.csv", "audio/bus-helsinki-1-0-a.wav", "../../etc/passwd"), "is not in meta.csv"),
+    (("evaluation_setup/fold1_train.csv", "\ttransportation\n", "\tindoor\n"), "disagrees with meta.csv"),
+])
+def test_bad_official_datasets(tmp_path, breakage, message):
+    root = make_dcase(tmp_path / "d", "dcase2020-1b")
+    _break(root, *breakage)
+    with pytest.raises(DatasetError, match=message) as e:
+        open_dataset(root)
+    assert ":" in str(e.value) and ("fold1_" in str(e.value) or "meta.csv" in str(e.value))
+
+
+def test_escaping_and_missing_paths_name_file_and_line(tmp_path):
+    root = make_dcase(tmp_path / "d", "dcase2020-1b")
+    for bad, message in (("../../etc/passwd", "outside the dataset root"), ("/etc/passwd", "absolute path"),
+                         ("audio/nothing-here-0-0-a.wav", "does not exist")):
+        for f in ("meta.csv", "evaluation_setup/fold1_train.csv"):
+            _break(root, f, "audio/airport-barcelona-0-0-a.wav", bad)
+        with pytest.raises(DatasetError, match=message) as e:
+            open_dataset(root)
+        assert "fold1_train.csv:2:" in str(e.value)
+        for f in ("meta.csv", "evaluation_setup/fold1_train.csv"):
+            _break(root, f, bad, "audio/airport-barcelona-0-0-a.wav")
+
+
+def test_unknown_layout_and_missing_fold(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="unknown dataset layout"):
+        open_dataset(tmp_path / "empty")
+    root = make_dcase(tmp_path / "d", "dcase2020-1b")
+    (root / "evaluation_setup" / "fold1_evaluate.csv").unlink()
+    with pytest.raises(DatasetError, match="fold1_evaluate.csv: missing"):
+        open_dataset(root)
+    with pytest.raises(DatasetError, match="no such file"):
+        open_dataset(tmp_path / "nowhere")
+
+
+def test_cli_reports_bad_dataset_in_one_line(tmp_path):
+    root = make_dcase(tmp_path / "d", "dcase2020-1b")
+    _break(root, "evaluation_setup/fold1_evaluate.csv", "audio/airport-helsinki-1-0-a.wav", "../../etc/passwd")
+    _break(root, "meta.csv", "audio/airport-helsinki-1-0-a.wav", "../../etc/passwd")
+    proc = run_cli("features", str(root), "--cache-dir", str(tmp_path / "cache"), "--workers", "1")
+    assert_one_line_error(proc, 2, "fold1_evaluate.csv:2", "outside the dataset root")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.npy"))
+    assert_one_line_error(run_cli("features", str(tmp_path / "nowhere")), 2, "no such file")

@@ -1,0 +1,112 @@
+"""The frontend is exactly METHOD.md section 1: librosa 0.11 is the oracle (<= 1e-3)."""
+
+import warnings
+
+import librosa
+import numpy as np
+import pytest
+import scipy.signal
+import torch
+
+from edgeasc import audio, features
+from edgeasc.data.synth import plan_dataset, synthesize_clip
+from edgeasc.features import (
+    FeatureParams,
+    a_weighting,
+    mel_filterbank,
+    perceptual_mel,
+    periodic_hann,
+)
+from edgeasc.features_torch import PerceptualMel, perceptual_mel_torch
+
+
+def librosa_reference(y: np.ndarray) -> np.ndarray:
+    """The authors' pipeline with librosa 0.11, one channel at a time."""
+    out = []
+    freqs = librosa.fft_frequencies(sr=22050, n_fft=2048)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # log10(0) at bin 0 inside A_weighting
+        for ch in y:
+            s = np.abs(librosa.stft(ch, n_fft=2048, hop_length=512, window="hann", center=True,
+                                    pad_mode="reflect")) ** 2
+            pw = librosa.perceptual_weighting(s, freqs, ref=1.0, amin=1e-10, top_db=80)
+            out.append(librosa.feature.melspectrogram(S=pw, sr=22050, n_fft=2048, n_mels=256, fmin=0, fmax=11025))
+    return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def scene_48k(tmp_path_factory):
+    """A real-shaped clip: 10 s, 48 kHz stereo, 24-bit, from the synthetic scene generator."""
+    import soundfile as sf
+
+    path = tmp_path_factory.mktemp("parity") / "street_traffic-lyon-0-0-a.wav"
+    spec = next(s for s in plan_dataset(10, 8, seed=3) if s.scene == "street_traffic")
+    sf.write(str(path), synthesize_clip(spec, 10.0, seed=3), 48000, subtype="PCM_24")
+    return path
+
+
+def test_constants_match_librosa():
+    assert np.array_equal(mel_filterbank(), librosa.filters.mel(sr=22050, n_fft=2048, n_mels=256, fmin=0.0,
+                                                                fmax=11025.0, dtype=np.float64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ref = librosa.A_weighting(librosa.fft_frequencies(sr=22050, n_fft=2048), min_db=-80)
+    assert np.allclose(a_weighting(), ref, atol=1e-10, rtol=0)
+    assert a_weighting()[0] == -80.0
+    assert np.allclose(periodic_hann(2048), scipy.signal.get_window("hann", 2048), atol=1e-12)
+    assert np.allclose(periodic_hann(2048), torch.hann_window(2048, dtype=torch.float64).numpy(), atol=1e-12)
+    assert not np.allclose(periodic_hann(2048), np.hanning(2048))  # the symmetric one is wrong
+
+
+def test_parity_with_librosa_on_a_real_shaped_clip(scene_48k):
+    x, _ = audio.load(scene_48k)
+    assert x.shape == (2, 220500)
+    ours = perceptual_mel(x)
+    assert ours.shape == (2, 256, 431) and ours.dtype == np.float32
+    ref = librosa_reference(x)
+    assert np.abs(ours - ref).max() <= 1e-3
+    # the whole chain, librosa doing the decoding and resampling too
+    y, _ = librosa.load(str(scene_48k), sr=22050, mono=False)
+    assert np.abs(ours - librosa_reference(y)).max() <= 1e-3
+
+
+def test_top_db_clip_is_per_channel():
+    rng = np.random.default_rng(0)
+    loud = rng.standard_normal(22050).astype(np.float32)
+    x = np.stack([30 * loud, 3e-3 * loud])  # -80 dB: the quiet channel keeps its own 80 dB range
+    ours = perceptual_mel(x)
+    assert np.abs(ours - librosa_reference(x)).max() <= 1e-3
+    # each channel is clipped at its own max - 80 dB, so a -80 dB copy is the same features
+    # shifted by -80 dB through the (area-normalised) mel weights
+    shift = -80.0 * mel_filterbank().sum(axis=1)[:, None]
+    assert np.abs(ours[1] - (ours[0] + shift)).max() <= 1e-3
+
+
+def test_numpy_fallback_without_scipy(monkeypatch, scene_48k):
+    x, _ = audio.load(scene_48k)
+    fast = perceptual_mel(x)
+    monkeypatch.setattr(features, "_rfft", None)
+    slow = perceptual_mel(x)
+    assert np.abs(fast - slow).max() <= 1e-3
+    assert np.abs(slow - librosa_reference(x)).max() <= 1e-3
+
+
+def test_torch_matches_numpy(scene_48k):
+    x, _ = audio.load(scene_48k)
+    batch = np.stack([x, 0.1 * x[:, ::-1]])
+    got = perceptual_mel_torch(torch.from_numpy(np.ascontiguousarray(batch))).numpy()
+    assert got.shape == (2, 2, 256, 431)
+    for b in range(2):
+        assert np.abs(got[b] - perceptual_mel(batch[b])).max() <= 1e-3
+    module = PerceptualMel()
+    assert not list(module.parameters()) and not module.state_dict()  # constants only, rebuilt
+
+
+def test_shapes_and_short_input():
+    p = FeatureParams()
+    assert perceptual_mel(np.zeros(22050, np.float32) + 0.1).shape == (1, 256, p.n_frames(1.0))
+    assert p.n_frames(10.0) == 431 and p.n_samples(10.0) == 220500
+    with pytest.raises(ValueError, match="samples"):
+        perceptual_mel(np.zeros((2, 500), np.float32))
+    with pytest.raises(ValueError, match="channels, samples"):
+        perceptual_mel(np.zeros((1, 2, 3000), np.float32))
