@@ -29,7 +29,7 @@ from edgeasc.data.synth import plan_dataset, synthesize_clip  # noqa: E402
 from edgeasc.features import FeatureParams, perceptual_mel  # noqa: E402
 
 N_CLIPS = 32
-CACHE_COPIES = 4  # the cache benchmark lists every clip 4 times (hard links) to amortise worker start-up
+CACHE_COPIES = 8  # the cache benchmark lists every clip 8 times (hard links) to amortise worker start-up
 
 
 def reference(path: str) -> np.ndarray:

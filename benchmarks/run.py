@@ -17,6 +17,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import bench_features  # noqa: E402
+import bench_training  # noqa: E402
 
 from edgeasc.io import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -39,7 +40,7 @@ def machine() -> str:
 
 def main() -> None:
     sections, raw = [], {}
-    for name, module in (("features", bench_features),):
+    for name, module in (("features", bench_features), ("training", bench_training)):
         t0 = time.perf_counter()
         result = module.run()
         raw[name] = {**result, "wall_seconds": round(time.perf_counter() - t0, 1)}

@@ -43,6 +43,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 # ----------------------------------------------------------------------------- info
 @app.command()
 def info(
+    target: Path | None = typer.Argument(None, help="A run directory or checkpoint to describe (optional)."),
     preset: str | None = typer.Option(None, help="A named configuration (see --list-presets)."),
     variant: str | None = typer.Option(None, help="cp-resnet | damped | decomposed | damped-decomposed"),
     rho: int | None = typer.Option(None, help="Receptive-field hyper-parameter ρ."),
@@ -56,12 +57,32 @@ def info(
     list_presets: bool = typer.Option(False, "--list-presets", help="List the named presets and exit."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
-    """Parameters, non-zeros, MACs, shapes, receptive field and bytes of a network."""
+    """Parameters, non-zeros, MACs, shapes, receptive field and bytes of a network or a trained run."""
     from edgeasc.models import PRESETS
     from edgeasc.models.presets import resolve_model
 
     if list_presets:
         _render_presets(PRESETS, as_json)
+        return
+    if target is not None:
+        require_torch("`edgeasc info` on a checkpoint")
+        from edgeasc.evaluation_run import describe_checkpoint
+
+        extra, stats = describe_checkpoint(target, seconds)
+        config = stats.config
+        if as_json:
+            print_json({**extra, "variant": _variant(config), **stats.to_dict()})
+            return
+        from edgeasc.models import ModelConfig
+
+        _render_stats(stats, ModelConfig.from_dict(config), extra["checkpoint"], None)
+        out.print(f"labels: {', '.join(extra['labels'])}; trained {extra['epoch']} epochs ({extra['kind']} checkpoint)")
+        summary = extra["summary"] or {}
+        if summary.get("reported_accuracy") is not None:
+            out.print(f"accuracy: {100 * summary['reported_accuracy']:.2f} % (mean of the last "
+                      f"{summary['reported_over_epochs']} epochs), final {100 * summary['final']['accuracy']:.2f} %")
+        elif extra["last_metrics"]:
+            out.print(f"last epoch accuracy: {100 * extra['last_metrics']['eval_accuracy']:.2f} %")
         return
     config, prune_target = resolve_model(
         preset, variant=variant, decomp_factor=decomp_factor, rho=rho, width=width,
@@ -76,6 +97,12 @@ def info(
                     **stats.to_dict()})
         return
     _render_stats(stats, config, preset, prune_target)
+
+
+def _variant(config: dict) -> str:
+    from edgeasc.models import ModelConfig
+
+    return ModelConfig.from_dict(config).variant
 
 
 def _render_presets(presets, as_json: bool) -> None:
@@ -198,19 +225,130 @@ def features(
     out.print(table)
 
 
+# ----------------------------------------------------------------------------- training
+@app.command()
+def train(
+    dataset_dir: Path | None = typer.Argument(None, help="A dataset (DCASE layout, folders, CSV). "
+                                              "None: the built-in synthetic scenes and a small demo setup."),
+    preset: str | None = typer.Option(None, help="Named network (see `edgeasc info --list-presets`)."),
+    variant: str | None = typer.Option(None, help="cp-resnet | damped | decomposed | damped-decomposed"),
+    rho: int | None = typer.Option(None, help="Receptive-field hyper-parameter ρ."),
+    width: int | None = typer.Option(None, help="Base channels."),
+    depth_restriction: str | None = typer.Option(None, help="e.g. 0,1,4"),
+    decomp_factor: int | None = typer.Option(None, help="Z of decomposed convs."),
+    damping_floor: float | None = typer.Option(None, help="Damping λ."),
+    prune_target: int | None = typer.Option(None, help="Non-zero parameters at the end (BatchNorm counted)."),
+    prune_ratio: float | None = typer.Option(None, help="Fraction of conv weights to prune instead."),
+    prune_schedule: str | None = typer.Option(None, help="exp (default) | linear | cubic"),
+    prune_epochs: int | None = typer.Option(None, help="Epochs over which pruning ramps up (default 100)."),
+    prune_monotone: bool | None = typer.Option(None, "--prune-monotone/--prune-revivable",
+                                               help="Freeze pruned weights (default: they may come back)."),
+    epochs: int | None = typer.Option(None, help="Epochs (paper: 400)."),
+    batch_size: int | None = typer.Option(None, help="Global batch size (paper: 10)."),
+    lr: float | None = typer.Option(None, help="Adam learning rate (paper: 1e-4)."),
+    seed: int | None = typer.Option(None, help="Seed: same seed, same run (on CPU)."),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda"),
+    workers: int | None = typer.Option(None, help="DataLoader worker processes (default 0)."),
+    feature_workers: int | None = typer.Option(None, help="Feature-extraction processes (default: all cores)."),
+    cache_dir: Path | None = typer.Option(None, help="Cache root for features and the synthetic set."),
+    seconds: float | None = typer.Option(None, help="Clip length in seconds (default 10)."),
+    amp: bool | None = typer.Option(None, "--amp/--no-amp", help="Mixed precision (CUDA)."),
+    channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help="channels_last memory format."),
+    out_dir: Path | None = typer.Option(None, "--out", help="Run directory (default runs/train, demo: runs/demo)."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last completed epoch."),
+    force: bool = typer.Option(False, help="Start over in a --out that holds another run."),
+    config: Path | None = typer.Option(None, help="TOML file with any of these settings (flags win)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (no live display)."),
+) -> None:
+    """Train a CP-ResNet (damped / decomposed / pruned) on a dataset; resumable, DDP under torchrun."""
+    require_torch("`edgeasc train`")
+    from edgeasc.train import train as run_training
+    from edgeasc.train_config import resolve_train_config
+
+    cli = dict(dataset=str(dataset_dir) if dataset_dir else None, preset=preset, variant=variant, rho=rho,
+               width=width, depth_restriction=depth_restriction, decomp_factor=decomp_factor,
+               damping_floor=damping_floor, prune_target=prune_target, prune_ratio=prune_ratio,
+               prune_schedule=prune_schedule, prune_epochs=prune_epochs, prune_monotone=prune_monotone,
+               epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, workers=workers,
+               feature_workers=feature_workers, cache_dir=str(cache_dir) if cache_dir else None, seconds=seconds,
+               amp=amp, channels_last=channels_last, out=str(out_dir) if out_dir else None)
+    cfg = resolve_train_config(cli, config)
+    summary = run_training(cfg, resume=resume, force=force, progress=not as_json)
+    if as_json:
+        if int(__import__("os").environ.get("RANK", 0)) == 0:
+            print_json(summary)
+        return
+    if int(__import__("os").environ.get("RANK", 0)) == 0:
+        _render_summary(summary)
+
+
+def _render_summary(summary: dict) -> None:
+    table = Table(title=f"run {summary['run_dir']}", box=box.SIMPLE_HEAD, show_header=False)
+    table.add_column(justify="left")
+    table.add_column(justify="right")
+    table.add_row("network", f"{summary['variant']} ρ{summary['model']['rho']} w{summary['model']['width']}")
+    table.add_row("epochs", str(summary["epochs"]))
+    if summary["reported_accuracy"] is not None:
+        table.add_row(f"accuracy (mean of last {summary['reported_over_epochs']} epochs)",
+                      f"{100 * summary['reported_accuracy']:.2f} %")
+    table.add_row("final accuracy", f"{100 * summary['final']['accuracy']:.2f} %")
+    table.add_row("parameters", fmt_int(summary["params"]))
+    table.add_row("non-zero parameters", fmt_int(summary["nonzero_params"]))
+    if summary["prune_target"]:
+        table.add_row("prune target", fmt_int(summary["prune_target"]))
+    out.print(table)
+    _render_eval(summary["final"], summary["labels"])
+
+
+def _render_eval(result: dict, labels: list[str]) -> None:
+    per_class = Table(title="per class", box=box.SIMPLE_HEAD)
+    per_class.add_column("class")
+    per_class.add_column("accuracy", justify="right")
+    for name, acc in result["per_class"].items():
+        per_class.add_row(name, f"{100 * acc:.1f} %")
+    out.print(per_class)
+    if result["per_device"]:
+        per_device = Table(title="per device", box=box.SIMPLE_HEAD)
+        per_device.add_column("device")
+        per_device.add_column("clips", justify="right")
+        per_device.add_column("accuracy", justify="right")
+        for name, acc in result["per_device"].items():
+            per_device.add_row(name, str(result["device_counts"][name]), f"{100 * acc:.1f} %")
+        out.print(per_device)
+
+
+@app.command("eval")
+def eval_command(
+    run: Path = typer.Argument(..., help="A run directory or a checkpoint file."),
+    dataset_dir: Path | None = typer.Argument(None, help="Dataset to evaluate on (default: the run's own)."),
+    cache_dir: Path | None = typer.Option(None, help="Cache root for features."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Accuracy, per-class and per-device tables and a confusion-matrix PNG of a trained model."""
+    require_torch("`edgeasc eval`")
+    from edgeasc.evaluation_run import evaluate_run
+
+    result = evaluate_run(run, dataset_dir, cache_dir, device, progress=not as_json)
+    if as_json:
+        print_json(result)
+        return
+    out.print(f"{result['checkpoint']}: accuracy {100 * result['accuracy']:.2f} % on {result['n']} clips of "
+              f"{result['dataset']} (loss {result['loss']:.4f}); confusion matrix: {result['confusion_png']}")
+    _render_eval(result, result["labels"])
+
+
 # ----------------------------------------------------------------------------- demo
 @app.command()
 def demo(
     workdir: Path = typer.Option(Path(".edgeasc-cache/demo"), help="Where the demo writes its files."),
-    clips_per_class: int = typer.Option(40, help="Synthetic clips per class."),
-    seconds: float = typer.Option(10.0, help="Clip length in seconds."),
-    workers: int | None = typer.Option(None, help="Worker processes (default: all cores)."),
+    workers: int | None = typer.Option(None, help="Worker processes for data (default: all cores)."),
 ) -> None:
     """Run the quickstart pipeline on built-in synthetic data."""
     require_torch("`edgeasc demo`")
     from edgeasc.demo import run_demo
 
-    run_demo(workdir, clips_per_class, seconds, workers)
+    run_demo(workdir, workers)
 
 
 # ----------------------------------------------------------------------------- entry point

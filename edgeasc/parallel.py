@@ -32,7 +32,8 @@ def default_workers() -> int:
 
 
 @contextmanager
-def progress_bar(description: str, total: int, unit: str = "clips", enabled: bool = True):
+def progress_bar(description: str, total: int, unit: str = "clips", enabled: bool = True,
+                 transient: bool = False):
     """A progress bar on stderr showing items/s and the ETA; yields an `advance(n)` function."""
     if not enabled:
         yield lambda n=1: None
@@ -40,7 +41,7 @@ def progress_bar(description: str, total: int, unit: str = "clips", enabled: boo
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TaskProgressColumn(), TextColumn("{task.fields[rate]}"),
                         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                        console=err, transient=False)
+                        console=err, transient=transient)
     with progress:
         task = progress.add_task(description, total=total, rate="")
 

@@ -12,7 +12,7 @@ from edgeasc.models import PRESETS, ModelConfig, build_model
 from edgeasc.models.complexity import analyse, count_nonzero, count_params
 from edgeasc.models.config import kernel_sizes
 from edgeasc.models.cp_resnet import BasicBlock
-from edgeasc.models.layers import DampedConv2d, DecomposedConv2d, damping_matrix
+from edgeasc.models.layers import Conv2d, DampedConv2d, DecomposedConv2d, damping_matrix
 from edgeasc.models.receptive_field import output_shapes, receptive_field
 
 D18 = dict(rho=7, width=128, n_classes=10, in_channels=1)
@@ -167,7 +167,7 @@ def test_decomposition_covers_1x1_and_shortcuts_but_not_stem_or_head():
     m = build_model(ModelConfig(width=8, decomposition=4))
     assert isinstance(m.stage1.block1.conv2, DecomposedConv2d)  # a 1x1 conv, still decomposed
     assert isinstance(m.stage2.block1.shortcut[0], DecomposedConv2d)
-    assert type(m.stem[0]) is nn.Conv2d and type(m.head[0]) is nn.Conv2d
+    assert type(m.stem[0]) is Conv2d and type(m.head[0]) is Conv2d  # plain: not damped, not decomposed
 
 
 def test_fixup_init():

@@ -166,7 +166,7 @@ def _extract_chunk(job: list[tuple[int, str, str]]) -> tuple[int, tuple[str, str
         except Exception as exc:  # a decoder or maths failure on this clip: name it
             return done, (name, f"{path}: {type(exc).__name__}: {exc}")
         done += 1
-    out.flush()
+    # no msync here: the page cache is shared, and the parent fsyncs the file once before renaming it
     return done, None
 
 
@@ -183,6 +183,8 @@ def _extract_split(clips: list[Clip], final: Path, params: FeatureParams, channe
             advance(done)
             if error is not None:
                 raise DatasetError(error[1])  # the message names the file
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)

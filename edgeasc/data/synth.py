@@ -408,3 +408,16 @@ def write_dataset(out_dir: str | Path, classes: int = 3, clips_per_class: int = 
     return {"path": str(out_dir), "classes": classes, "clips": len(specs),
             "train": len(splits["train"]), "evaluate": len(splits["evaluate"]),
             "seconds": seconds, "seed": seed, "labels": sorted({s.label for s in specs})}
+
+
+DEFAULT_SYNTH = dict(classes=3, clips_per_class=60, seconds=10.0, seed=0)
+
+
+def default_dataset(cache_root: Path, progress: bool = True) -> Path:
+    """The built-in dataset `edgeasc train` uses when given none: generated once, then reused."""
+    d = DEFAULT_SYNTH
+    path = cache_root / "synthetic" / f"scenes-{d['classes']}c-{d['clips_per_class']}-s{d['seed']}"
+    if not (path / "meta.csv").is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_dataset(path, force=True, progress=progress, **d)
+    return path

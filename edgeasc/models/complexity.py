@@ -16,7 +16,7 @@ from edgeasc.errors import ConfigError
 from edgeasc.features import FeatureParams
 from edgeasc.models.config import ModelConfig
 from edgeasc.models.cp_resnet import CPResNet, build_model
-from edgeasc.models.layers import DampedConv2d
+from edgeasc.models.layers import Conv2d, DampedConv2d
 from edgeasc.models.receptive_field import output_shapes, receptive_field
 
 BYTES_PER_VALUE = {"float32": 4, "float16": 2, "int8": 1}
@@ -64,13 +64,18 @@ def count_params(model: nn.Module) -> int:
 def count_nonzero(model: nn.Module) -> int:
     """Non-zero parameters: conv weights where non-zero, everything else in full
     (BatchNorm is never pruned and always counts)."""
-    conv_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Conv2d)}
+    convs = {id(m.weight): m for m in model.modules() if isinstance(m, nn.Conv2d)}
     total = 0
     for p in model.parameters():
         if not p.requires_grad:
             continue
-        total += int(torch.count_nonzero(p.detach())) if id(p) in conv_weights else p.numel()
+        total += _conv_nonzero(convs[id(p)]) if id(p) in convs else p.numel()
     return total
+
+
+def _conv_nonzero(conv: nn.Conv2d) -> int:
+    w = conv.masked_weight() if isinstance(conv, Conv2d) else conv.weight
+    return int(torch.count_nonzero(w.detach()))
 
 
 def check_prune_target(target: int, params: int, bn_params: int) -> None:
@@ -141,7 +146,7 @@ def _recorder(name: str, real_module: nn.Module | None, out: list[LayerStats]):
             macs = shape[1] * shape[2] * module.out_channels * (module.in_channels // module.groups) * kh * kw
             nonzero = params
             if real_module is not None:
-                nonzero = int(torch.count_nonzero(real_module.weight.detach()))
+                nonzero = _conv_nonzero(real_module)
             kind = "damped conv" if isinstance(module, DampedConv2d) else "conv"
             out.append(LayerStats(name, kind, f"{kh}x{kw}", shape, params, nonzero, macs))
         elif isinstance(module, nn.BatchNorm2d):

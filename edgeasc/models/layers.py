@@ -20,7 +20,37 @@ def damping_matrix(kernel_h: int, kernel_w: int, floor: float = 0.1) -> torch.Te
     return profile.float().unsqueeze(1).expand(kernel_h, kernel_w).contiguous()
 
 
-class DampedConv2d(nn.Conv2d):
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d whose applied weight may carry a pruning mask: conv(x, W * M).
+
+    The raw W keeps its values under the mask (pruned weights can come back when the mask
+    is recomputed, as in the authors' code); `fold_mask` makes the pruning permanent.
+    The mask is a non-persistent buffer owned by the pruner, which saves it itself.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.register_buffer("weight_mask", None, persistent=False)
+
+    def masked_weight(self) -> torch.Tensor:
+        """W * M: what pruning leaves (damping excluded)."""
+        return self.weight if self.weight_mask is None else self.weight * self.weight_mask
+
+    def effective_weight(self) -> torch.Tensor:
+        """The weight the convolution applies."""
+        return self.masked_weight()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.effective_weight(), self.bias)
+
+    @torch.no_grad()
+    def fold_mask(self) -> None:
+        if self.weight_mask is not None:
+            self.weight.mul_(self.weight_mask)
+            self.weight_mask = None
+
+
+class DampedConv2d(Conv2d):
     """conv(x, W * C): the raw weight W is trained, C is a constant (not a parameter).
 
     C is a non-persistent buffer: it follows .to(device/dtype) but is rebuilt from the
@@ -34,22 +64,19 @@ class DampedConv2d(nn.Conv2d):
         self.register_buffer("damping", c.view(1, 1, *self.kernel_size), persistent=False)
 
     def effective_weight(self) -> torch.Tensor:
-        return self.weight * self.damping
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.effective_weight(), self.bias)
+        return super().effective_weight() * self.damping
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", damping_floor={self.damping_floor}"
 
 
 def conv2d(in_c: int, out_c: int, kernel: int, stride: int = 1, padding: int = 0,
-           damped: bool = False, damping_floor: float = 0.1) -> nn.Conv2d:
+           damped: bool = False, damping_floor: float = 0.1) -> Conv2d:
     """A bias-free conv; damped only where damping changes something (kernel height >= 3)."""
     if damped and kernel >= 3:
         return DampedConv2d(in_c, out_c, kernel, stride, padding, bias=False,
                             damping_floor=damping_floor)
-    return nn.Conv2d(in_c, out_c, kernel, stride, padding, bias=False)
+    return Conv2d(in_c, out_c, kernel, stride, padding, bias=False)
 
 
 class DecomposedConv2d(nn.Module):
@@ -67,17 +94,17 @@ class DecomposedConv2d(nn.Module):
         mid = out_c // factor
         self.in_channels, self.out_channels = in_c, out_c
         self.kernel_size, self.factor = (kernel, kernel), factor
-        self.reduce = nn.Conv2d(in_c, mid, 1, bias=False)
+        self.reduce = Conv2d(in_c, mid, 1, bias=False)
         self.spatial = conv2d(mid, mid, kernel, stride, padding, damped, damping_floor)
-        self.expand = nn.Conv2d(mid, out_c, 1, bias=False)
+        self.expand = Conv2d(mid, out_c, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.expand(self.spatial(self.reduce(x)))
 
 
 def conv_weight(conv: nn.Conv2d) -> torch.Tensor:
-    """The weight a conv actually applies (damping included)."""
-    return conv.effective_weight() if isinstance(conv, DampedConv2d) else conv.weight
+    """The weight a conv actually applies (damping and pruning mask included)."""
+    return conv.effective_weight() if isinstance(conv, Conv2d) else conv.weight
 
 
-__all__ = ["DampedConv2d", "DecomposedConv2d", "conv2d", "conv_weight", "damping_matrix"]
+__all__ = ["Conv2d", "DampedConv2d", "DecomposedConv2d", "conv2d", "conv_weight", "damping_matrix"]

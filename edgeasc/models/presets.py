@@ -44,6 +44,8 @@ def _presets() -> dict[str, Preset]:
         Preset("d20-damped-pruned-250k", _D20, "DCASE'20 damped, pruned to 250 000 parameters: the challenge winner",
                prune_target=250_000),
         Preset("d20-damped-rho4", _D20.replace(rho=4), "DCASE'20 damped at the paper's stated rho = 4"),
+        Preset("demo", _D20.replace(width=16), "small damped network for the synthetic demo, pruned by half",
+               prune_target=8_500),
     ]
     return {p.name: p for p in rows}
 

@@ -1,0 +1,73 @@
+"""Checkpoints: plain tensors and JSON-like values, loadable with torch.load(weights_only=True),
+so a checkpoint from a stranger can never execute code. Written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from edgeasc import __version__
+from edgeasc.errors import EdgeascError
+from edgeasc.io import atomic_write
+
+FORMAT = "edgeasc-checkpoint"
+VERSION = 1
+REQUIRED = ("model_config", "labels", "feature_params", "normalization", "model", "epoch")
+
+
+class CheckpointError(EdgeascError):
+    exit_code = 2
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> Path:
+    payload = {"format": FORMAT, "version": VERSION, "edgeasc_version": __version__, **payload}
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = find_checkpoint(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # pickle errors, zip errors, refused globals: all "not a checkpoint"
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a loadable edgeasc checkpoint ({reason})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an edgeasc checkpoint (no '{FORMAT}' marker)")
+    if ckpt.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {ckpt.get('version')} is not supported "
+                              f"(this edgeasc reads version {VERSION})")
+    missing = [k for k in REQUIRED if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    ckpt["path"] = str(path)
+    return ckpt
+
+
+def find_checkpoint(run_dir: Path) -> Path:
+    """The final model of a run if it finished, else its last checkpoint."""
+    for name in ("model-final.pt", "checkpoint-last.pt"):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    raise CheckpointError(f"{run_dir}: no model-final.pt or checkpoint-last.pt (is it an edgeasc run?)")
+
+
+def model_from_checkpoint(ckpt: dict):
+    """The trained network, masks folded (final) or applied (last), in eval mode."""
+    from edgeasc.models import ModelConfig, build_model
+
+    model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{ckpt.get('path')}: weights do not fit the stored config "
+                              f"({str(exc).splitlines()[0][:160]})") from None
+    masks = (ckpt.get("pruner") or {}).get("masks") or {}
+    modules = dict(model.named_modules())
+    for name, mask in masks.items():
+        modules[name].weight_mask = mask.to(modules[name].weight.dtype)
+    return model.eval()

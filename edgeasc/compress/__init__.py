@@ -1,0 +1,1 @@
+"""Compression applied to any network: magnitude pruning (and, at export, quantisation)."""

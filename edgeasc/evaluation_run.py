@@ -1,0 +1,58 @@
+"""`edgeasc eval` and `edgeasc info RUN`: load a run's model and describe or evaluate it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeasc.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from edgeasc.data.cache import extract_features
+from edgeasc.data.dcase import open_dataset
+from edgeasc.evaluate import evaluate
+from edgeasc.features import FeatureParams
+
+
+def evaluate_run(run: Path, dataset_dir: Path | None = None, cache_dir: Path | None = None,
+                 device: str = "auto", progress: bool = True) -> dict:
+    import torch
+
+    ckpt = load_checkpoint(run)
+    model = model_from_checkpoint(ckpt)
+    data = Path(dataset_dir) if dataset_dir else None
+    if data is None:
+        cfg = ckpt.get("train_config") or {}
+        if cfg.get("dataset"):
+            data = Path(cfg["dataset"])
+        else:
+            from edgeasc.data.cache import cache_root
+            from edgeasc.data.synth import default_dataset
+
+            data = default_dataset(Path(cfg["cache_dir"]) if cfg.get("cache_dir") else cache_root(), progress)
+    dataset = open_dataset(data)
+    if dataset.labels != ckpt["labels"]:
+        raise CheckpointError(f"{data}: classes {dataset.labels} differ from the model's {ckpt['labels']}")
+    params = FeatureParams(**ckpt["feature_params"])
+    cache, _ = extract_features(dataset, params, channels=ckpt["channels"], root=cache_dir, progress=progress)
+    # normalise with the statistics the model was trained with, not this dataset's
+    cache.manifest = {**cache.manifest, "normalization": ckpt["normalization"]}
+    dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    result = evaluate(model.to(dev), cache, device=dev).to_dict()
+    run_dir = Path(ckpt["path"]).parent
+    png = run_dir / "confusion-eval.png"
+    from edgeasc.plots import plot_confusion
+
+    plot_confusion(result["confusion"], ckpt["labels"], png, f"accuracy {100 * result['accuracy']:.1f} %")
+    return {**result, "labels": ckpt["labels"], "checkpoint": ckpt["path"], "dataset": str(dataset.root),
+            "confusion_png": str(png)}
+
+
+def describe_checkpoint(path: Path, seconds: float = 10.0) -> tuple[dict, object]:
+    """Complexity of a trained model (non-zeros counted from its weights), its labels and metrics."""
+    from edgeasc.models.complexity import analyse
+
+    ckpt = load_checkpoint(path)
+    model = model_from_checkpoint(ckpt)
+    stats = analyse(model, seconds=seconds)
+    extra = {"checkpoint": ckpt["path"], "kind": ckpt.get("kind"), "labels": ckpt["labels"],
+             "epoch": ckpt["epoch"], "summary": ckpt.get("summary"),
+             "last_metrics": (ckpt.get("history") or [None])[-1], "feature_params": ckpt["feature_params"]}
+    return extra, stats

@@ -1,0 +1,75 @@
+"""PNG plots of a run (matplotlib, headless), written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeasc.io import atomic_write
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    plt = _plt()
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax1.plot(epochs, [h["train_loss"] for h in history], label="train (mixup)")
+    ax1.plot(epochs, [h["eval_loss"] for h in history], label="evaluate")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("cross-entropy")
+    ax1.legend()
+    ax2.plot(epochs, [100 * h["eval_accuracy"] for h in history], color="tab:green")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("evaluate accuracy (%)")
+    ax2.set_ylim(0, 100)
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def plot_nonzero(history: list[dict], target: int | None, path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.plot([h["epoch"] for h in history], [h["nonzero_params"] for h in history], marker=".")
+    if target:
+        ax.axhline(target, color="tab:red", ls="--", label=f"target {target:,}")
+        ax.legend()
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("non-zero parameters")
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def plot_confusion(confusion: list[list[int]], labels: list[str], path: Path, title: str = "") -> None:
+    import numpy as np
+
+    plt = _plt()
+    conf = np.asarray(confusion, dtype=float)
+    norm = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
+    size = max(4.0, 0.55 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{int(conf[i, j])}", ha="center", va="center",
+                    color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+    ax.set_title(title)
+    _save(fig, path)

@@ -1,0 +1,309 @@
+"""The training loop: Adam + the paper's LR schedule, mixup, time roll, magnitude pruning to a
+target, evaluation every epoch, atomic checkpoints and exact resume, DDP under torchrun.
+
+Everything random derives from (seed, epoch, step, rank), so a run killed at any moment and
+resumed from its last completed epoch ends exactly where an uninterrupted run would (CPU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from edgeasc.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from edgeasc.compress.pruning import Pruner
+from edgeasc.console import out
+from edgeasc.data.cache import FeatureCache, extract_features
+from edgeasc.data.dcase import open_dataset
+from edgeasc.data.loader import CachedFeatures, mixup, mixup_cross_entropy
+from edgeasc.errors import ConfigError, EdgeascError
+from edgeasc.evaluate import evaluate
+from edgeasc.features import FeatureParams
+from edgeasc.io import atomic_write_json, atomic_write_text
+from edgeasc.models import build_model
+from edgeasc.models.complexity import count_nonzero
+from edgeasc.models.presets import resolve_model
+from edgeasc.train_config import TrainConfig, lr_at
+
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint-last.pt", "model-final.pt", "summary.json",
+             "curves.png", "nonzero.png", "confusion.png")
+REPORT_LAST = 10  # the paper reports the mean evaluate accuracy of the last 10 epochs
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> Dist:
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                   int(os.environ.get("LOCAL_RANK", 0)))
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+def resolve_device(name: str, dist: Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda: no CUDA device is available")
+        return torch.device("cuda", dist.local_rank if dist.world > 1 else torch.device(name).index or 0)
+    return torch.device("cpu")
+
+
+def prepare_data(cfg: TrainConfig, dist: Dist, progress: bool, expected_labels: list[str] | None = None
+                 ) -> FeatureCache:
+    """The feature cache of the run's dataset (the built-in synthetic set when none is given).
+    Rank 0 extracts; the others wait, then find it complete."""
+    from edgeasc.data.cache import cache_root
+    from edgeasc.data.synth import default_dataset
+
+    root = Path(cfg.cache_dir) if cfg.cache_dir else cache_root()
+    for turn in ((True,) if dist.world == 1 else (True, False)):
+        if (dist.main if turn else not dist.main):
+            data_dir = Path(cfg.dataset) if cfg.dataset else default_dataset(root, progress=progress and dist.main)
+            dataset = open_dataset(data_dir)
+            if expected_labels is not None and dataset.labels != expected_labels:
+                raise CheckpointError(f"{cfg.out}: the dataset's classes {dataset.labels} differ from the "
+                                      f"run's {expected_labels}")
+            cache, _ = extract_features(dataset, FeatureParams(clip_seconds=cfg.seconds), workers=cfg.feature_workers,
+                                        root=root, progress=progress and dist.main)
+        dist.barrier()
+    return cache
+
+
+def check_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
+    if resume or not (run_dir / "config.json").exists():
+        return
+    if not force:
+        raise ConfigError(f"{run_dir} already holds a run: use --resume to continue it or --force to start over")
+
+
+@torch.no_grad()
+def _average_buffers(model: torch.nn.Module, world: int) -> None:
+    """Average BatchNorm running statistics over the ranks: each rank's last forward updated
+    them from its own shard, and evaluation (sharded) and the saved model need one set."""
+    for name, buf in model.named_buffers():
+        if buf is not None and buf.is_floating_point() and name.endswith(("running_mean", "running_var")):
+            torch.distributed.all_reduce(buf)
+            buf /= world
+
+
+def _state_digest(model: torch.nn.Module) -> int:
+    h = hashlib.sha256()
+    for t in model.state_dict().values():
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return int.from_bytes(h.digest()[:7], "little")
+
+
+def train(cfg: TrainConfig, resume: bool = False, force: bool = False, progress: bool = True) -> dict:
+    dist = Dist.from_env()
+    if dist.world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    try:
+        return _train(cfg, dist, resume, force, progress)
+    finally:
+        if dist.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, dist: Dist, resume: bool, force: bool, progress: bool) -> dict:
+    run_dir = Path(cfg.out)
+    device = resolve_device(cfg.device, dist)
+    if cfg.amp and device.type != "cuda":
+        raise ConfigError("--amp needs a CUDA device")
+    if cfg.batch_size % dist.world:
+        raise ConfigError(f"--batch-size {cfg.batch_size} is not divisible by the {dist.world} processes")
+    if dist.main:
+        check_run_dir(run_dir, resume, force)
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(run_dir / "checkpoint-last.pt")
+
+    cache = prepare_data(cfg, dist, progress, ckpt["labels"] if ckpt is not None else None)
+    labels = cache.label_names
+    channels = cache.manifest["channels"]
+    model_config, preset_target = resolve_model(
+        cfg.preset, variant=cfg.variant, decomp_factor=cfg.decomp_factor, rho=cfg.rho, width=cfg.width,
+        depth_restriction=cfg.depth_restriction, damping_floor=cfg.damping_floor,
+        n_classes=len(labels), in_channels=channels)
+    if ckpt is not None:
+        if ckpt["model_config"] != model_config.to_dict():
+            raise CheckpointError(f"{run_dir}: the model configuration differs from the run being resumed")
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_config).to(device)
+    explicit = cfg.prune_target is not None or cfg.prune_ratio is not None
+    target = cfg.prune_target if explicit else preset_target
+    pruner = None
+    if target is not None or cfg.prune_ratio is not None:
+        try:
+            pruner = Pruner(model, target=target, ratio=cfg.prune_ratio, schedule=cfg.prune_schedule,
+                            epochs=cfg.prune_epochs, monotone=cfg.prune_monotone)
+        except ConfigError as exc:
+            if explicit:
+                raise
+            raise ConfigError(f"preset {cfg.preset!r} prunes to {target:,} parameters, which does not fit the "
+                              f"modified network: {exc}; give --prune-target or --prune-ratio") from None
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=0.0)
+    start_epoch, history = 0, []
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if pruner is not None and ckpt.get("pruner"):
+            pruner.load_state_dict(ckpt["pruner"])
+        start_epoch, history = int(ckpt["epoch"]), list(ckpt["history"])
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    config_record = {"train": cfg.to_dict(), "model": model_config.to_dict(), "variant": model_config.variant,
+                     "pruning": pruner.describe() if pruner else None, "labels": labels,
+                     "dataset": {"root": cache.manifest["root"], "layout": cache.manifest["layout"],
+                                 "cache": str(cache.directory)},
+                     "world_size": dist.world, "device": str(device)}
+    if dist.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if force and not resume:
+            for name in RUN_FILES:
+                (run_dir / name).unlink(missing_ok=True)
+        atomic_write_json(run_dir / "config.json", config_record)
+
+    net = model
+    if dist.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    train_data = CachedFeatures(cache, "train", train=True, roll=cfg.roll, seed=cfg.seed)
+    per_rank = cfg.batch_size // dist.world
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp)
+    payload_common = {"model_config": model_config.to_dict(), "labels": labels, "channels": channels,
+                      "feature_params": cache.manifest["params"], "normalization": cache.manifest["normalization"],
+                      "train_config": cfg.to_dict(), "devices": sorted({d for d in cache.devices("train") if d})}
+
+    for epoch in range(start_epoch, cfg.epochs):
+        t_epoch = time.perf_counter()
+        lr = lr_at(cfg, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        prune_seconds, pruned = 0.0, 0
+        if pruner is not None:
+            t0 = time.perf_counter()
+            pruned = pruner.update(epoch)
+            prune_seconds = time.perf_counter() - t0
+        train_data.set_epoch(epoch)
+        if dist.world > 1:
+            sampler = DistributedSampler(train_data, dist.world, dist.rank, shuffle=True, seed=cfg.seed)
+            sampler.set_epoch(epoch)
+        else:
+            sampler = RandomSampler(train_data, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        loader = DataLoader(train_data, batch_size=per_rank, sampler=sampler, num_workers=cfg.workers,
+                            drop_last=len(train_data) >= 2 * cfg.batch_size)
+        net.train()
+        loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
+        t_train = time.perf_counter()
+        with _epoch_bar(f"epoch {epoch + 1}/{cfg.epochs}", len(loader) * per_rank * dist.world,
+                        progress and dist.main) as advance:
+            for step, (x, y) in enumerate(loader):
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if cfg.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                rng = np.random.default_rng([cfg.seed, epoch, step, dist.rank])
+                x, y_a, y_b, lam = mixup(x, y, rng, cfg.mixup_alpha)
+                try:
+                    with torch.autocast(device.type, dtype=torch.float16, enabled=cfg.amp):
+                        loss = mixup_cross_entropy(net(x).float(), y_a, y_b, lam)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                except (torch.OutOfMemoryError, RuntimeError) as exc:
+                    if isinstance(exc, torch.OutOfMemoryError) or "alloc" in str(exc) or "out of memory" in str(exc):
+                        raise EdgeascError(f"out of memory at batch size {cfg.batch_size} on {device}: "
+                                           f"try --batch-size {max(1, cfg.batch_size // 2)}") from None
+                    raise
+                loss_sum += torch.stack([loss.detach().double() * len(y), torch.tensor(len(y), device=device).double()])
+                advance(len(y) * dist.world)
+        train_seconds = time.perf_counter() - t_train
+        if dist.world > 1:
+            torch.distributed.all_reduce(loss_sum)
+            _average_buffers(model, dist.world)
+        result = evaluate(model, cache, device=str(device), rank=dist.rank, world=dist.world,
+                          channels_last=cfg.channels_last)
+        record = {"epoch": epoch + 1, "lr": lr, "train_loss": float(loss_sum[0] / loss_sum[1]),
+                  "eval_loss": result.loss, "eval_accuracy": result.accuracy, "per_class": result.per_class,
+                  "per_device": result.per_device, "nonzero_params": count_nonzero(model), "pruned": pruned,
+                  "prune_seconds": round(prune_seconds, 4), "train_clips_per_s": float(loss_sum[1]) / train_seconds,
+                  "seconds": round(time.perf_counter() - t_epoch, 3)}
+        history.append(record)
+        if dist.main:
+            save_checkpoint(run_dir / "checkpoint-last.pt", {
+                **payload_common, "kind": "last", "model": model.state_dict(), "epoch": epoch + 1,
+                "optimizer": optimizer.state_dict(), "pruner": pruner.state_dict() if pruner else None,
+                "history": history})
+            atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+            if progress:
+                out.print(_epoch_line(record, cfg.epochs))
+    return _finish(cfg, dist, run_dir, model, pruner, cache, history, payload_common, config_record, progress)
+
+
+def _finish(cfg, dist, run_dir, model, pruner, cache, history, payload_common, config_record, progress) -> dict:
+    if pruner is not None:
+        pruner.finalize()
+    digest = _state_digest(model)
+    in_sync = True
+    if dist.world > 1:
+        digests = [torch.zeros(1, dtype=torch.int64) for _ in range(dist.world)]
+        torch.distributed.all_gather(digests, torch.tensor([digest], dtype=torch.int64))
+        in_sync = len({int(d) for d in digests}) == 1
+    final_eval = evaluate(model, cache, device=str(next(model.parameters()).device), rank=dist.rank,
+                          world=dist.world)
+    last = [h["eval_accuracy"] for h in history[-REPORT_LAST:]]
+    summary = {"epochs": len(history), "reported_accuracy": float(np.mean(last)) if last else None,
+               "reported_over_epochs": len(last), "final": final_eval.to_dict(),
+               "nonzero_params": count_nonzero(model), "params": sum(p.numel() for p in model.parameters()),
+               "prune_target": pruner.target if pruner else None, "labels": cache.label_names,
+               "world_size": dist.world, "ranks_in_sync": in_sync, "run_dir": str(run_dir),
+               "variant": config_record["variant"], "model": config_record["model"]}
+    if dist.main:
+        save_checkpoint(run_dir / "model-final.pt", {**payload_common, "kind": "final",
+                                                      "model": model.state_dict(), "epoch": len(history),
+                                                      "history": history, "summary": summary})
+        atomic_write_json(run_dir / "summary.json", summary)
+        from edgeasc.plots import plot_confusion, plot_curves, plot_nonzero
+
+        plot_curves(history, run_dir / "curves.png")
+        plot_nonzero(history, summary["prune_target"], run_dir / "nonzero.png")
+        plot_confusion(final_eval.confusion, cache.label_names, run_dir / "confusion.png",
+                       f"evaluate accuracy {100 * final_eval.accuracy:.1f} %")
+    return summary
+
+
+def _epoch_line(r: dict, epochs: int) -> str:
+    return (f"epoch {r['epoch']:>3}/{epochs}  lr {r['lr']:.2e}  train loss {r['train_loss']:.4f}  "
+            f"eval loss {r['eval_loss']:.4f}  acc {100 * r['eval_accuracy']:5.1f} %  "
+            f"non-zero {r['nonzero_params']:,}  {r['train_clips_per_s']:.1f} clips/s  {r['seconds']:.1f} s")
+
+
+def _epoch_bar(description: str, total: int, enabled: bool):
+    from edgeasc.console import err
+    from edgeasc.parallel import progress_bar
+
+    # a per-epoch bar only makes sense live; logs get the per-epoch line instead
+    return progress_bar(description, total, unit="clips", enabled=enabled and err.is_terminal, transient=True)
+

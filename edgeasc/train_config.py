@@ -1,0 +1,115 @@
+"""The resolved configuration of a training run: paper defaults, or a fast demo setup when
+no dataset is given; then a TOML file; then command-line flags (last wins)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from edgeasc.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str | None = None
+    preset: str | None = None
+    # model overrides (None = the preset's value)
+    variant: str | None = None
+    rho: int | None = None
+    width: int | None = None
+    depth_restriction: str | None = None
+    decomp_factor: int | None = None
+    damping_floor: float | None = None
+    # pruning
+    prune_target: int | None = None
+    prune_ratio: float | None = None
+    prune_schedule: str = "exp"
+    prune_epochs: int = 100
+    prune_monotone: bool = False
+    # optimisation (METHOD.md section 3)
+    epochs: int = 400
+    batch_size: int = 10
+    lr: float = 1e-4
+    lr_hold: int = 50         # constant lr for epochs < lr_hold
+    lr_decay_end: int = 250   # then linear to 0 at this epoch, then lr_final
+    lr_final: float = 1e-6
+    mixup_alpha: float = 0.3
+    roll: int = 50
+    seed: int = 0
+    # data and machinery
+    seconds: float = 10.0
+    cache_dir: str | None = None
+    feature_workers: int | None = None
+    workers: int = 0
+    device: str = "auto"
+    amp: bool = False
+    channels_last: bool = False
+    out: str = "runs/train"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Without a dataset: the built-in synthetic scenes and a small network that learns them in
+# a couple of minutes on a laptop CPU (README states the numbers).
+DEMO_DEFAULTS = dict(preset="demo", epochs=30, batch_size=8, lr=3e-3, lr_hold=10, lr_decay_end=30,
+                     lr_final=1e-5, prune_epochs=15, out="runs/demo")
+
+_FIELDS = {f.name: f for f in fields(TrainConfig)}
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    data = data.get("train", data)  # a [train] table or top-level keys
+    data = {k.replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {', '.join(unknown)}")
+    return data
+
+
+def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = None) -> TrainConfig:
+    """Defaults (paper or demo) <- config file <- explicit flags (None = not given)."""
+    given = load_toml(config_file) if config_file else {}
+    given.update({k: v for k, v in cli.items() if v is not None})
+    base = {} if given.get("dataset") else dict(DEMO_DEFAULTS)
+    values = {**base, **given}
+    if values.get("prune_target") is not None and values.get("prune_ratio") is not None:
+        raise ConfigError("give --prune-target or --prune-ratio, not both")
+    for name in ("epochs", "batch_size", "prune_epochs", "lr_hold", "lr_decay_end", "roll", "workers", "seed"):
+        v = values.get(name, getattr(TrainConfig, name))
+        if not isinstance(v, int) or isinstance(v, bool) or v < (1 if name in ("epochs", "batch_size") else 0):
+            raise ConfigError(f"{name.replace('_', '-')} must be an integer >= "
+                              f"{1 if name in ('epochs', 'batch_size') else 0}, got {v!r}")
+    for name in ("lr", "lr_final", "seconds"):
+        v = values.get(name, getattr(TrainConfig, name))
+        if not isinstance(v, int | float) or not v > 0:
+            raise ConfigError(f"{name.replace('_', '-')} must be > 0, got {v!r}")
+    if values.get("device", "auto") not in ("auto", "cpu", "cuda") and not str(values["device"]).startswith("cuda:"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, got {values['device']!r}")
+    try:
+        return TrainConfig(**values)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    """The paper's schedule: lr for epochs < hold, linear to 0 at decay_end, then lr_final."""
+    if epoch < cfg.lr_hold:
+        return cfg.lr
+    if epoch < cfg.lr_decay_end:
+        return cfg.lr * (1.0 - (epoch - cfg.lr_hold) / (cfg.lr_decay_end - cfg.lr_hold))
+    return cfg.lr_final

@@ -1,0 +1,121 @@
+"""Magnitude pruning to an exact target (METHOD.md section 2)."""
+
+import math
+
+import pytest
+import torch
+
+from edgeasc.compress.pruning import Pruner, ramp
+from edgeasc.errors import ConfigError
+from edgeasc.models import ModelConfig, build_model, get_preset
+from edgeasc.models.complexity import count_nonzero, count_params
+from edgeasc.models.layers import Conv2d
+
+
+def _dense(config):
+    torch.manual_seed(0)
+    model = build_model(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()  # no fixup zeros: every weight is a candidate
+    return model
+
+
+def test_ramps():
+    assert ramp("exp", 0, 100) == 0.0 and ramp("exp", 100, 100) == 1.0 and ramp("exp", 250, 100) == 1.0
+    assert ramp("exp", 50, 100) == pytest.approx((1 - math.exp(-2.5)) / (1 - math.exp(-5)))
+    assert ramp("exp", 10, 100) > ramp("linear", 10, 100)  # front-loaded
+    assert ramp("linear", 25, 50) == 0.5
+    assert ramp("cubic", 25, 50) == pytest.approx(1 - 0.5 ** 3)
+    with pytest.raises(ConfigError, match="schedule"):
+        ramp("sqrt", 1, 10)
+
+
+def test_paper_example_d20_restricted_to_250k():
+    model = _dense(get_preset("d20-damped-restricted").config)
+    pruner = Pruner(model, target=250_000)
+    assert (pruner.total, pruner.n_conv, pruner.k_final) == (268_678, 265_728, 18_678)
+    assert pruner.ratio == pytest.approx(0.0702899, abs=1e-7)
+    assert pruner.k_at(0) == 0 and pruner.k_at(100) == 18_678
+    for epoch in (0, 1, 7, 30, 99, 100, 300):
+        k = pruner.update(epoch)
+        assert k == pruner.k_at(epoch)
+        assert count_nonzero(model) == 268_678 - k
+    pruner.finalize()
+    assert count_nonzero(model) == 250_000
+    assert all(m.weight_mask is None for m in model.modules() if isinstance(m, Conv2d))
+
+
+def test_global_threshold_on_raw_weights_not_damped():
+    model = _dense(ModelConfig(rho=7, width=4, n_classes=3))
+    pruner = Pruner(model, ratio=0.5, epochs=0)
+    pruner.update(0)
+    kept = torch.cat([m.weight[m.weight_mask.bool()].abs() for _, m in pruner.convs])
+    gone = torch.cat([m.weight[~m.weight_mask.bool()].abs() for _, m in pruner.convs])
+    assert gone.max() <= kept.min()  # one threshold over every conv, raw |W|
+
+
+def test_ties_and_zeros_still_prune_exactly_k():
+    model = build_model(ModelConfig(width=4, n_classes=3))
+    with torch.no_grad():
+        for _, w in model.prunable_weights():
+            w.fill_(0.5)
+        next(iter(model.prunable_weights()))[1].zero_()
+    pruner = Pruner(model, target=count_params(model) - 1234, epochs=0)
+    assert pruner.update(0) == 1234
+    masked = sum(int((m.weight_mask == 0).sum()) for _, m in pruner.convs)
+    assert masked == 1234
+    first = pruner.convs[0][1]  # ties broken by flat index: the zeroed stem goes first
+    assert int((first.weight_mask == 0).sum()) == min(1234, first.weight.numel())
+
+
+def test_masked_weights_can_come_back_unless_monotone():
+    for monotone, expect_revival in ((False, True), (True, False)):
+        model = _dense(ModelConfig(width=4, n_classes=3))
+        pruner = Pruner(model, ratio=0.3, schedule="linear", epochs=2, monotone=monotone)
+        pruner.update(1)
+        stem = pruner.convs[0][1]
+        before = stem.weight_mask.clone()
+        with torch.no_grad():  # a pruned weight grows large: revivable masks let it back in
+            idx = (before.view(-1) == 0).nonzero()[0]
+            stem.weight.view(-1)[idx] = 100.0
+        pruner.update(2)
+        assert bool(stem.weight_mask.view(-1)[idx] == 1) == expect_revival
+        assert pruner.k_current == pruner.k_final
+
+
+@pytest.mark.parametrize("overrides", [dict(damping=False), dict(damping=True),
+                                       dict(decomposition=4), dict(damping=True, decomposition=2)])
+def test_every_variant_prunes_to_target(overrides):
+    model = _dense(ModelConfig(width=8, n_classes=3, **overrides))
+    target = count_params(model) // 2
+    pruner = Pruner(model, target=target, epochs=3)
+    x = torch.randn(2, 2, 256, 40)
+    for e in range(4):
+        pruner.update(e)
+        masked_out = model(x)
+    pruner.finalize()
+    assert count_nonzero(model) == target
+    assert torch.allclose(model(x), masked_out, atol=1e-5)  # folding changes nothing
+
+
+def test_mask_state_round_trips():
+    model = _dense(ModelConfig(width=4, n_classes=3))
+    pruner = Pruner(model, ratio=0.4, epochs=0)
+    pruner.update(0)
+    state = pruner.state_dict()
+    other = _dense(ModelConfig(width=4, n_classes=3))
+    p2 = Pruner(other, ratio=0.4, epochs=0)
+    p2.load_state_dict(state)
+    assert p2.k_current == pruner.k_current
+    assert all(torch.equal(a.weight_mask, b.weight_mask) for (_, a), (_, b) in zip(pruner.convs, p2.convs, strict=True))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(target=10**9), "prune target"), (dict(target=0), "prune target"), (dict(target=-5), "prune target"),
+    (dict(target=True), "prune target"), (dict(ratio=1.0), "ratio"), (dict(), "exactly one"),
+    (dict(target=5000, ratio=0.1), "exactly one"), (dict(target=5000, schedule="log"), "schedule"),
+])
+def test_bad_targets(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        Pruner(build_model(ModelConfig(width=4, n_classes=3)), **kwargs)

@@ -1,0 +1,174 @@
+"""`edgeasc train` end to end on tiny models: exact pruning, outputs, determinism, kill and
+resume, torchrun with two gloo processes, eval/info on runs, and bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import assert_one_line_error, run_cli
+from edgeasc.data.synth import write_dataset
+
+TINY = ["--preset", "demo", "--width", "4", "--seconds", "1", "--batch-size", "4", "--feature-workers", "1",
+        "--lr", "3e-3"]
+TIMING = ("seconds", "train_clips_per_s", "prune_seconds")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    write_dataset(root / "scenes", classes=3, clips_per_class=8, seconds=1.0, seed=2, workers=1, progress=False)
+    return root
+
+
+def train_cli(data, out, *extra, **kw):
+    return run_cli("train", str(data / "scenes"), *TINY, "--cache-dir", str(data / "cache"), "--out", str(out),
+                   *extra, **kw)
+
+
+def _metrics(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def test_pruned_run_hits_target_and_writes_everything(data, tmp_path):
+    run = tmp_path / "run"
+    proc = train_cli(data, run, "--epochs", "4", "--prune-target", "1000", "--prune-epochs", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["nonzero_params"] == 1000 == summary["prune_target"]
+    assert summary["epochs"] == 4 and summary["reported_over_epochs"] == 4
+    for name in ("config.json", "metrics.jsonl", "checkpoint-last.pt", "model-final.pt", "summary.json",
+                 "curves.png", "nonzero.png", "confusion.png"):
+        assert (run / name).is_file(), name
+    metrics = _metrics(run)
+    assert [m["nonzero_params"] for m in metrics][-2:] == [1000, 1000]  # reached at prune_epochs
+    assert metrics[0]["pruned"] == 0 and metrics[0]["lr"] == pytest.approx(3e-3)
+    final = torch.load(run / "model-final.pt", weights_only=True)  # no code runs on load
+    assert final["format"] == "edgeasc-checkpoint" and final["labels"] == ["indoor", "outdoor", "transportation"]
+    assert not any("mask" in k for k in final["model"])
+    conv = sum(int(torch.count_nonzero(v)) for k, v in final["model"].items() if k.endswith("weight") and v.dim() == 4)
+    bn = sum(v.numel() for k, v in final["model"].items() if v.dim() == 1 and (k.endswith("weight") or k.endswith("bias")))
+    assert conv + bn == 1000
+    resolved = json.loads((run / "config.json").read_text())
+    assert resolved["train"]["prune_target"] == 1000 and resolved["model"]["width"] == 4
+    # info and eval on the run
+    info = json.loads(run_cli("info", str(run), "--json").stdout)
+    assert info["nonzero_params"] == 1000 and info["labels"] == summary["labels"]
+    assert info["params"] == summary["params"] and info["macs"] > 0
+    ev = run_cli("eval", str(run), "--cache-dir", str(data / "cache"), "--json")
+    assert ev.returncode == 0, ev.stderr
+    result = json.loads(ev.stdout)
+    assert result["accuracy"] == pytest.approx(summary["final"]["accuracy"])
+    assert set(result["per_device"]) <= {"a", "b", "c"} and sum(result["device_counts"].values()) == result["n"]
+    assert (run / "confusion-eval.png").is_file()
+
+
+def test_same_seed_same_run(data, tmp_path):
+    a = train_cli(data, tmp_path / "a", "--epochs", "2", "--prune-ratio", "0.3", "--prune-epochs", "1", "--json")
+    b = train_cli(data, tmp_path / "b", "--epochs", "2", "--prune-ratio", "0.3", "--prune-epochs", "1", "--json")
+    assert a.returncode == b.returncode == 0, a.stderr + b.stderr
+    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+
+
+def test_killed_run_resumes_to_the_same_result(data, tmp_path):
+    args = ["--epochs", "6", "--prune-target", "900", "--prune-epochs", "4", "--json"]
+    whole = train_cli(data, tmp_path / "whole", *args)
+    assert whole.returncode == 0, whole.stderr
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "edgeasc", "train", str(data / "scenes"), *TINY, "--cache-dir",
+           str(data / "cache"), "--out", str(run), *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (run / "metrics.jsonl").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len((run / "metrics.jsonl").read_text().splitlines())
+    assert 2 <= done < 6, "the run was not interrupted"
+    assert not (run / "model-final.pt").exists()
+    again = train_cli(data, run, *args[:-1], "--resume", "--json")
+    assert again.returncode == 0, again.stderr
+    assert _metrics(run) == _metrics(tmp_path / "whole")
+    a = torch.load(run / "model-final.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "whole" / "model-final.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_torchrun_two_gloo_processes(data, tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "edgeasc",
+           "train", str(data / "scenes"), *TINY, "--cache-dir", str(data / "cache"), "--out", str(run),
+           "--epochs", "3", "--prune-target", "1000", "--prune-epochs", "2", "--device", "cpu", "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    start = proc.stdout.index("{")
+    summary = json.loads(proc.stdout[start:])  # printed once, by rank 0
+    assert summary["world_size"] == 2 and summary["ranks_in_sync"] is True
+    assert summary["nonzero_params"] == 1000
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+    assert not [p for p in run.iterdir() if "partial" in p.name]
+
+
+def test_config_file_and_flags(data, tmp_path):
+    cfg = tmp_path / "train.toml"
+    cfg.write_text(f'[train]\nepochs = 1\nprune-ratio = 0.25\nprune_epochs = 0\nout = "{tmp_path / "cfgrun"}"\n')
+    proc = run_cli("train", str(data / "scenes"), *TINY, "--cache-dir", str(data / "cache"), "--config", str(cfg),
+                   "--seed", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    resolved = json.loads((tmp_path / "cfgrun" / "config.json").read_text())["train"]
+    assert (resolved["epochs"], resolved["prune_ratio"], resolved["seed"]) == (1, 0.25, 3)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochs = [")
+    assert_one_line_error(run_cli("train", "--config", str(bad)), 2, "invalid TOML")
+    bad.write_text("colour = 'red'")
+    assert_one_line_error(run_cli("train", "--config", str(bad)), 2, "unknown keys colour")
+
+
+def test_bad_input(data, tmp_path):
+    run = tmp_path / "run"
+    assert_one_line_error(train_cli(data, run, "--epochs", "1"), 2, "preset 'demo' prunes to 8,500")
+    assert not run.exists()
+    assert train_cli(data, run, "--epochs", "1", "--prune-ratio", "0.2", "--json").returncode == 0
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    assert_one_line_error(train_cli(data, run, "--epochs", "1", "--prune-ratio", "0.2"), 2, "already holds a run")
+    assert_one_line_error(train_cli(data, tmp_path / "x", "--preset", "nope"), 2, "unknown preset")
+    assert_one_line_error(train_cli(data, tmp_path / "x", "--prune-target", "99999999"), 2, "prune target")
+    assert_one_line_error(train_cli(data, tmp_path / "x", "--prune-target", "0"), 2, "prune target")
+    assert_one_line_error(train_cli(data, tmp_path / "x", "--prune-target", "10", "--prune-ratio", "0.1"), 2,
+                          "not both")
+    assert_one_line_error(train_cli(data, tmp_path / "x", "--epochs", "0"), 2, "epochs")
+    assert_one_line_error(train_cli(data, tmp_path / "x", "--device", "tpu"), 2, "--device")
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before  # untouched
+    # corrupt, foreign and malicious checkpoints are refused on --resume
+    ckpt = run / "checkpoint-last.pt"
+    original = ckpt.read_bytes()
+    ckpt.write_bytes(original[:1000])
+    resume = ("--epochs", "2", "--prune-ratio", "0.2", "--resume")
+    assert_one_line_error(train_cli(data, run, *resume), 2, "not a loadable edgeasc checkpoint")
+    torch.save({"state_dict": {}}, ckpt)
+    assert_one_line_error(train_cli(data, run, *resume), 2, "not an edgeasc checkpoint")
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    torch.save({"format": "edgeasc-checkpoint", "payload": Evil()}, ckpt)
+    assert_one_line_error(train_cli(data, run, *resume), 2, "not a loadable")
+    assert not (tmp_path / "pwned").exists()
+    assert_one_line_error(run_cli("info", str(ckpt)), 2, "not a loadable")
+    ckpt.write_bytes(original)
+    # a dataset with other classes cannot resume this run
+    other = tmp_path / "ten"
+    write_dataset(other, classes=10, clips_per_class=8, seconds=1.0, seed=0, workers=1, progress=False)
+    proc = run_cli("train", str(other), *TINY, "--cache-dir", str(data / "cache"), "--out", str(run), *resume)
+    assert_one_line_error(proc, 2, "differ")
+    assert_one_line_error(run_cli("eval", str(tmp_path / "nothing")), 2, "no such checkpoint")
