@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -274,11 +275,11 @@ def train(
                amp=amp, channels_last=channels_last, out=str(out_dir) if out_dir else None)
     cfg = resolve_train_config(cli, config)
     summary = run_training(cfg, resume=resume, force=force, progress=not as_json)
-    if as_json:
-        if int(__import__("os").environ.get("RANK", 0)) == 0:
-            print_json(summary)
+    if int(os.environ.get("RANK", 0)) != 0:  # under torchrun only rank 0 reports
         return
-    if int(__import__("os").environ.get("RANK", 0)) == 0:
+    if as_json:
+        print_json(summary)
+    else:
         _render_summary(summary)
 
 

@@ -96,6 +96,11 @@ def check_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
         raise ConfigError(f"{run_dir} already holds a run: use --resume to continue it or --force to start over")
 
 
+def _is_oom(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
 @torch.no_grad()
 def _average_buffers(model: torch.nn.Module, world: int) -> None:
     """Average BatchNorm running statistics over the ranks: each rank's last forward updated
@@ -232,8 +237,8 @@ def _train(cfg: TrainConfig, dist: Dist, resume: bool, force: bool, progress: bo
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)
                     scaler.update()
-                except (torch.OutOfMemoryError, RuntimeError) as exc:
-                    if isinstance(exc, torch.OutOfMemoryError) or "alloc" in str(exc) or "out of memory" in str(exc):
+                except RuntimeError as exc:  # torch.OutOfMemoryError is one too
+                    if _is_oom(exc):
                         raise EdgeascError(f"out of memory at batch size {cfg.batch_size} on {device}: "
                                            f"try --batch-size {max(1, cfg.batch_size // 2)}") from None
                     raise

@@ -108,7 +108,15 @@ def test_torchrun_two_gloo_processes(data, tmp_path):
            "train", str(data / "scenes"), *TINY, "--cache-dir", str(data / "cache"), "--out", str(run),
            "--epochs", "3", "--prune-target", "1000", "--prune-epochs", "2", "--device", "cpu", "--json"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                             start_new_session=True)
+    try:
+        stdout, stderr = popen.communicate(timeout=300)
+    finally:
+        if popen.poll() is None:  # never leave rank processes behind
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait()
+    proc = subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
     assert proc.returncode == 0, proc.stderr[-3000:]
     start = proc.stdout.index("{")
     summary = json.loads(proc.stdout[start:])  # printed once, by rank 0
@@ -172,3 +180,19 @@ def test_bad_input(data, tmp_path):
     proc = run_cli("train", str(other), *TINY, "--cache-dir", str(data / "cache"), "--out", str(run), *resume)
     assert_one_line_error(proc, 2, "differ")
     assert_one_line_error(run_cli("eval", str(tmp_path / "nothing")), 2, "no such checkpoint")
+
+
+def test_out_of_memory_is_one_clear_error(data, tmp_path, monkeypatch):
+    import edgeasc.train as train_module
+    from edgeasc.errors import EdgeascError
+    from edgeasc.train_config import resolve_train_config
+
+    def oom(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(train_module, "mixup_cross_entropy", oom)
+    cfg = resolve_train_config(dict(dataset=str(data / "scenes"), preset="demo", width=4, seconds=1.0,
+                                    batch_size=4, prune_ratio=0.2, epochs=1, cache_dir=str(data / "cache"),
+                                    feature_workers=1, out=str(tmp_path / "oom")))
+    with pytest.raises(EdgeascError, match=r"out of memory at batch size 4 on cpu: try --batch-size 2"):
+        train_module.train(cfg, progress=False)

@@ -110,9 +110,8 @@ def extract_features(dataset: Dataset, params: FeatureParams | None = None, chan
     total = sum(len(dataset.splits[s]) for s in SPLITS)
     start = time.perf_counter()
     with progress_bar("extracting features", total, enabled=progress) as advance:
-        for split in SPLITS:
-            _extract_split(dataset.splits[split], directory / f"{split}.npy", params, channels,
-                           frames, workers, advance)
+        _extract_splits({s: dataset.splits[s] for s in SPLITS}, directory, params, channels, frames, workers,
+                        advance)
     elapsed = time.perf_counter() - start
     mean, std = normalization_stats(np.load(directory / "train.npy", mmap_mode="r"))
     manifest = {
@@ -149,15 +148,16 @@ def normalization_stats(train: np.ndarray, chunk: int = 64) -> tuple[np.ndarray,
 _WORKER: dict = {}
 
 
-def _init_worker(params: dict, channels: int, out_path: str) -> None:
-    _WORKER.update(params=FeatureParams(**params), channels=channels, out=out_path)
+def _init_worker(params: dict, channels: int) -> None:
+    _WORKER.update(params=FeatureParams(**params), channels=channels)
 
 
-def _extract_chunk(job: list[tuple[int, str, str]]) -> tuple[int, tuple[str, str] | None]:
+def _extract_chunk(job: tuple[str, list[tuple[int, str, str]]]) -> tuple[int, tuple[str, str] | None]:
+    out_path, items = job
     p: FeatureParams = _WORKER["params"]
-    out = np.load(_WORKER["out"], mmap_mode="r+")
+    out = np.load(out_path, mmap_mode="r+")
     done = 0
-    for index, name, path in job:
+    for index, name, path in items:
         try:
             x, _ = load(path, p.sample_rate, channels=_WORKER["channels"])
             out[index] = perceptual_mel(fit_length(x, p.n_samples()), p)
@@ -166,25 +166,30 @@ def _extract_chunk(job: list[tuple[int, str, str]]) -> tuple[int, tuple[str, str
         except Exception as exc:  # a decoder or maths failure on this clip: name it
             return done, (name, f"{path}: {type(exc).__name__}: {exc}")
         done += 1
-    # no msync here: the page cache is shared, and the parent fsyncs the file once before renaming it
+    # no msync here: the page cache is shared, and the parent fsyncs each file once before renaming it
     return done, None
 
 
-def _extract_split(clips: list[Clip], final: Path, params: FeatureParams, channels: int, frames: int,
-                   workers: int, advance) -> None:
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.partial")
-    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                      shape=(len(clips), channels, params.n_mels, frames))
-    del array  # workers write through their own maps
-    jobs = [[(i, clips[i].name, str(clips[i].path)) for i in r] for r in chunks(len(clips), 4)]
+def _extract_splits(splits: dict[str, list[Clip]], directory: Path, params: FeatureParams, channels: int,
+                    frames: int, workers: int, advance) -> None:
+    """All splits through one worker pool; each split's array is renamed into place when complete."""
+    tmp = {s: directory / f".{s}.npy.{os.getpid()}.partial" for s in splits}
+    jobs = []
+    for split, clips in splits.items():
+        np.lib.format.open_memmap(tmp[split], mode="w+", dtype=np.float32,
+                                  shape=(len(clips), channels, params.n_mels, frames))
+        jobs += [(str(tmp[split]), [(i, clips[i].name, str(clips[i].path)) for i in r])
+                 for r in chunks(len(clips), 4)]
     try:
         for done, error in imap(_extract_chunk, jobs, min(workers, len(jobs)), _init_worker,
-                                (params.to_dict(), channels, str(tmp))):
+                                (params.to_dict(), channels)):
             advance(done)
             if error is not None:
                 raise DatasetError(error[1])  # the message names the file
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
+        for split, path in tmp.items():
+            with open(path, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(path, directory / f"{split}.npy")
     finally:
-        tmp.unlink(missing_ok=True)
+        for path in tmp.values():
+            path.unlink(missing_ok=True)
