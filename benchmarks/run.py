@@ -16,6 +16,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+import bench_export  # noqa: E402
 import bench_features  # noqa: E402
 import bench_training  # noqa: E402
 
@@ -40,7 +41,7 @@ def machine() -> str:
 
 def main() -> None:
     sections, raw = [], {}
-    for name, module in (("features", bench_features), ("training", bench_training)):
+    for name, module in (("features", bench_features), ("training", bench_training), ("export", bench_export)):
         t0 = time.perf_counter()
         result = module.run()
         raw[name] = {**result, "wall_seconds": round(time.perf_counter() - t0, 1)}

@@ -339,6 +339,61 @@ def eval_command(
     _render_eval(result, result["labels"])
 
 
+# ----------------------------------------------------------------------------- export
+@app.command()
+def export(
+    source: Path = typer.Argument(..., help="A run directory or a checkpoint."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="The .onnx file (default RUN/model.onnx)."),
+    fold_damping: bool = typer.Option(True, "--fold-damping/--no-fold-damping", help="W ⊙ C stored as the weight."),
+    fold_bn: bool = typer.Option(True, "--fold-bn/--no-fold-bn", help="BatchNorm folded into conv biases."),
+    precision: str = typer.Option("fp32", help="fp32 | fp16 (float16 storage, float32 compute)."),
+    check_budget: str | None = typer.Option(None, help="Size budget, e.g. 500KB (=512000), 500kB, 0.5MB, 512000."),
+    rules: str = typer.Option("dcase2020", help="dcase2020 | dcase2021 | dcase2022 | dcase2024"),
+    count_bn: bool | None = typer.Option(None, "--count-bn/--no-count-bn", help="Count BatchNorm (default: per rules)."),
+    force: bool = typer.Option(False, help="Replace an existing output file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Fold, export a verified single-file ONNX with its metadata, and check its size against a budget."""
+    require_torch("`edgeasc export`")
+    from edgeasc.export.pipeline import export_checkpoint
+
+    result = export_checkpoint(source, output, fold_damping, fold_bn, precision, check_budget, rules, count_bn,
+                               force)
+    report = result["report"]
+    if as_json:
+        print_json(result)
+    else:
+        _render_export(result)
+    if report["verdict"] != "PASS":
+        raise typer.Exit(3)
+
+
+def _render_export(result: dict) -> None:
+    r, v = result["report"], result["verification"]
+    table = Table(title=f"{result['onnx']} ({r['precision']}, rules {r['rules']})", box=box.SIMPLE_HEAD,
+                  show_header=False)
+    table.add_column(justify="left")
+    table.add_column(justify="right")
+    table.add_row("parameters (as trained)", fmt_int(r["params"]))
+    table.add_row("non-zero parameters", fmt_int(r["nonzero_params"]))
+    table.add_row("  of which BatchNorm", fmt_int(r["bn_params"]))
+    table.add_row("deployed (BN folded): params / non-zero",
+                  f"{fmt_int(r['deployed']['params'])} / {fmt_int(r['deployed']['nonzero_params'])}")
+    table.add_row(f"MACs per {r['clip_seconds']:g} s / per second", f"{fmt_macs(r['macs_per_clip'])} / "
+                  f"{fmt_macs(r['macs_per_second'])}" + ("" if r["macs_ok"] else " (over the limit)"))
+    what = "non-zero" if r["counts"] == "nonzero" else "all"
+    table.add_row(f"counted: {what} values, BN {'in' if r['count_bn'] else 'out'}, {r['bytes_per_value']} B each",
+                  f"{fmt_int(r['counted_values'])} values = {fmt_int(r['counted_bytes'])} bytes")
+    table.add_row("budget", f"{fmt_int(r['budget_bytes'])} bytes")
+    table.add_row("ONNX file", f"{fmt_int(r['file_bytes'])} bytes")
+    table.add_row("ONNX vs PyTorch (max |Δ logit|, top-1)",
+                  f"{v['max_abs_logit_difference']:.2e}, {100 * v['top1_agreement']:.1f} % of {v['clips']}")
+    colour = "green" if r["verdict"] == "PASS" else "red"
+    table.add_row("verdict", f"[bold {colour}]{r['verdict']}[/]")
+    out.print(table)
+    out.print(f"counted on {r['counted_on']}; report: {Path(result['onnx']).with_suffix('.size.md')}")
+
+
 # ----------------------------------------------------------------------------- demo
 @app.command()
 def demo(

@@ -1,8 +1,9 @@
 """The quickstart pipeline on built-in data: each stage prints what it produced.
 
 It grows with the toolkit. Today: synthesise a DCASE'20-layout dataset -> extract and
-cache its features -> train and prune the demo network -> show the paper's networks and
-their budgets. Export, bench and predict join as they land.
+cache its features -> train and prune the demo network -> export it (fp16, verified,
+budget-checked) -> show the paper's networks and their budgets. Bench and predict join
+as they land.
 """
 
 from __future__ import annotations
@@ -54,7 +55,18 @@ def run_demo(workdir: Path, workers: int | None = None) -> dict:
               f"{time.perf_counter() - t0:.0f} s → {workdir / 'run'}")
     results["train"] = summary
 
-    out.rule("[bold]4. models[/bold]: the paper's networks and the DCASE 2020 500 KB budget")
+    out.rule("[bold]4. export[/bold]: folded, float16, verified ONNX checked against the 500KB budget")
+    from edgeasc.export.pipeline import export_checkpoint
+
+    exported = export_checkpoint(workdir / "run", workdir / "run" / "model.onnx", precision="fp16",
+                                 budget="500KB", force=True)
+    r, v = exported["report"], exported["verification"]
+    out.print(f"{exported['onnx']}: {exported['bytes']:,} bytes; counted {r['counted_bytes']:,} of "
+              f"{r['budget_bytes']:,} bytes under {r['rules']} → {r['verdict']}; onnxruntime vs PyTorch: "
+              f"max |Δ logit| {v['max_abs_logit_difference']:.1e}, top-1 agreement {100 * v['top1_agreement']:.0f} %")
+    results["export"] = {k: exported[k] for k in ("onnx", "bytes")}
+
+    out.rule("[bold]5. models[/bold]: the paper's networks and the DCASE 2020 500 KB budget")
     for name, preset in PRESETS.items():
         if not name.startswith("d20"):
             continue

@@ -1,0 +1,129 @@
+"""ONNX export with the dynamo exporter, made reproducible and self-describing, then verified
+with onnxruntime against the PyTorch model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 18
+INPUT, OUTPUT = "features", "logits"
+METADATA_PREFIX = "edgeasc."
+
+
+def export_proto(model: torch.nn.Module, in_channels: int, n_mels: int, frames: int) -> onnx.ModelProto:
+    """Dynamic batch and time axes, named input/output, debug metadata stripped, simplified."""
+    x = torch.randn(2, in_channels, n_mels, frames)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    time_axis = torch.export.Dim("frames", min=24, max=1_000_000)
+    torch_onnx_log = logging.getLogger("torch.onnx")
+    level = torch_onnx_log.level
+    torch_onnx_log.setLevel(logging.ERROR)  # the exporter chats about torchvision ops we never use
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(model.eval(), (x,), dynamo=True, opset_version=OPSET, input_names=[INPUT],
+                                        output_names=[OUTPUT], dynamic_shapes=({0: batch, 3: time_axis},),
+                                        external_data=False, verbose=False)
+    finally:
+        torch_onnx_log.setLevel(level)
+    proto = strip_debug_info(program.model_proto)
+    import onnxslim
+
+    proto = onnxslim.slim(proto)
+    return strip_debug_info(proto)
+
+
+def strip_debug_info(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop what the exporter records about the machine it ran on: per-node stack traces and
+    module paths (absolute local source paths), value_info and doc strings. The same
+    checkpoint then exports to the same bytes anywhere."""
+    proto.doc_string = ""
+    proto.graph.doc_string = ""
+    del proto.graph.value_info[:]
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    for func in proto.functions:
+        for node in func.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+    kept = [p for p in proto.metadata_props if p.key.startswith(METADATA_PREFIX)]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    proto.producer_name, proto.producer_version = "edgeasc", ""
+    return proto
+
+
+def to_float16_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Store float32 initializers as float16 with a Cast back to float32 in the graph: half the
+    bytes at float32 compute speed (onnxruntime folds the Casts when the session starts;
+    its float16 CPU kernels would be slower, especially on ARM)."""
+    graph = proto.graph
+    casts, keep = [], []
+    for init in graph.initializer:
+        if init.data_type != TensorProto.FLOAT or init.name.startswith("__"):
+            keep.append(init)
+            continue
+        half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), f"{init.name}__fp16")
+        keep.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT,
+                                      name=f"{init.name}__cast"))
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return proto
+
+
+def set_metadata(proto: onnx.ModelProto, metadata: dict) -> onnx.ModelProto:
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key = METADATA_PREFIX + key
+        entry.value = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return proto
+
+
+def read_metadata(proto_or_path) -> dict:
+    proto = onnx.load(proto_or_path, load_external_data=False) if not isinstance(proto_or_path, onnx.ModelProto) \
+        else proto_or_path
+    out = {}
+    for p in proto.metadata_props:
+        if p.key.startswith(METADATA_PREFIX):
+            try:
+                out[p.key[len(METADATA_PREFIX):]] = json.loads(p.value)
+            except json.JSONDecodeError:
+                out[p.key[len(METADATA_PREFIX):]] = p.value
+    return out
+
+
+def verify(onnx_bytes: bytes, reference: torch.nn.Module, in_channels: int, n_mels: int,
+           frames: tuple[int, ...] = (431, 100), seed: int = 0, inputs: list[np.ndarray] | None = None) -> dict:
+    """Logits of the ONNX file under onnxruntime vs the PyTorch model: max |difference| and top-1
+    agreement, on random inputs of several lengths (and real clips when given)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    batches = [rng.standard_normal((3, in_channels, n_mels, t)).astype(np.float32) for t in frames]
+    batches += list(inputs or [])
+    worst, agree, total = 0.0, 0, 0
+    reference = reference.eval()
+    for x in batches:
+        got = session.run([OUTPUT], {INPUT: x})[0]
+        with torch.no_grad():
+            want = reference(torch.from_numpy(x)).numpy()
+        worst = max(worst, float(np.abs(got - want).max()))
+        agree += int((got.argmax(1) == want.argmax(1)).sum())
+        total += len(x)
+    return {"max_abs_logit_difference": worst, "top1_agreement": agree / total, "clips": total,
+            "frames": list(frames)}

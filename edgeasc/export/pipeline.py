@@ -1,0 +1,95 @@
+"""`edgeasc export`: checkpoint -> folded network -> verified ONNX + size report."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnx
+import torch
+
+from edgeasc import __version__
+from edgeasc.checkpoint import load_checkpoint, model_from_checkpoint
+from edgeasc.errors import ConfigError, EdgeascError
+from edgeasc.export.fold import fold_model, max_abs_difference
+from edgeasc.export.onnx import export_proto, set_metadata, to_float16_weights, verify
+from edgeasc.export.report import RULES, parse_budget, report_markdown, size_report
+from edgeasc.io import atomic_write, atomic_write_json, atomic_write_text
+from edgeasc.models.complexity import analyse, count_nonzero, count_params
+
+PRECISIONS = ("fp32", "fp16")
+FOLD_TOLERANCE = 1e-5
+FP32_TOLERANCE = 1e-4
+
+
+class ExportError(EdgeascError):
+    exit_code = 1
+
+
+def check_output(path: Path, force: bool) -> None:
+    if path.suffix != ".onnx":
+        raise ConfigError(f"{path}: the output must be a .onnx file")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{path.parent}: no such folder")
+    if not os.access(path.parent, os.W_OK):
+        raise ConfigError(f"{path.parent}: folder is not writable")
+    if path.exists() and not force:
+        raise ConfigError(f"{path} exists (use --force to replace it)")
+
+
+def export_checkpoint(source: str | Path, output: str | Path | None = None, fold_damping: bool = True,
+                      fold_bn: bool = True, precision: str = "fp32", budget: str | None = None,
+                      rules: str = "dcase2020", count_bn: bool | None = None, force: bool = False) -> dict:
+    # every check on the user's input comes before any work and any write
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if rules not in RULES:
+        raise ConfigError(f"--rules must be one of {', '.join(RULES)}, got {rules!r}")
+    budget_bytes = parse_budget(budget) if budget is not None else None
+    ckpt = load_checkpoint(source)
+    out = Path(output) if output else Path(ckpt["path"]).parent / "model.onnx"
+    check_output(out, force)
+
+    model = model_from_checkpoint(ckpt)
+    config = model.config
+    seconds = ckpt["feature_params"].get("clip_seconds", 10.0)
+    frames = 1 + int(round(seconds * ckpt["feature_params"]["sample_rate"])) // ckpt["feature_params"]["hop_length"]
+    folded = fold_model(model, fold_damping=fold_damping, fold_bn=fold_bn)
+    torch.manual_seed(0)
+    probe = torch.randn(2, config.in_channels, config.n_mels, frames)
+    with torch.no_grad():
+        scale = max(1.0, float(model(probe).abs().max()))
+    fold_diff = max_abs_difference(model, folded, probe)
+    if fold_diff > FOLD_TOLERANCE * scale:
+        raise ExportError(f"folding changed the outputs by {fold_diff:.2e} (> {FOLD_TOLERANCE:g}): not exporting")
+
+    proto = export_proto(folded, config.in_channels, config.n_mels, frames)
+    if precision == "fp16":
+        proto = to_float16_weights(proto)
+    stats = analyse(model, seconds=seconds)
+    deployed = {"params": count_params(folded), "nonzero_params": count_nonzero(folded)}
+    report = size_report(stats, precision, RULES[rules], budget_bytes, count_bn, deployed)
+    set_metadata(proto, {
+        "version": __version__, "labels": ckpt["labels"], "feature_params": ckpt["feature_params"],
+        "normalization": ckpt["normalization"], "model_config": config.to_dict(), "variant": config.variant,
+        "channels": ckpt["channels"], "input": {"name": "features", "layout": "batch, channels, mels, frames",
+                                                 "normalized": True},
+        "precision": precision, "folded": {"damping": fold_damping, "batchnorm": fold_bn},
+        "macs_per_clip": stats.macs, "clip_seconds": seconds,
+        "size_report": {k: v for k, v in report.items() if k not in ("layers", "file_bytes")},
+    })
+    onnx.checker.check_model(proto, full_check=True)
+    data = proto.SerializeToString()
+    check = verify(data, model, config.in_channels, config.n_mels, frames=(frames, max(24, frames // 3)))
+    if precision == "fp32" and check["max_abs_logit_difference"] > FP32_TOLERANCE * scale:
+        raise ExportError(f"onnxruntime disagrees with PyTorch by {check['max_abs_logit_difference']:.2e} "
+                          f"(> {FP32_TOLERANCE:g}): not writing {out}")
+    try:
+        atomic_write(out, lambda tmp: tmp.write_bytes(data))
+        report["file_bytes"] = len(data)
+        atomic_write_json(out.with_suffix(".size.json"), report)
+        atomic_write_text(out.with_suffix(".size.md"), report_markdown(report))
+    except OSError as exc:
+        raise ConfigError(f"{out}: cannot write ({exc.strerror})") from None
+    return {"onnx": str(out), "bytes": len(data), "fold_max_abs_difference": fold_diff, "verification": check,
+            "report": report, "checkpoint": ckpt["path"]}

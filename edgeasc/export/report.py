@@ -1,0 +1,118 @@
+"""Model size under the DCASE challenge rules (METHOD.md section 6) and budget strings.
+
+Counting is done on the model as trained (BatchNorm separate from the convs), which is
+what the challenges count; the deployed form (BatchNorm folded into conv biases) is
+reported beside it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from edgeasc.errors import ConfigError
+from edgeasc.models.complexity import BYTES_PER_VALUE
+
+PRECISION_DTYPE = {"fp32": "float32", "fp16": "float16", "int8": "int8"}
+
+
+@dataclass(frozen=True)
+class Rules:
+    name: str
+    count: str              # "nonzero" or "all" (zeros included)
+    count_bn: bool          # whether BatchNorm parameters count
+    budget_bytes: int       # the edition's limit when --check-budget is not given
+    macs_per_second: float | None
+    description: str
+
+
+RULES = {
+    "dcase2020": Rules("dcase2020", "nonzero", False, 512_000, None,
+                       "DCASE 2020 task 1b: 500 KB of non-zero parameters; the official counter leaves "
+                       "BatchNorm out (the winners counted it: --count-bn)"),
+    "dcase2021": Rules("dcase2021", "nonzero", True, 131_072, None,
+                       "DCASE 2021 task 1a: 128 KB of non-zero parameters, BatchNorm counted"),
+    "dcase2022": Rules("dcase2022", "all", True, 131_072, 30e6,
+                       "DCASE 2022-2023 task 1: 128 KB of all parameters (zeros included), 30 M MACs per second"),
+    "dcase2024": Rules("dcase2024", "all", True, 128_000, 30e6,
+                       "DCASE 2024-2025 task 1: 128 000 bytes of all parameters, 30 M MACs per second"),
+}
+
+
+def parse_budget(text: str) -> int:
+    """'500KB' and '500KiB' = 500 x 1024, '500kB' = 500 x 1000, '0.5MB' = 0.5 x 1024^2,
+    '512000' = bytes. KB/KiB/MB/MiB are binary, kB decimal (METHOD.md section 6)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
+    if not m:
+        raise ConfigError(f"malformed budget {text!r}: use e.g. 500KB, 500KiB, 500kB, 0.5MB or 512000")
+    value, unit = float(m.group(1)), m.group(2)
+    if unit == "kB":
+        scale = 1000
+    elif unit.lower() in ("", "b", "bytes"):
+        scale = 1
+    elif unit.lower() in ("kb", "kib"):
+        scale = 1024
+    elif unit.lower() in ("mb", "mib"):
+        scale = 1024 ** 2
+    else:
+        raise ConfigError(f"malformed budget {text!r}: unknown unit {unit!r} (B, kB, KB, KiB, MB, MiB)")
+    n = value * scale
+    if n <= 0 or n != int(n):
+        raise ConfigError(f"budget {text!r} must be a positive whole number of bytes, got {n:g}")
+    return int(n)
+
+
+def size_report(stats, precision: str, rules: Rules, budget_bytes: int | None = None,
+                count_bn: bool | None = None, deployed: dict | None = None, file_bytes: int | None = None) -> dict:
+    """stats: ModelStats of the trained model (non-zeros from its weights)."""
+    dtype = PRECISION_DTYPE[precision]
+    per_value = BYTES_PER_VALUE[dtype]
+    count_bn = rules.count_bn if count_bn is None else count_bn
+    budget = rules.budget_bytes if budget_bytes is None else budget_bytes
+    layers, counted_values = [], 0
+    for layer in stats.layers:
+        if not layer.params:
+            continue
+        is_bn = layer.kind == "batchnorm"
+        values = layer.params if (rules.count == "all" or is_bn) else layer.nonzero_params
+        counts = count_bn or not is_bn
+        counted_values += values if counts else 0
+        layers.append({"name": layer.name, "kind": layer.kind, "kernel": layer.kernel, "params": layer.params,
+                       "nonzero": layer.nonzero_params, "counted_bytes": values * per_value if counts else 0})
+    counted = counted_values * per_value
+    macs_per_second = stats.macs / stats.seconds
+    macs_ok = rules.macs_per_second is None or macs_per_second <= rules.macs_per_second
+    return {
+        "rules": rules.name, "rules_description": rules.description, "precision": precision,
+        "bytes_per_value": per_value, "counts": rules.count, "count_bn": count_bn,
+        "counted_on": "the model as trained (BatchNorm separate from the convs)",
+        "params": stats.params, "nonzero_params": stats.nonzero_params, "bn_params": stats.bn_params,
+        "counted_values": counted_values, "counted_bytes": counted,
+        "macs_per_clip": stats.macs, "clip_seconds": stats.seconds, "macs_per_second": macs_per_second,
+        "macs_limit_per_second": rules.macs_per_second, "macs_ok": macs_ok,
+        "budget_bytes": budget, "bytes_ok": counted <= budget,
+        "verdict": "PASS" if counted <= budget and macs_ok else "FAIL",
+        "deployed": deployed, "file_bytes": file_bytes, "layers": layers,
+    }
+
+
+def report_markdown(r: dict) -> str:
+    lines = [f"# Size report: {r['verdict']}", "",
+             f"Rules: {r['rules']} — {r['rules_description']}.",
+             f"Counted on {r['counted_on']}: {'non-zero' if r['counts'] == 'nonzero' else 'all'} parameters, "
+             f"BatchNorm {'in' if r['count_bn'] else 'out'}, {r['bytes_per_value']} bytes per value ({r['precision']}).",
+             "", "| | value |", "|---|---:|",
+             f"| parameters | {r['params']:,} |", f"| non-zero parameters | {r['nonzero_params']:,} |",
+             f"| BatchNorm parameters | {r['bn_params']:,} |",
+             f"| MACs per {r['clip_seconds']:g} s clip | {r['macs_per_clip']:,} |",
+             f"| MACs per second of audio | {r['macs_per_second']:,.0f} |",
+             f"| counted bytes | {r['counted_bytes']:,} |", f"| budget bytes | {r['budget_bytes']:,} |"]
+    if r["file_bytes"] is not None:
+        lines.append(f"| ONNX file bytes | {r['file_bytes']:,} |")
+    if r["deployed"]:
+        d = r["deployed"]
+        lines.append(f"| deployed (BatchNorm folded): parameters / non-zero | {d['params']:,} / {d['nonzero_params']:,} |")
+    lines += ["", "| layer | kind | kernel | params | non-zero | counted bytes |", "|---|---|---|---:|---:|---:|"]
+    lines += [f"| {x['name']} | {x['kind']} | {x['kernel']} | {x['params']:,} | {x['nonzero']:,} | {x['counted_bytes']:,} |"
+              for x in r["layers"]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,170 @@
+"""`edgeasc export`: folding, a verified single-file ONNX, metadata, size rules and budgets."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from conftest import ROOT, assert_one_line_error, run_cli
+from edgeasc.checkpoint import save_checkpoint
+from edgeasc.compress.pruning import Pruner
+from edgeasc.errors import ConfigError
+from edgeasc.export.fold import fold_model, max_abs_difference
+from edgeasc.export.onnx import read_metadata
+from edgeasc.export.pipeline import export_checkpoint
+from edgeasc.export.report import RULES, parse_budget, size_report
+from edgeasc.features import FeatureParams
+from edgeasc.models import ModelConfig, build_model, get_preset
+from edgeasc.models.complexity import analyse
+
+VARIANTS = {"cp-resnet": dict(damping=False), "damped": dict(), "decomposed": dict(damping=False, decomposition=4),
+            "damped-decomposed": dict(decomposition=4)}
+
+
+def trained_like(config: ModelConfig, prune_ratio: float | None = 0.5, seed: int = 0):
+    """A model with non-trivial weights and BatchNorm statistics (fixup starts with zeros)."""
+    torch.manual_seed(seed)
+    model = build_model(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    if prune_ratio:
+        pruner = Pruner(model, ratio=prune_ratio, epochs=0)
+        pruner.update(0)
+        pruner.finalize()
+    return model.eval()
+
+
+def write_checkpoint(path, model, labels=("indoor", "outdoor", "transportation")):
+    params = FeatureParams(clip_seconds=1.0)
+    save_checkpoint(path, {"model_config": model.config.to_dict(), "labels": list(labels),
+                           "feature_params": params.to_dict(), "channels": model.config.in_channels,
+                           "normalization": {"mean": [0.0] * 256, "std": [1.0] * 256},
+                           "model": model.state_dict(), "epoch": 1, "kind": "final"})
+    return path
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_folding_keeps_the_function(variant):
+    model = trained_like(ModelConfig(width=8, n_classes=3, **VARIANTS[variant]))
+    folded = fold_model(model)
+    x = torch.randn(2, 2, 256, 60)
+    assert max_abs_difference(model, folded, x) <= 1e-5
+    kinds = {type(m).__name__ for m in folded.modules()}
+    assert "BatchNorm2d" not in kinds and "DampedConv2d" not in kinds
+    assert folded.stem[0].bias is not None and folded.head[0].bias is not None  # BN became biases
+    assert model.stem[1].__class__.__name__ == "BatchNorm2d"  # the original is untouched
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_round_trip_every_variant_and_precision(tmp_path, variant, precision):
+    model = trained_like(ModelConfig(width=8, n_classes=3, **VARIANTS[variant]))
+    ckpt = write_checkpoint(tmp_path / "m.pt", model)
+    result = export_checkpoint(ckpt, tmp_path / "m.onnx", precision=precision)
+    path = tmp_path / "m.onnx"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.pt", "m.size.json", "m.size.md"]
+    proto = onnx.load(path)
+    onnx.checker.check_model(proto, full_check=True)
+    ops = {n.op_type for n in proto.graph.node}
+    assert ops <= {"Conv", "Relu", "Add", "MaxPool", "ReduceMean", "Cast"}  # no damping Mul, no mask
+    assert not any("mask" in i.name or "damping" in i.name for i in proto.graph.initializer)
+    assert proto.opset_import[0].version >= 18
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims[0] == "batch" and dims[3] == "frames" and dims[1:3] == [2, 256]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for frames in (44, 150):
+        x = np.random.default_rng(frames).standard_normal((3, 2, 256, frames)).astype(np.float32)
+        got = session.run(["logits"], {"features": x})[0]
+        with torch.no_grad():
+            want = model(torch.from_numpy(x)).numpy()
+        tolerance = 1e-4 if precision == "fp32" else 5e-2
+        assert np.abs(got - want).max() <= tolerance
+        assert (got.argmax(1) == want.argmax(1)).mean() >= (1.0 if precision == "fp32" else 2 / 3)
+    assert result["verification"]["top1_agreement"] >= (1.0 if precision == "fp32" else 0.5)
+    if precision == "fp16":
+        types = {i.data_type for i in proto.graph.initializer}
+        assert onnx.TensorProto.FLOAT16 in types and onnx.TensorProto.FLOAT not in types
+
+
+def test_metadata_determinism_and_no_local_paths(tmp_path):
+    model = trained_like(ModelConfig(width=8, n_classes=3))
+    ckpt = write_checkpoint(tmp_path / "m.pt", model)
+    export_checkpoint(ckpt, tmp_path / "a.onnx")
+    export_checkpoint(ckpt, tmp_path / "b.onnx")
+    data = (tmp_path / "a.onnx").read_bytes()
+    assert data == (tmp_path / "b.onnx").read_bytes()  # same checkpoint, same bytes
+    for leak in (str(ROOT).encode(), b"site-packages", b"stack_trace", str(tmp_path).encode()):
+        assert leak not in data
+    meta = read_metadata(tmp_path / "a.onnx")
+    assert meta["labels"] == ["indoor", "outdoor", "transportation"]
+    assert meta["feature_params"]["n_mels"] == 256 and len(meta["normalization"]["mean"]) == 256
+    assert meta["model_config"]["width"] == 8 and meta["version"] == "0.1.0"
+    assert meta["size_report"]["nonzero_params"] == analyse(model).nonzero_params
+    assert meta["macs_per_clip"] == analyse(model, seconds=1.0).macs
+    assert not (tmp_path / "a.onnx.data").exists()
+
+
+@pytest.mark.parametrize("text, expected", [("500KB", 512_000), ("500KiB", 512_000), ("500kB", 500_000),
+                                            ("0.5MB", 524_288), ("512000", 512_000), ("128 KB", 131_072)])
+def test_budget_strings(text, expected):
+    assert parse_budget(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "KB", "five hundred", "500 zB", "-5KB", "0", "0.3"])
+def test_malformed_budgets(text):
+    with pytest.raises(ConfigError):
+        parse_budget(text)
+
+
+@pytest.fixture(scope="module")
+def winner():
+    """The paper's winning configuration: DCASE'20 damped, exactly 250 000 non-zero parameters."""
+    model = trained_like(get_preset("d20-damped").config, prune_ratio=None)
+    pruner = Pruner(model, target=250_000, epochs=0)
+    pruner.update(0)
+    pruner.finalize()
+    return analyse(model)
+
+
+def test_winning_configuration_passes_500kb_at_fp16_and_fails_at_fp32(winner):
+    assert winner.nonzero_params == 250_000 and winner.bn_params == 5_894
+    official = size_report(winner, "fp16", RULES["dcase2020"], parse_budget("500KB"))
+    assert official["counted_bytes"] == (250_000 - 5_894) * 2 and official["verdict"] == "PASS"
+    with_bn = size_report(winner, "fp16", RULES["dcase2020"], parse_budget("500KB"), count_bn=True)
+    assert with_bn["counted_bytes"] == 500_000 and with_bn["verdict"] == "PASS"
+    fp32 = size_report(winner, "fp32", RULES["dcase2020"], parse_budget("500KB"), count_bn=True)
+    assert fp32["counted_bytes"] == 1_000_000 and fp32["verdict"] == "FAIL"
+    later = size_report(winner, "fp16", RULES["dcase2022"])  # all parameters, zeros included
+    assert later["counted_bytes"] == 1_061_638 * 2 and later["verdict"] == "FAIL" and not later["macs_ok"]
+
+
+def test_cli_export_budget_and_bad_input(tmp_path):
+    ckpt = write_checkpoint(tmp_path / "m.pt", trained_like(ModelConfig(width=8, n_classes=3)))
+    out = tmp_path / "model.onnx"
+    over = run_cli("export", str(ckpt), "-o", str(out), "--check-budget", "1kB", "--json")
+    assert over.returncode == 3, over.stderr
+    result = json.loads(over.stdout)
+    assert result["report"]["verdict"] == "FAIL" and result["report"]["budget_bytes"] == 1000
+    assert out.is_file() and (tmp_path / "model.size.json").is_file()  # the report is written
+    before = out.read_bytes()
+    assert_one_line_error(run_cli("export", str(ckpt), "-o", str(out)), 2, "exists")
+    ok = run_cli("export", str(ckpt), "-o", str(out), "--force", "--precision", "fp16", "--check-budget", "500KB")
+    assert ok.returncode == 0 and "PASS" in ok.stdout and "512,000" in ok.stdout
+    assert out.read_bytes() != before
+    assert_one_line_error(run_cli("export", str(ckpt), "-o", str(tmp_path / "x.onnx"), "--check-budget", "5zB"),
+                          2, "malformed budget")
+    assert_one_line_error(run_cli("export", str(ckpt), "-o", str(tmp_path / "nope" / "x.onnx")), 2, "no such folder")
+    assert_one_line_error(run_cli("export", str(ckpt), "--precision", "int4"), 2, "--precision")
+    assert_one_line_error(run_cli("export", str(ckpt), "--rules", "dcase1999"), 2, "--rules")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    assert_one_line_error(run_cli("export", str(junk)), 2, "not a loadable edgeasc checkpoint")
+    assert not (tmp_path / "x.onnx").exists()
