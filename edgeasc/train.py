@@ -296,6 +296,7 @@ def _finish(cfg, dist, run_dir, model, pruner, cache, history, payload_common, c
         plot_nonzero(history, summary["prune_target"], run_dir / "nonzero.png")
         plot_confusion(final_eval.confusion, cache.label_names, run_dir / "confusion.png",
                        f"evaluate accuracy {100 * final_eval.accuracy:.1f} %")
+    dist.barrier()  # ranks leave together: tearing down gloo while rank 0 still writes aborts the others
     return summary
 
 
