@@ -347,6 +347,7 @@ def export(
     fold_damping: bool = typer.Option(True, "--fold-damping/--no-fold-damping", help="W ⊙ C stored as the weight."),
     fold_bn: bool = typer.Option(True, "--fold-bn/--no-fold-bn", help="BatchNorm folded into conv biases."),
     precision: str = typer.Option("fp32", help="fp32 | fp16 (float16 storage, float32 compute)."),
+    sparse: str = typer.Option("auto", help="Pruned weights as values + bitmask: auto (where it saves bytes) | pack | none."),
     check_budget: str | None = typer.Option(None, help="Size budget, e.g. 500KB (=512000), 500kB, 0.5MB, 512000."),
     rules: str = typer.Option("dcase2020", help="dcase2020 | dcase2021 | dcase2022 | dcase2024"),
     count_bn: bool | None = typer.Option(None, "--count-bn/--no-count-bn", help="Count BatchNorm (default: per rules)."),
@@ -358,7 +359,7 @@ def export(
     from edgeasc.export.pipeline import export_checkpoint
 
     result = export_checkpoint(source, output, fold_damping, fold_bn, precision, check_budget, rules, count_bn,
-                               force)
+                               force, sparse)
     report = result["report"]
     if as_json:
         print_json(result)
@@ -385,7 +386,8 @@ def _render_export(result: dict) -> None:
     table.add_row(f"counted: {what} values, BN {'in' if r['count_bn'] else 'out'}, {r['bytes_per_value']} B each",
                   f"{fmt_int(r['counted_values'])} values = {fmt_int(r['counted_bytes'])} bytes")
     table.add_row("budget", f"{fmt_int(r['budget_bytes'])} bytes")
-    table.add_row("ONNX file", f"{fmt_int(r['file_bytes'])} bytes")
+    table.add_row("ONNX file", f"{fmt_int(r['file_bytes'])} bytes ({len(result['sparse']['packed'])} tensors "
+                  f"packed sparse, --sparse {result['sparse']['mode']})")
     table.add_row("ONNX vs PyTorch (max |Δ logit|, top-1)",
                   f"{v['max_abs_logit_difference']:.2e}, {100 * v['top1_agreement']:.1f} % of {v['clips']}")
     colour = "green" if r["verdict"] == "PASS" else "red"

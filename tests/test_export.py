@@ -20,6 +20,8 @@ from edgeasc.features import FeatureParams
 from edgeasc.models import ModelConfig, build_model, get_preset
 from edgeasc.models.complexity import analyse
 
+PACK_OPS = {"Unsqueeze", "BitShift", "BitwiseAnd", "Reshape", "Slice", "NonZero", "Transpose", "ConstantOfShape",
+            "ScatterND"}
 VARIANTS = {"cp-resnet": dict(damping=False), "damped": dict(), "decomposed": dict(damping=False, decomposition=4),
             "damped-decomposed": dict(decomposition=4)}
 
@@ -74,7 +76,7 @@ def test_round_trip_every_variant_and_precision(tmp_path, variant, precision):
     proto = onnx.load(path)
     onnx.checker.check_model(proto, full_check=True)
     ops = {n.op_type for n in proto.graph.node}
-    assert ops <= {"Conv", "Relu", "Add", "MaxPool", "ReduceMean", "Cast"}  # no damping Mul, no mask
+    assert ops <= {"Conv", "Relu", "Add", "MaxPool", "ReduceMean", "Cast"} | PACK_OPS  # no damping Mul, no mask
     assert not any("mask" in i.name or "damping" in i.name for i in proto.graph.initializer)
     assert proto.opset_import[0].version >= 18
     dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
@@ -110,6 +112,27 @@ def test_metadata_determinism_and_no_local_paths(tmp_path):
     assert meta["size_report"]["nonzero_params"] == analyse(model).nonzero_params
     assert meta["macs_per_clip"] == analyse(model, seconds=1.0).macs
     assert not (tmp_path / "a.onnx.data").exists()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_sparse_packing_is_smaller_and_exact(tmp_path, precision):
+    model = trained_like(ModelConfig(width=32, n_classes=3), prune_ratio=0.8)
+    ckpt = write_checkpoint(tmp_path / "m.pt", model)
+    packed = export_checkpoint(ckpt, tmp_path / "packed.onnx", precision=precision, sparse="auto")
+    dense = export_checkpoint(ckpt, tmp_path / "dense.onnx", precision=precision, sparse="none")
+    assert packed["sparse"]["packed"] and not dense["sparse"]["packed"]
+    assert packed["bytes"] < 0.5 * dense["bytes"]
+    proto = onnx.load(tmp_path / "packed.onnx")
+    onnx.checker.check_model(proto, full_check=True)
+    assert "ScatterND" in {n.op_type for n in proto.graph.node}
+    assert "ScatterND" not in {n.op_type for n in onnx.load(tmp_path / "dense.onnx").graph.node}
+    for entry in packed["sparse"]["packed"]:  # only non-zeros and one bit per weight are stored
+        names = {i.name: i for i in proto.graph.initializer}
+        assert entry["name"] not in names
+        assert np.prod(names[entry["name"] + "__values"].dims) == entry["nonzero"]
+    x = np.random.default_rng(1).standard_normal((2, 2, 256, 44)).astype(np.float32)
+    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"features": x})[0]  # noqa: E731
+    assert np.abs(run(tmp_path / "packed.onnx") - run(tmp_path / "dense.onnx")).max() <= 1e-6
 
 
 @pytest.mark.parametrize("text, expected", [("500KB", 512_000), ("500KiB", 512_000), ("500kB", 500_000),
@@ -164,6 +187,7 @@ def test_cli_export_budget_and_bad_input(tmp_path):
     assert_one_line_error(run_cli("export", str(ckpt), "-o", str(tmp_path / "nope" / "x.onnx")), 2, "no such folder")
     assert_one_line_error(run_cli("export", str(ckpt), "--precision", "int4"), 2, "--precision")
     assert_one_line_error(run_cli("export", str(ckpt), "--rules", "dcase1999"), 2, "--rules")
+    assert_one_line_error(run_cli("export", str(ckpt), "--sparse", "zip"), 2, "--sparse")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     assert_one_line_error(run_cli("export", str(junk)), 2, "not a loadable edgeasc checkpoint")

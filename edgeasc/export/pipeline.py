@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 
@@ -14,6 +15,7 @@ from edgeasc.errors import ConfigError, EdgeascError
 from edgeasc.export.fold import fold_model, max_abs_difference
 from edgeasc.export.onnx import export_proto, set_metadata, to_float16_weights, verify
 from edgeasc.export.report import RULES, parse_budget, report_markdown, size_report
+from edgeasc.export.sparse import MODES, pack_weights
 from edgeasc.io import atomic_write, atomic_write_json, atomic_write_text
 from edgeasc.models.complexity import analyse, count_nonzero, count_params
 
@@ -39,8 +41,11 @@ def check_output(path: Path, force: bool) -> None:
 
 def export_checkpoint(source: str | Path, output: str | Path | None = None, fold_damping: bool = True,
                       fold_bn: bool = True, precision: str = "fp32", budget: str | None = None,
-                      rules: str = "dcase2020", count_bn: bool | None = None, force: bool = False) -> dict:
+                      rules: str = "dcase2020", count_bn: bool | None = None, force: bool = False,
+                      sparse: str = "auto") -> dict:
     # every check on the user's input comes before any work and any write
+    if sparse not in MODES:
+        raise ConfigError(f"--sparse must be one of {', '.join(MODES)}, got {sparse!r}")
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if rules not in RULES:
@@ -64,6 +69,7 @@ def export_checkpoint(source: str | Path, output: str | Path | None = None, fold
         raise ExportError(f"folding changed the outputs by {fold_diff:.2e} (> {FOLD_TOLERANCE:g}): not exporting")
 
     proto = export_proto(folded, config.in_channels, config.n_mels, frames)
+    packing = pack_weights(proto, sparse, np.float16 if precision == "fp16" else np.float32)
     if precision == "fp16":
         proto = to_float16_weights(proto)
     stats = analyse(model, seconds=seconds)
@@ -75,6 +81,7 @@ def export_checkpoint(source: str | Path, output: str | Path | None = None, fold
         "channels": ckpt["channels"], "input": {"name": "features", "layout": "batch, channels, mels, frames",
                                                  "normalized": True},
         "precision": precision, "folded": {"damping": fold_damping, "batchnorm": fold_bn},
+        "sparse": {"mode": sparse, "packed_tensors": len(packing["packed"])},
         "macs_per_clip": stats.macs, "clip_seconds": seconds,
         "size_report": {k: v for k, v in report.items() if k not in ("layers", "file_bytes")},
     })
@@ -92,4 +99,4 @@ def export_checkpoint(source: str | Path, output: str | Path | None = None, fold
     except OSError as exc:
         raise ConfigError(f"{out}: cannot write ({exc.strerror})") from None
     return {"onnx": str(out), "bytes": len(data), "fold_max_abs_difference": fold_diff, "verification": check,
-            "report": report, "checkpoint": ckpt["path"]}
+            "report": report, "checkpoint": ckpt["path"], "sparse": packing}
