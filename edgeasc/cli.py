@@ -346,7 +346,9 @@ def export(
     output: Path | None = typer.Option(None, "-o", "--output", help="The .onnx file (default RUN/model.onnx)."),
     fold_damping: bool = typer.Option(True, "--fold-damping/--no-fold-damping", help="W ⊙ C stored as the weight."),
     fold_bn: bool = typer.Option(True, "--fold-bn/--no-fold-bn", help="BatchNorm folded into conv biases."),
-    precision: str = typer.Option("fp32", help="fp32 | fp16 (float16 storage, float32 compute)."),
+    precision: str = typer.Option("fp32", help="fp32 | fp16 (float16 storage, float32 compute) | int8 (static QDQ)."),
+    calibration: Path | None = typer.Option(None, help="int8: dataset whose clips calibrate (default: the run's own)."),
+    cache_dir: Path | None = typer.Option(None, help="Cache root for calibration features."),
     sparse: str = typer.Option("auto", help="Pruned weights as values + bitmask: auto (where it saves bytes) | pack | none."),
     check_budget: str | None = typer.Option(None, help="Size budget, e.g. 500KB (=512000), 500kB, 0.5MB, 512000."),
     rules: str = typer.Option("dcase2020", help="dcase2020 | dcase2021 | dcase2022 | dcase2024"),
@@ -359,7 +361,7 @@ def export(
     from edgeasc.export.pipeline import export_checkpoint
 
     result = export_checkpoint(source, output, fold_damping, fold_bn, precision, check_budget, rules, count_bn,
-                               force, sparse)
+                               force, sparse, calibration, cache_dir)
     report = result["report"]
     if as_json:
         print_json(result)
@@ -390,6 +392,12 @@ def _render_export(result: dict) -> None:
                   f"packed sparse, --sparse {result['sparse']['mode']})")
     table.add_row("ONNX vs PyTorch (max |Δ logit|, top-1)",
                   f"{v['max_abs_logit_difference']:.2e}, {100 * v['top1_agreement']:.1f} % of {v['clips']}")
+    if result.get("int8"):
+        q = result["int8"]
+        table.add_row("int8 calibration clips", str(q["calibration_clips"]))
+        if "accuracy_int8" in q:
+            table.add_row(f"accuracy fp32 → int8 ({q['evaluate_clips']} evaluate clips)",
+                          f"{100 * q['accuracy_fp32']:.1f} % → {100 * q['accuracy_int8']:.1f} %")
     colour = "green" if r["verdict"] == "PASS" else "red"
     table.add_row("verdict", f"[bold {colour}]{r['verdict']}[/]")
     out.print(table)

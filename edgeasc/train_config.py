@@ -100,6 +100,9 @@ def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = N
             raise ConfigError(f"{name.replace('_', '-')} must be > 0, got {v!r}")
     if values.get("device", "auto") not in ("auto", "cpu", "cuda") and not str(values["device"]).startswith("cuda:"):
         raise ConfigError(f"--device must be auto, cpu or cuda, got {values['device']!r}")
+    for name in ("dataset", "cache_dir"):  # stored in checkpoints: must not depend on the working directory
+        if values.get(name):
+            values[name] = str(Path(values[name]).expanduser().resolve())
     try:
         return TrainConfig(**values)
     except TypeError as exc:

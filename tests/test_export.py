@@ -135,6 +135,36 @@ def test_sparse_packing_is_smaller_and_exact(tmp_path, precision):
     assert np.abs(run(tmp_path / "packed.onnx") - run(tmp_path / "dense.onnx")).max() <= 1e-6
 
 
+def test_int8_static_qdq_calibrated_on_real_clips(tmp_path):
+    from edgeasc.data.synth import write_dataset
+
+    data = tmp_path / "scenes"
+    write_dataset(data, classes=3, clips_per_class=8, seconds=1.0, seed=4, workers=1, progress=False)
+    ckpt = write_checkpoint(tmp_path / "m.pt", trained_like(ModelConfig(width=8, n_classes=3)))
+    out = tmp_path / "m.onnx"
+    proc = run_cli("export", str(ckpt), "-o", str(out), "--precision", "int8", "--calibration", str(data),
+                   "--cache-dir", str(tmp_path / "cache"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout[proc.stdout.index("{"):])
+    proto = onnx.load(out)
+    onnx.checker.check_model(proto, full_check=True)
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    assert any(i.data_type == onnx.TensorProto.INT8 for i in proto.graph.initializer)
+    q = result["int8"]
+    assert q["calibration_clips"] + q["evaluate_clips"] == 24  # all training clips calibrate (< 64)
+    assert 0.0 <= q["accuracy_int8"] <= 1.0 and 0.0 <= q["accuracy_fp32"] <= 1.0
+    assert result["report"]["bytes_per_value"] == 1
+    assert result["verification"]["top1_agreement"] >= 0.5
+    assert read_metadata(out)["precision"] == "int8"
+    assert_one_line_error(run_cli("export", str(ckpt), "-o", str(tmp_path / "x.onnx"), "--precision", "int8",
+                                  "--calibration", str(tmp_path / "nowhere")), 2, "--calibration")
+    assert_one_line_error(run_cli("export", str(ckpt), "-o", str(tmp_path / "x.onnx"), "--calibration", str(data)),
+                          2, "only applies to --precision int8")
+    assert_one_line_error(run_cli("export", str(ckpt), "-o", str(tmp_path / "x.onnx"), "--precision", "int8"),
+                          2, "int8 needs calibration clips")
+
+
 @pytest.mark.parametrize("text, expected", [("500KB", 512_000), ("500KiB", 512_000), ("500kB", 500_000),
                                             ("0.5MB", 524_288), ("512000", 512_000), ("128 KB", 131_072)])
 def test_budget_strings(text, expected):

@@ -13,13 +13,19 @@ from edgeasc import __version__
 from edgeasc.checkpoint import load_checkpoint, model_from_checkpoint
 from edgeasc.errors import ConfigError, EdgeascError
 from edgeasc.export.fold import fold_model, max_abs_difference
-from edgeasc.export.onnx import export_proto, set_metadata, to_float16_weights, verify
+from edgeasc.export.onnx import (
+    export_proto,
+    set_metadata,
+    strip_debug_info,
+    to_float16_weights,
+    verify,
+)
 from edgeasc.export.report import RULES, parse_budget, report_markdown, size_report
 from edgeasc.export.sparse import MODES, pack_weights
 from edgeasc.io import atomic_write, atomic_write_json, atomic_write_text
 from edgeasc.models.complexity import analyse, count_nonzero, count_params
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 FOLD_TOLERANCE = 1e-5
 FP32_TOLERANCE = 1e-4
 
@@ -42,12 +48,17 @@ def check_output(path: Path, force: bool) -> None:
 def export_checkpoint(source: str | Path, output: str | Path | None = None, fold_damping: bool = True,
                       fold_bn: bool = True, precision: str = "fp32", budget: str | None = None,
                       rules: str = "dcase2020", count_bn: bool | None = None, force: bool = False,
-                      sparse: str = "auto") -> dict:
+                      sparse: str = "auto", calibration: str | Path | None = None,
+                      cache_dir: str | Path | None = None) -> dict:
     # every check on the user's input comes before any work and any write
     if sparse not in MODES:
         raise ConfigError(f"--sparse must be one of {', '.join(MODES)}, got {sparse!r}")
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if calibration is not None and precision != "int8":
+        raise ConfigError("--calibration only applies to --precision int8")
+    if calibration is not None and not Path(calibration).exists():
+        raise ConfigError(f"--calibration {calibration}: no such dataset")
     if rules not in RULES:
         raise ConfigError(f"--rules must be one of {', '.join(RULES)}, got {rules!r}")
     budget_bytes = parse_budget(budget) if budget is not None else None
@@ -69,7 +80,23 @@ def export_checkpoint(source: str | Path, output: str | Path | None = None, fold
         raise ExportError(f"folding changed the outputs by {fold_diff:.2e} (> {FOLD_TOLERANCE:g}): not exporting")
 
     proto = export_proto(folded, config.in_channels, config.n_mels, frames)
-    packing = pack_weights(proto, sparse, np.float16 if precision == "fp16" else np.float32)
+    int8, real_clips = None, []
+    if precision == "int8":
+        from edgeasc.export.quantize import accuracy, calibration_features, quantize_int8
+
+        calib, eval_x, eval_y = calibration_features(ckpt, Path(calibration) if calibration else None,
+                                                     Path(cache_dir) if cache_dir else None)
+        fp32_bytes = proto.SerializeToString()
+        proto = strip_debug_info(quantize_int8(proto, calib))
+        int8 = {"calibration_clips": len(calib), "sparse": "not applied to int8 weights"}
+        if eval_x is not None:
+            int8["accuracy_fp32"] = accuracy(fp32_bytes, eval_x, eval_y)
+            int8["accuracy_int8"] = accuracy(proto.SerializeToString(), eval_x, eval_y)
+            int8["evaluate_clips"] = len(eval_y)
+            real_clips = [eval_x[:8]]
+        packing = {"packed": [], "mode": "none"}
+    else:
+        packing = pack_weights(proto, sparse, np.float16 if precision == "fp16" else np.float32)
     if precision == "fp16":
         proto = to_float16_weights(proto)
     stats = analyse(model, seconds=seconds)
@@ -87,7 +114,8 @@ def export_checkpoint(source: str | Path, output: str | Path | None = None, fold
     })
     onnx.checker.check_model(proto, full_check=True)
     data = proto.SerializeToString()
-    check = verify(data, model, config.in_channels, config.n_mels, frames=(frames, max(24, frames // 3)))
+    check = verify(data, model, config.in_channels, config.n_mels, frames=(frames, max(24, frames // 3)),
+                   inputs=real_clips)
     if precision == "fp32" and check["max_abs_logit_difference"] > FP32_TOLERANCE * scale:
         raise ExportError(f"onnxruntime disagrees with PyTorch by {check['max_abs_logit_difference']:.2e} "
                           f"(> {FP32_TOLERANCE:g}): not writing {out}")
@@ -99,4 +127,4 @@ def export_checkpoint(source: str | Path, output: str | Path | None = None, fold
     except OSError as exc:
         raise ConfigError(f"{out}: cannot write ({exc.strerror})") from None
     return {"onnx": str(out), "bytes": len(data), "fold_max_abs_difference": fold_diff, "verification": check,
-            "report": report, "checkpoint": ckpt["path"], "sparse": packing}
+            "report": report, "checkpoint": ckpt["path"], "sparse": packing, "int8": int8}
