@@ -349,6 +349,7 @@ def export(
     precision: str = typer.Option("fp32", help="fp32 | fp16 (float16 storage, float32 compute) | int8 (static QDQ)."),
     calibration: Path | None = typer.Option(None, help="int8: dataset whose clips calibrate (default: the run's own)."),
     cache_dir: Path | None = typer.Option(None, help="Cache root for calibration features."),
+    with_frontend: bool = typer.Option(False, help="Export waveform (22.05 kHz) -> logits, frontend in the graph."),
     sparse: str = typer.Option("auto", help="Pruned weights as values + bitmask: auto (where it saves bytes) | pack | none."),
     check_budget: str | None = typer.Option(None, help="Size budget, e.g. 500KB (=512000), 500kB, 0.5MB, 512000."),
     rules: str = typer.Option("dcase2020", help="dcase2020 | dcase2021 | dcase2022 | dcase2024"),
@@ -361,7 +362,7 @@ def export(
     from edgeasc.export.pipeline import export_checkpoint
 
     result = export_checkpoint(source, output, fold_damping, fold_bn, precision, check_budget, rules, count_bn,
-                               force, sparse, calibration, cache_dir)
+                               force, sparse, calibration, cache_dir, with_frontend)
     report = result["report"]
     if as_json:
         print_json(result)

@@ -165,6 +165,29 @@ def test_int8_static_qdq_calibrated_on_real_clips(tmp_path):
                           2, "int8 needs calibration clips")
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_with_frontend_takes_raw_audio(tmp_path, precision):
+    from edgeasc.features import perceptual_mel
+
+    model = trained_like(ModelConfig(width=8, n_classes=3))
+    ckpt = write_checkpoint(tmp_path / "m.pt", model)
+    result = export_checkpoint(ckpt, tmp_path / "w.onnx", precision=precision, with_frontend=True)
+    proto = onnx.load(tmp_path / "w.onnx")
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.graph.input[0].name == "waveform" and "STFT" in {n.op_type for n in proto.graph.node}
+    meta = read_metadata(proto)
+    assert meta["frontend"] is True and meta["input"]["sample_rate"] == 22050
+    assert result["bytes"] < 400_000  # the 256 x 1025 mel matrix (1 MB dense) is stored sparse
+    session = ort.InferenceSession(str(tmp_path / "w.onnx"), providers=["CPUExecutionProvider"])
+    wave = (0.1 * np.random.default_rng(3).standard_normal((2, 2, 30000))).astype(np.float32)
+    got = session.run(["logits"], {"waveform": wave})[0]
+    feats = np.stack([perceptual_mel(w) for w in wave])  # the numpy frontend; normalisation is 0/1 here
+    with torch.no_grad():
+        want = model(torch.from_numpy(feats)).numpy()
+    assert np.abs(got - want).max() <= (1e-3 if precision == "fp32" else 5e-2)
+    assert (got.argmax(1) == want.argmax(1)).all()
+
+
 @pytest.mark.parametrize("text, expected", [("500KB", 512_000), ("500KiB", 512_000), ("500kB", 500_000),
                                             ("0.5MB", 524_288), ("512000", 512_000), ("128 KB", 131_072)])
 def test_budget_strings(text, expected):

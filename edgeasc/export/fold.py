@@ -71,3 +71,20 @@ def _fold_batchnorms(model: nn.Module) -> None:
 @torch.no_grad()
 def max_abs_difference(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
     return float((a.eval()(x) - b.eval()(x)).abs().max())
+
+
+class WaveformClassifier(nn.Module):
+    """Raw audio at the frontend's sample rate -> logits: the torch frontend (exported as an
+    ONNX STFT, the mel matrix and A-weighting as initializers), normalisation, the network."""
+
+    def __init__(self, model: nn.Module, params, mean, std) -> None:
+        super().__init__()
+        from edgeasc.features_torch import PerceptualMel
+
+        self.frontend = PerceptualMel(params)
+        self.model = model
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, 1, -1, 1))
+        self.register_buffer("inv_std", 1.0 / torch.as_tensor(std, dtype=torch.float32).view(1, 1, -1, 1))
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.model((self.frontend(waveform) - self.mean) * self.inv_std)

@@ -13,23 +13,32 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 18
-INPUT, OUTPUT = "features", "logits"
+INPUT, OUTPUT, WAVEFORM_INPUT = "features", "logits", "waveform"
 METADATA_PREFIX = "edgeasc."
 
 
-def export_proto(model: torch.nn.Module, in_channels: int, n_mels: int, frames: int) -> onnx.ModelProto:
-    """Dynamic batch and time axes, named input/output, debug metadata stripped, simplified."""
-    x = torch.randn(2, in_channels, n_mels, frames)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    time_axis = torch.export.Dim("frames", min=24, max=1_000_000)
+def export_proto(model: torch.nn.Module, in_channels: int, n_mels: int, frames: int,
+                 waveform_samples: int | None = None) -> onnx.ModelProto:
+    """Dynamic batch and time axes, named input/output, debug metadata stripped, simplified.
+    With `waveform_samples` the model takes (batch, channels, samples) audio instead."""
+    if waveform_samples:
+        x = torch.randn(2, in_channels, waveform_samples)
+        time_axis = torch.export.Dim("samples", min=4096, max=100_000_000)
+        dynamic = ({0: torch.export.Dim("batch", min=1, max=4096), 2: time_axis},)
+        input_name = WAVEFORM_INPUT
+    else:
+        x = torch.randn(2, in_channels, n_mels, frames)
+        time_axis = torch.export.Dim("frames", min=24, max=1_000_000)
+        dynamic = ({0: torch.export.Dim("batch", min=1, max=4096), 3: time_axis},)
+        input_name = INPUT
     torch_onnx_log = logging.getLogger("torch.onnx")
     level = torch_onnx_log.level
     torch_onnx_log.setLevel(logging.ERROR)  # the exporter chats about torchvision ops we never use
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(model.eval(), (x,), dynamo=True, opset_version=OPSET, input_names=[INPUT],
-                                        output_names=[OUTPUT], dynamic_shapes=({0: batch, 3: time_axis},),
+            program = torch.onnx.export(model.eval(), (x,), dynamo=True, opset_version=OPSET,
+                                        input_names=[input_name], output_names=[OUTPUT], dynamic_shapes=dynamic,
                                         external_data=False, verbose=False)
     finally:
         torch_onnx_log.setLevel(level)
@@ -66,9 +75,10 @@ def to_float16_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
     bytes at float32 compute speed (onnxruntime folds the Casts when the session starts;
     its float16 CPU kernels would be slower, especially on ARM)."""
     graph = proto.graph
+    conv_inputs = {name for n in graph.node if n.op_type == "Conv" for name in n.input[1:]}
     casts, keep = [], []
-    for init in graph.initializer:
-        if init.data_type != TensorProto.FLOAT or init.name.startswith("__"):
+    for init in graph.initializer:  # conv weights and biases only: the frontend's constants stay exact
+        if init.data_type != TensorProto.FLOAT or init.name not in conv_inputs:
             keep.append(init)
             continue
         half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), f"{init.name}__fp16")
@@ -105,23 +115,29 @@ def read_metadata(proto_or_path) -> dict:
 
 
 def verify(onnx_bytes: bytes, reference: torch.nn.Module, in_channels: int, n_mels: int,
-           frames: tuple[int, ...] = (431, 100), seed: int = 0, inputs: list[np.ndarray] | None = None) -> dict:
+           frames: tuple[int, ...] = (431, 100), seed: int = 0, inputs: list[np.ndarray] | None = None,
+           frontend=None) -> dict:
     """Logits of the ONNX file under onnxruntime vs the PyTorch model: max |difference| and top-1
-    agreement, on random inputs of several lengths (and real clips when given)."""
+    agreement, on random inputs of several lengths (and real clips when given). With
+    `frontend` (waveform -> normalised features, numpy) the file takes audio: `frames` are
+    then sample counts, and the reference is the numpy frontend followed by the model."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)
-    batches = [rng.standard_normal((3, in_channels, n_mels, t)).astype(np.float32) for t in frames]
+    shape = (3, in_channels) if frontend else (3, in_channels, n_mels)
+    scale = 0.1 if frontend else 1.0
+    batches = [(scale * rng.standard_normal((*shape, t))).astype(np.float32) for t in frames]
     batches += list(inputs or [])
     worst, agree, total = 0.0, 0, 0
     reference = reference.eval()
     for x in batches:
-        got = session.run([OUTPUT], {INPUT: x})[0]
+        got = session.run([OUTPUT], {WAVEFORM_INPUT if frontend else INPUT: x})[0]
+        features = np.stack([frontend(clip) for clip in x]) if frontend else x
         with torch.no_grad():
-            want = reference(torch.from_numpy(x)).numpy()
+            want = reference(torch.from_numpy(features)).numpy()
         worst = max(worst, float(np.abs(got - want).max()))
         agree += int((got.argmax(1) == want.argmax(1)).sum())
         total += len(x)

@@ -12,7 +12,7 @@ import torch
 from edgeasc import __version__
 from edgeasc.checkpoint import load_checkpoint, model_from_checkpoint
 from edgeasc.errors import ConfigError, EdgeascError
-from edgeasc.export.fold import fold_model, max_abs_difference
+from edgeasc.export.fold import WaveformClassifier, fold_model, max_abs_difference
 from edgeasc.export.onnx import (
     export_proto,
     set_metadata,
@@ -22,6 +22,7 @@ from edgeasc.export.onnx import (
 )
 from edgeasc.export.report import RULES, parse_budget, report_markdown, size_report
 from edgeasc.export.sparse import MODES, pack_weights
+from edgeasc.features import FeatureParams, perceptual_mel
 from edgeasc.io import atomic_write, atomic_write_json, atomic_write_text
 from edgeasc.models.complexity import analyse, count_nonzero, count_params
 
@@ -49,7 +50,7 @@ def export_checkpoint(source: str | Path, output: str | Path | None = None, fold
                       fold_bn: bool = True, precision: str = "fp32", budget: str | None = None,
                       rules: str = "dcase2020", count_bn: bool | None = None, force: bool = False,
                       sparse: str = "auto", calibration: str | Path | None = None,
-                      cache_dir: str | Path | None = None) -> dict:
+                      cache_dir: str | Path | None = None, with_frontend: bool = False) -> dict:
     # every check on the user's input comes before any work and any write
     if sparse not in MODES:
         raise ConfigError(f"--sparse must be one of {', '.join(MODES)}, got {sparse!r}")
@@ -79,7 +80,21 @@ def export_checkpoint(source: str | Path, output: str | Path | None = None, fold
     if fold_diff > FOLD_TOLERANCE * scale:
         raise ExportError(f"folding changed the outputs by {fold_diff:.2e} (> {FOLD_TOLERANCE:g}): not exporting")
 
-    proto = export_proto(folded, config.in_channels, config.n_mels, frames)
+    params = FeatureParams(**ckpt["feature_params"])
+    frontend = None
+    if with_frontend:
+        if precision == "int8":
+            raise ConfigError("--with-frontend is available for fp32 and fp16, not int8")
+        mean, std = ckpt["normalization"]["mean"], ckpt["normalization"]["std"]
+        exported = WaveformClassifier(folded, params, mean, std).eval()
+        proto = export_proto(exported, config.in_channels, config.n_mels, frames, params.n_samples())
+        norm_mean = np.asarray(mean, np.float32)[:, None]
+        norm_std = np.asarray(std, np.float32)[:, None]
+
+        def frontend(clip):
+            return (perceptual_mel(clip, params) - norm_mean) / norm_std
+    else:
+        proto = export_proto(folded, config.in_channels, config.n_mels, frames)
     int8, real_clips = None, []
     if precision == "int8":
         from edgeasc.export.quantize import accuracy, calibration_features, quantize_int8
@@ -105,8 +120,11 @@ def export_checkpoint(source: str | Path, output: str | Path | None = None, fold
     set_metadata(proto, {
         "version": __version__, "labels": ckpt["labels"], "feature_params": ckpt["feature_params"],
         "normalization": ckpt["normalization"], "model_config": config.to_dict(), "variant": config.variant,
-        "channels": ckpt["channels"], "input": {"name": "features", "layout": "batch, channels, mels, frames",
-                                                 "normalized": True},
+        "channels": ckpt["channels"],
+        "input": ({"name": "waveform", "layout": "batch, channels, samples", "sample_rate": params.sample_rate}
+                  if with_frontend else
+                  {"name": "features", "layout": "batch, channels, mels, frames", "normalized": True}),
+        "frontend": with_frontend,
         "precision": precision, "folded": {"damping": fold_damping, "batchnorm": fold_bn},
         "sparse": {"mode": sparse, "packed_tensors": len(packing["packed"])},
         "macs_per_clip": stats.macs, "clip_seconds": seconds,
@@ -114,9 +132,14 @@ def export_checkpoint(source: str | Path, output: str | Path | None = None, fold
     })
     onnx.checker.check_model(proto, full_check=True)
     data = proto.SerializeToString()
-    check = verify(data, model, config.in_channels, config.n_mels, frames=(frames, max(24, frames // 3)),
-                   inputs=real_clips)
-    if precision == "fp32" and check["max_abs_logit_difference"] > FP32_TOLERANCE * scale:
+    if with_frontend:
+        n = params.n_samples()
+        check = verify(data, model, config.in_channels, config.n_mels, frames=(n, max(24 * params.hop_length, n // 2)),
+                       frontend=frontend)
+    else:
+        check = verify(data, model, config.in_channels, config.n_mels, frames=(frames, max(24, frames // 3)),
+                       inputs=real_clips)
+    if precision == "fp32" and not with_frontend and check["max_abs_logit_difference"] > FP32_TOLERANCE * scale:
         raise ExportError(f"onnxruntime disagrees with PyTorch by {check['max_abs_logit_difference']:.2e} "
                           f"(> {FP32_TOLERANCE:g}): not writing {out}")
     try:

@@ -23,12 +23,15 @@ def packed_bytes(n: int, nnz: int, bytes_per_value: int) -> int:
 
 
 def pack_weights(proto: onnx.ModelProto, mode: str = "auto", value_dtype=np.float32) -> dict:
-    """Pack the Conv weights that have zeros (auto: only where that saves bytes). Values are
-    stored as `value_dtype` (float16 gets a Cast to float32). Returns what was packed."""
+    """Pack the Conv weights (and constant MatMul matrices) that have zeros (auto: only where that
+    saves bytes). Conv values are stored as `value_dtype` (float16 gets a Cast to float32);
+    other matrices stay float32. Returns what was packed."""
     if mode == "none":
         return {"packed": [], "mode": mode}
     graph = proto.graph
+    # conv weights, and the constant matrices of MatMuls (the frontend's mel filterbank: > 99 % zeros)
     conv_weights = {n.input[1] for n in graph.node if n.op_type == "Conv" and len(n.input) > 1}
+    conv_weights |= {name for n in graph.node if n.op_type == "MatMul" for name in n.input}
     per_value = np.dtype(value_dtype).itemsize
     packed, keep, nodes = [], [], []
     shifts_name = "edgeasc_pack_shifts"
@@ -44,15 +47,17 @@ def pack_weights(proto: onnx.ModelProto, mode: str = "auto", value_dtype=np.floa
         if nnz == n or (mode == "auto" and packed_bytes(n, nnz, per_value) >= dense_bytes):
             keep.append(init)
             continue
+        is_conv = any(nd.op_type == "Conv" and nd.input[1] == init.name for nd in graph.node)
+        dtype = value_dtype if is_conv else np.float32
         mask = np.zeros(((n + 7) // 8) * 8, dtype=np.uint8)
         mask[nz] = 1
         base = init.name
         keep.append(numpy_helper.from_array(np.packbits(mask), f"{base}__bits"))
-        keep.append(numpy_helper.from_array(flat[nz].astype(value_dtype), f"{base}__values"))
+        keep.append(numpy_helper.from_array(flat[nz].astype(dtype), f"{base}__values"))
         keep.append(numpy_helper.from_array(np.array(list(w.shape), dtype=np.int64), f"{base}__shape"))
         keep.append(numpy_helper.from_array(np.array([n], dtype=np.int64), f"{base}__n"))
         values = f"{base}__values"
-        if value_dtype != np.float32:
+        if dtype != np.float32:
             nodes.append(helper.make_node("Cast", [values], [f"{base}__values_f32"], to=TensorProto.FLOAT,
                                           name=f"{base}__cast"))
             values = f"{base}__values_f32"
