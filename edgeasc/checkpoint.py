@@ -69,5 +69,8 @@ def model_from_checkpoint(ckpt: dict):
     masks = (ckpt.get("pruner") or {}).get("masks") or {}
     modules = dict(model.named_modules())
     for name, mask in masks.items():
-        modules[name].weight_mask = mask.to(modules[name].weight.dtype)
+        conv = modules.get(name)
+        if conv is None or not hasattr(conv, "weight_mask") or tuple(mask.shape) != tuple(conv.weight.shape):
+            raise CheckpointError(f"{ckpt.get('path')}: pruning mask {name!r} does not fit the model")
+        conv.weight_mask = mask.to(conv.weight.dtype)
     return model.eval()
