@@ -56,10 +56,6 @@ class FeatureCache:
         return self.manifest["labels"]
 
     @property
-    def params(self) -> FeatureParams:
-        return FeatureParams(**self.manifest["params"])
-
-    @property
     def mean(self) -> np.ndarray:
         return np.asarray(self.manifest["normalization"]["mean"], dtype=np.float32)[None, :, None]
 

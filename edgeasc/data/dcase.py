@@ -173,18 +173,15 @@ def _split(entries: list[tuple[Clip, str | None]]) -> dict[str, list[Clip]]:
     """Explicit splits win; the rest: by recording location where names carry one (no location
     in both splits), else every 5th clip of each class, in name order. Deterministic."""
     splits: dict[str, list[Clip]] = {"train": [], "evaluate": []}
-    seen: dict[tuple[int, str], int] = {}
-    per_class: dict[int, int] = {}
+    ordinal: dict[tuple[int, str], int] = {}  # (class, location or clip) -> its rank within the class
+    units: dict[int, int] = {}
     for clip, split in sorted(entries, key=lambda e: e[0].name):
         if split is None:
-            if clip.location is not None:
-                key = (clip.label, clip.location)
-                seen.setdefault(key, sum(1 for k in seen if k[0] == clip.label))
-                split = "evaluate" if seen[key] % EVALUATE_EVERY == EVALUATE_EVERY - 1 else "train"
-            else:
-                n = per_class.get(clip.label, 0)
-                per_class[clip.label] = n + 1
-                split = "evaluate" if n % EVALUATE_EVERY == EVALUATE_EVERY - 1 else "train"
+            key = (clip.label, clip.location or clip.name)
+            if key not in ordinal:
+                ordinal[key] = units.get(clip.label, 0)
+                units[clip.label] = ordinal[key] + 1
+            split = "evaluate" if ordinal[key] % EVALUATE_EVERY == EVALUATE_EVERY - 1 else "train"
         splits[split].append(clip)
     if not splits["train"]:
         raise DatasetError("the dataset has no training clips")
