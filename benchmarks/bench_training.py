@@ -79,13 +79,13 @@ def pruning_cost(name: str) -> float:
 
 def run() -> dict:
     threads = len(os.sched_getaffinity(0))  # all cores (bench_features pins its own processes to 1)
-    peak = {1: conv_peak_gflops(1), threads: conv_peak_gflops(threads)}
+    peak = {"1": conv_peak_gflops(1), str(threads): conv_peak_gflops(threads)}  # str keys: JSON round trip
     rows = []
     for name in NETWORKS:
         steps = 2 if name in ("d20-damped",) else 3
         rate, gflops = step_clips_per_s(name, threads, steps)
         rows.append({"network": name, "macs": analyse(get_preset(name).config).macs, "clips_per_s": rate,
-                     "gflops": gflops, "of_peak": gflops / peak[threads]})
+                     "gflops": gflops, "of_peak": gflops / peak[str(threads)]})
     prune = {name: pruning_cost(name) for name in ("d20-damped-pruned-250k", "demo")}
     d20 = next(r for r in rows if r["network"] == "d20-damped")
     demo = next(r for r in rows if r["network"] == "demo")
@@ -101,8 +101,8 @@ def run() -> dict:
 def markdown(r: dict) -> str:
     t = r["threads"]
     lines = ["## Training throughput (CPU, 10 s clips, batch 10, mixup, Adam)", "",
-             f"{t} threads. Machine limit: a large 3×3 conv runs at {r['conv_peak_gflops'][t]:.1f} GFLOP/s "
-             f"with {t} threads ({r['conv_peak_gflops'][1]:.1f} with 1). Achieved = 3 × forward MACs × 2 × clips/s.",
+             f"{t} threads. Machine limit: a large 3×3 conv runs at {r['conv_peak_gflops'][str(t)]:.1f} GFLOP/s "
+             f"with {t} threads ({r['conv_peak_gflops']['1']:.1f} with 1). Achieved = 3 × forward MACs × 2 × clips/s.",
              "", "| network | MACs / clip | clips/s | GFLOP/s | of conv limit |", "|---|---:|---:|---:|---:|"]
     for row in r["rows"]:
         lines.append(f"| {row['network']} | {row['macs'] / 1e9:.3f} G | {row['clips_per_s']:.2f} | "

@@ -1,7 +1,8 @@
-"""Regenerate benchmarks/RESULTS.md on this machine: `python benchmarks/run.py`.
+"""Regenerate benchmarks/RESULTS.md on this machine: `python benchmarks/run.py [SECTION ...]`.
 
-Each benchmark module measures its candidates side by side in one run and returns a
-markdown section; the machine description heads the file.
+Each benchmark module measures its candidates side by side in one run and returns its raw
+numbers; RESULTS.md is rendered from results.json. Naming sections re-measures only those
+and keeps the others' numbers (with the date and machine they were measured on).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import bench_training  # noqa: E402
 
 from edgeasc.io import atomic_write_json, atomic_write_text  # noqa: E402
 
+MODULES = {"features": bench_features, "training": bench_training, "export": bench_export}
+
 
 def machine() -> str:
     cpu = "unknown CPU"
@@ -39,21 +42,30 @@ def machine() -> str:
             f"numpy {numpy.__version__}, onnxruntime {onnxruntime.__version__}")
 
 
-def main() -> None:
-    sections, raw = [], {}
-    for name, module in (("features", bench_features), ("training", bench_training), ("export", bench_export)):
+def main(argv: list[str]) -> None:
+    unknown = [name for name in argv if name not in MODULES]
+    if unknown:
+        raise SystemExit(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(MODULES)}")
+    results = HERE / "results.json"
+    raw = json.loads(results.read_text()) if argv and results.exists() else {}
+    for name in argv or MODULES:
         t0 = time.perf_counter()
-        result = module.run()
-        raw[name] = {**result, "wall_seconds": round(time.perf_counter() - t0, 1)}
-        sections.append(module.markdown(result))
+        result = MODULES[name].run()
+        raw[name] = {**result, "wall_seconds": round(time.perf_counter() - t0, 1),
+                     "machine": machine(), "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    raw = {name: raw[name] for name in MODULES if name in raw}
     header = ["# edgeasc benchmarks", "",
-              "Regenerate with `.venv/bin/python benchmarks/run.py` (after `bash scripts/setup.sh`).",
-              f"Machine: {machine()}.", f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", ""]
+              "Regenerate with `.venv/bin/python benchmarks/run.py` (after `bash scripts/setup.sh`);",
+              "`benchmarks/run.py export` re-measures one section and keeps the others.", ""]
+    sections = []
+    for name, result in raw.items():
+        sections.append(MODULES[name].markdown(result))
+        sections.append(f"*Measured {result.get('measured', '?')} on {result.get('machine', '?')}; "
+                        f"this section took {result['wall_seconds']:.0f} s.*\n")
     atomic_write_text(HERE / "RESULTS.md", "\n".join(header + sections))
-    atomic_write_json(HERE / "results.json", raw)
+    atomic_write_json(results, raw)
     print("\n".join(header + sections))
-    print(json.dumps(raw, indent=2), file=sys.stderr)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -2,10 +2,18 @@
 
 onnxruntime densifies standard sparse initializers at load and the checker only accepts
 them with int64 indices (8 bytes per non-zero). Instead a pruned weight is stored as its
-non-zero values plus a bitmask (1 bit per weight) as ordinary initializers, and rebuilt with
-BitShift/BitwiseAnd/NonZero/ScatterND. Every input of that subgraph is constant, so
-onnxruntime folds it once when the session starts: inference runs on dense weights.
+non-zero values plus compact positions as ordinary initializers, and rebuilt with ScatterND.
+Every input of that subgraph is constant, so onnxruntime folds it once when the session
+starts: inference runs on dense weights. Each tensor gets the cheapest coding:
+
+- `bitmask`: 1 bit per weight (BitShift/BitwiseAnd/NonZero): best from about 12 % density up;
+- `gaps`: one uint8 per non-zero, the distance to the previous one (CumSum); a gap over 255
+  costs a filler entry whose value is 0: best for very sparse tensors;
+- `zeros`: a tensor pruned away entirely is a ConstantOfShape.
+
 Packing happens after simplification (a simplifier would fold the pack back to dense).
+Intermediate names are short (`sp<i>.<step>`): with ~10 nodes per tensor, long layer paths
+would cost kilobytes.
 """
 
 from __future__ import annotations
@@ -15,77 +23,127 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 MODES = ("auto", "pack", "none")
-_NODE_OVERHEAD = 600  # bytes a packed tensor costs in nodes, names and shapes (measured, rounded up)
+CODINGS = ("bitmask", "gaps", "zeros")
+# bytes a packed tensor costs in nodes, names and shapes (measured, rounded up)
+_NODE_OVERHEAD = {"bitmask": 450, "gaps": 300, "zeros": 120}
+_SHARED = {"shifts": "sp.shifts", "one": "sp.one", "axis1": "sp.axis1", "flat": "sp.flat", "zero": "sp.zero"}
 
 
-def packed_bytes(n: int, nnz: int, bytes_per_value: int) -> int:
-    return (n + 7) // 8 + nnz * bytes_per_value + _NODE_OVERHEAD
+def gap_code(nz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (sorted) -> uint8 gaps, plus the index into the gap list of every real entry
+    (the rest are fillers for gaps over 255)."""
+    gaps = np.diff(np.concatenate([[-1], nz]))
+    fillers = (gaps - 1) // 255
+    out = np.full(int(gaps.size + fillers.sum()), 255, dtype=np.uint8)
+    real = np.cumsum(fillers + 1) - 1
+    out[real] = gaps - fillers * 255
+    return out, real
+
+
+def coding_bytes(n: int, nz: np.ndarray, bytes_per_value: int) -> dict[str, int]:
+    """Stored bytes of each coding of one tensor (initializers plus node overhead)."""
+    k = int(nz.size)
+    if k == 0:
+        return {"zeros": _NODE_OVERHEAD["zeros"]}
+    fillers = int(((np.diff(np.concatenate([[-1], nz])) - 1) // 255).sum())
+    return {"bitmask": (n + 7) // 8 + k * bytes_per_value + _NODE_OVERHEAD["bitmask"],
+            "gaps": (k + fillers) * (1 + bytes_per_value) + _NODE_OVERHEAD["gaps"]}
+
+
+def _const(name: str, array: np.ndarray) -> onnx.TensorProto:
+    return numpy_helper.from_array(array, name)
+
+
+def _rebuild(p: str, coding: str, values: str, out: str) -> list[onnx.NodeProto]:
+    """Nodes that turn the stored pieces of tensor prefix `p` into the dense weight `out`."""
+    node = helper.make_node
+    if coding == "zeros":
+        return [node("ConstantOfShape", [f"{p}.shape"], [out], value=numpy_helper.from_array(np.zeros(1, np.float32)),
+                     name=f"{p}.z")]
+    if coding == "bitmask":
+        index = [
+            node("Unsqueeze", [f"{p}.bits", _SHARED["axis1"]], [f"{p}.1"], name=f"{p}.1"),
+            node("BitShift", [f"{p}.1", _SHARED["shifts"]], [f"{p}.2"], direction="RIGHT", name=f"{p}.2"),
+            node("BitwiseAnd", [f"{p}.2", _SHARED["one"]], [f"{p}.3"], name=f"{p}.3"),
+            node("Reshape", [f"{p}.3", _SHARED["flat"]], [f"{p}.4"], name=f"{p}.4"),
+            node("Slice", [f"{p}.4", _SHARED["zero"], f"{p}.n"], [f"{p}.5"], name=f"{p}.5"),
+            node("Cast", [f"{p}.5"], [f"{p}.6"], to=TensorProto.BOOL, name=f"{p}.6"),
+            node("NonZero", [f"{p}.6"], [f"{p}.7"], name=f"{p}.7"),
+            node("Transpose", [f"{p}.7"], [f"{p}.idx"], perm=[1, 0], name=f"{p}.8"),
+        ]
+    else:  # gaps: position = cumulative sum of the gaps - 1
+        index = [
+            node("Cast", [f"{p}.gaps"], [f"{p}.1"], to=TensorProto.INT64, name=f"{p}.1"),
+            node("CumSum", [f"{p}.1", "sp.axis0"], [f"{p}.2"], name=f"{p}.2"),
+            node("Sub", [f"{p}.2", "sp.one64"], [f"{p}.3"], name=f"{p}.3"),
+            node("Unsqueeze", [f"{p}.3", _SHARED["axis1"]], [f"{p}.idx"], name=f"{p}.4"),
+        ]
+    return index + [
+        node("ConstantOfShape", [f"{p}.n"], [f"{p}.zeros"], value=numpy_helper.from_array(np.zeros(1, np.float32)),
+             name=f"{p}.9"),
+        node("ScatterND", [f"{p}.zeros", f"{p}.idx", values], [f"{p}.dense"], name=f"{p}.10"),
+        node("Reshape", [f"{p}.dense", f"{p}.shape"], [out], name=f"{p}.11"),
+    ]
 
 
 def pack_weights(proto: onnx.ModelProto, mode: str = "auto", value_dtype=np.float32) -> dict:
-    """Pack the Conv weights (and constant MatMul matrices) that have zeros (auto: only where that
-    saves bytes). Conv values are stored as `value_dtype` (float16 gets a Cast to float32);
-    other matrices stay float32. Returns what was packed."""
+    """Pack the Conv weights (and constant MatMul matrices) that have zeros, each in its
+    cheapest coding (auto: only where that saves bytes over dense). Conv values are stored as
+    `value_dtype` (float16 gets a Cast to float32); other matrices stay float32.
+    Returns what was packed."""
     if mode == "none":
         return {"packed": [], "mode": mode}
     graph = proto.graph
-    # conv weights, and the constant matrices of MatMuls (the frontend's mel filterbank: > 99 % zeros)
-    conv_weights = {n.input[1] for n in graph.node if n.op_type == "Conv" and len(n.input) > 1}
-    conv_weights |= {name for n in graph.node if n.op_type == "MatMul" for name in n.input}
-    per_value = np.dtype(value_dtype).itemsize
-    packed, keep, nodes = [], [], []
-    shifts_name = "edgeasc_pack_shifts"
+    conv = {n.input[1] for n in graph.node if n.op_type == "Conv" and len(n.input) > 1}
+    # the constant matrices of MatMuls too (the frontend's mel filterbank: > 99 % zeros)
+    candidates = conv | {name for n in graph.node if n.op_type == "MatMul" for name in n.input}
+    packed, keep, nodes, used = [], [], [], set()
     for init in graph.initializer:
-        if init.name not in conv_weights or init.data_type != TensorProto.FLOAT:
+        if init.name not in candidates or init.data_type != TensorProto.FLOAT:
             keep.append(init)
             continue
         w = numpy_helper.to_array(init)
         flat = w.reshape(-1)
         nz = np.flatnonzero(flat)
-        n, nnz = flat.size, nz.size
-        dense_bytes = n * per_value
-        if nnz == n or (mode == "auto" and packed_bytes(n, nnz, per_value) >= dense_bytes):
+        n, k = flat.size, nz.size
+        dtype = np.dtype(value_dtype if init.name in conv else np.float32)
+        dense_bytes = n * dtype.itemsize
+        costs = coding_bytes(n, nz, dtype.itemsize)
+        coding = min(costs, key=costs.get)
+        if k == n or (mode == "auto" and costs[coding] >= dense_bytes):
             keep.append(init)
             continue
-        is_conv = any(nd.op_type == "Conv" and nd.input[1] == init.name for nd in graph.node)
-        dtype = value_dtype if is_conv else np.float32
-        mask = np.zeros(((n + 7) // 8) * 8, dtype=np.uint8)
-        mask[nz] = 1
-        base = init.name
-        keep.append(numpy_helper.from_array(np.packbits(mask), f"{base}__bits"))
-        keep.append(numpy_helper.from_array(flat[nz].astype(dtype), f"{base}__values"))
-        keep.append(numpy_helper.from_array(np.array(list(w.shape), dtype=np.int64), f"{base}__shape"))
-        keep.append(numpy_helper.from_array(np.array([n], dtype=np.int64), f"{base}__n"))
-        values = f"{base}__values"
-        if dtype != np.float32:
-            nodes.append(helper.make_node("Cast", [values], [f"{base}__values_f32"], to=TensorProto.FLOAT,
-                                          name=f"{base}__cast"))
-            values = f"{base}__values_f32"
-        nodes += [
-            helper.make_node("Unsqueeze", [f"{base}__bits", "edgeasc_pack_axis1"], [f"{base}__b2"], name=f"{base}__u"),
-            helper.make_node("BitShift", [f"{base}__b2", shifts_name], [f"{base}__b3"], direction="RIGHT",
-                             name=f"{base}__shift"),
-            helper.make_node("BitwiseAnd", [f"{base}__b3", "edgeasc_pack_one"], [f"{base}__b4"], name=f"{base}__and"),
-            helper.make_node("Reshape", [f"{base}__b4", "edgeasc_pack_flat"], [f"{base}__b5"], name=f"{base}__flat"),
-            helper.make_node("Slice", [f"{base}__b5", "edgeasc_pack_zero", f"{base}__n"], [f"{base}__b6"],
-                             name=f"{base}__slice"),
-            helper.make_node("Cast", [f"{base}__b6"], [f"{base}__keep"], to=TensorProto.BOOL, name=f"{base}__bool"),
-            helper.make_node("NonZero", [f"{base}__keep"], [f"{base}__idx"], name=f"{base}__nonzero"),
-            helper.make_node("Transpose", [f"{base}__idx"], [f"{base}__idxT"], perm=[1, 0], name=f"{base}__t"),
-            helper.make_node("ConstantOfShape", [f"{base}__n"], [f"{base}__zeros"],
-                             value=numpy_helper.from_array(np.zeros(1, np.float32)), name=f"{base}__z"),
-            helper.make_node("ScatterND", [f"{base}__zeros", f"{base}__idxT", values], [f"{base}__dense"],
-                             name=f"{base}__scatter"),
-            helper.make_node("Reshape", [f"{base}__dense", f"{base}__shape"], [base], name=f"{base}__reshape"),
-        ]
-        packed.append({"name": base, "shape": list(w.shape), "params": int(n), "nonzero": int(nnz),
-                       "dense_bytes": int(dense_bytes), "packed_bytes": int((n + 7) // 8 + nnz * per_value)})
+        p = f"sp{len(packed)}"
+        keep.append(_const(f"{p}.shape", np.array(list(w.shape), dtype=np.int64)))
+        values = f"{p}.values"
+        if coding == "bitmask":
+            bits = np.zeros(((n + 7) // 8) * 8, dtype=np.uint8)
+            bits[nz] = 1
+            keep += [_const(f"{p}.bits", np.packbits(bits)), _const(f"{p}.n", np.array([n], dtype=np.int64))]
+            stored_values = flat[nz]
+            used |= {"shifts", "one", "axis1", "flat", "zero"}
+        elif coding == "gaps":
+            gaps, real = gap_code(nz)
+            stored_values = np.zeros(gaps.size, dtype=flat.dtype)
+            stored_values[real] = flat[nz]
+            keep += [_const(f"{p}.gaps", gaps), _const(f"{p}.n", np.array([n], dtype=np.int64))]
+            used |= {"axis0", "one64", "axis1"}
+        if coding != "zeros":
+            keep.append(_const(values, stored_values.astype(dtype)))
+            if dtype != np.float32:
+                nodes.append(helper.make_node("Cast", [values], [f"{p}.values32"], to=TensorProto.FLOAT,
+                                              name=f"{p}.cast"))
+                values = f"{p}.values32"
+        nodes += _rebuild(p, coding, values, init.name)
+        stored = costs[coding] - _NODE_OVERHEAD[coding]
+        packed.append({"name": init.name, "prefix": p, "coding": coding, "shape": list(w.shape), "params": int(n),
+                       "nonzero": int(k), "dense_bytes": int(dense_bytes), "packed_bytes": int(stored)})
     if packed:
-        keep += [numpy_helper.from_array(np.arange(7, -1, -1, dtype=np.uint8).reshape(1, 8), shifts_name),
-                 numpy_helper.from_array(np.array([1], dtype=np.uint8), "edgeasc_pack_one"),
-                 numpy_helper.from_array(np.array([1], dtype=np.int64), "edgeasc_pack_axis1"),
-                 numpy_helper.from_array(np.array([-1], dtype=np.int64), "edgeasc_pack_flat"),
-                 numpy_helper.from_array(np.array([0], dtype=np.int64), "edgeasc_pack_zero")]
+        shared = {"shifts": np.arange(7, -1, -1, dtype=np.uint8).reshape(1, 8), "one": np.array([1], dtype=np.uint8),
+                  "one64": np.array([1], dtype=np.int64), "axis0": np.array(0, dtype=np.int64),
+                  "axis1": np.array([1], dtype=np.int64),
+                  "flat": np.array([-1], dtype=np.int64), "zero": np.array([0], dtype=np.int64)}
+        keep += [_const(f"sp.{key}", shared[key]) for key in sorted(used)]
         del graph.initializer[:]
         graph.initializer.extend(keep)
         rest = list(graph.node)
