@@ -34,6 +34,8 @@ def load(path: str | Path, sample_rate: int = 22050, channels: int | None = None
     a mono file; channels=1 averages a stereo file. More than two channels are refused.
     """
     path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types; all mean "unreadable"

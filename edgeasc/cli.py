@@ -44,7 +44,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 # ----------------------------------------------------------------------------- info
 @app.command()
 def info(
-    target: Path | None = typer.Argument(None, help="A run directory or checkpoint to describe (optional)."),
+    target: Path | None = typer.Argument(None, help="A run directory, checkpoint or exported .onnx file to describe (optional)."),
     preset: str | None = typer.Option(None, help="A named configuration (see --list-presets)."),
     variant: str | None = typer.Option(None, help="cp-resnet | damped | decomposed | damped-decomposed"),
     rho: int | None = typer.Option(None, help="Receptive-field hyper-parameter ρ."),
@@ -64,6 +64,11 @@ def info(
 
     if list_presets:
         _render_presets(PRESETS, as_json)
+        return
+    if target is not None and target.suffix.lower() == ".onnx":
+        from edgeasc.cli_runtime import info_onnx
+
+        info_onnx(target, as_json)
         return
     if target is not None:
         require_torch("`edgeasc info` on a checkpoint")
@@ -350,7 +355,7 @@ def export(
     calibration: Path | None = typer.Option(None, help="int8: dataset whose clips calibrate (default: the run's own)."),
     cache_dir: Path | None = typer.Option(None, help="Cache root for calibration features."),
     with_frontend: bool = typer.Option(False, help="Export waveform (22.05 kHz) -> logits, frontend in the graph."),
-    sparse: str = typer.Option("auto", help="Pruned weights as values + bitmask: auto (where it saves bytes) | pack | none."),
+    sparse: str = typer.Option("auto", help="Pruned weights as values + positions: auto (where it saves bytes) | pack | none."),
     check_budget: str | None = typer.Option(None, help="Size budget, e.g. 500KB (=512000), 500kB, 0.5MB, 512000."),
     rules: str = typer.Option("dcase2020", help="dcase2020 | dcase2021 | dcase2022 | dcase2024"),
     count_bn: bool | None = typer.Option(None, "--count-bn/--no-count-bn", help="Count BatchNorm (default: per rules)."),
@@ -403,6 +408,12 @@ def _render_export(result: dict) -> None:
     table.add_row("verdict", f"[bold {colour}]{r['verdict']}[/]")
     out.print(table)
     out.print(f"counted on {r['counted_on']}; report: {Path(result['onnx']).with_suffix('.size.md')}")
+
+
+# ----------------------------------------------------------------------------- bench, predict
+from edgeasc.cli_runtime import register as _register_runtime  # noqa: E402
+
+_register_runtime(app)
 
 
 # ----------------------------------------------------------------------------- demo

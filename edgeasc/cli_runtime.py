@@ -1,0 +1,200 @@
+"""The device-side commands: `bench`, `predict`, and `info` on an .onnx file. torch-free:
+they parse, call edgeasc.bench / edgeasc.predict / edgeasc.deployed, and render."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import typer
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from edgeasc.console import err, fmt_int, fmt_macs, out, print_json
+from edgeasc.errors import ConfigError
+
+
+def parse_threads(text: str) -> list[int]:
+    try:
+        threads = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ConfigError(f"--threads takes comma-separated counts like 1,2, got {text!r}") from None
+    if not threads:
+        raise ConfigError("--threads needs at least one count")
+    return threads
+
+
+# ----------------------------------------------------------------------------- info MODEL.onnx
+def info_onnx(path: Path, as_json: bool) -> None:
+    from edgeasc.deployed import describe_model
+
+    d = describe_model(path)
+    if as_json:
+        print_json(d)
+        return
+    meta = d["metadata"]
+    table = Table(title=f"{path} ({fmt_int(d['file_bytes'])} bytes)", box=box.SIMPLE_HEAD, show_header=False)
+    table.add_column(justify="left")
+    table.add_column(justify="left")
+    for io_kind in ("inputs", "outputs"):
+        for t in d[io_kind]:
+            table.add_row(io_kind[:-1], escape(f"{t['name']} {t['type']} [{', '.join(map(str, t['shape']))}]"))
+    if not d["edgeasc_export"]:
+        out.print(table)
+        out.print(f"not an edgeasc export (no edgeasc metadata; producer {d['producer'] or 'unknown'}): "
+                  "`edgeasc bench --seconds S` still measures it")
+        return
+    cfg, fp, rep = meta.get("model_config", {}), meta.get("feature_params", {}), meta.get("size_report", {})
+    table.add_row("labels", ", ".join(meta["labels"]))
+    table.add_row("network", f"{meta.get('variant', '?')}: ρ{cfg.get('rho')} w{cfg.get('width')} depth "
+                  f"{','.join(map(str, cfg.get('depth_restriction', [])))}, {meta['channels']} channel(s)")
+    table.add_row("frontend", ("in the graph (takes raw audio)" if meta.get("frontend") else "numpy (predict)") +
+                  f": {fp.get('sample_rate')} Hz, n_fft {fp.get('n_fft')}, hop {fp.get('hop_length')}, "
+                  f"{fp.get('n_mels')} mels, clip {meta.get('clip_seconds')} s")
+    table.add_row("normalisation", "in the file" if meta.get("normalization") else "none")
+    folded = meta.get("folded", {})
+    table.add_row("precision / folded", f"{meta.get('precision')} / damping {folded.get('damping')}, "
+                  f"BatchNorm {folded.get('batchnorm')}")
+    sparse = meta.get("sparse", {})
+    table.add_row("sparse storage", f"{sparse.get('packed_tensors', 0)} tensors packed (--sparse {sparse.get('mode')})")
+    if meta.get("macs_per_clip"):
+        table.add_row("MACs per clip", f"{fmt_int(meta['macs_per_clip'])} ({fmt_macs(meta['macs_per_clip'])})")
+    if rep:
+        table.add_row("parameters / non-zero", f"{fmt_int(rep['params'])} / {fmt_int(rep['nonzero_params'])}")
+        table.add_row(f"counted bytes ({rep['rules']})", f"{fmt_int(rep['counted_bytes'])} of "
+                      f"{fmt_int(rep['budget_bytes'])}: {rep['verdict']}")
+    table.add_row("edgeasc version", str(meta.get("version")))
+    out.print(table)
+
+
+# ----------------------------------------------------------------------------- bench
+def bench(
+    models: list[Path] = typer.Argument(..., help="One or more .onnx files, compared side by side."),
+    threads: str = typer.Option("1", help="onnxruntime intra-op thread counts, e.g. 1,2."),
+    runs: int = typer.Option(50, help="Timed runs per model and thread count."),
+    warmup: int = typer.Option(5, help="Untimed runs first."),
+    batch: int = typer.Option(1, help="Clips per run (latency is reported per clip)."),
+    seconds: float | None = typer.Option(None, help="Clip length (default: the model's; required without metadata)."),
+    arena: bool = typer.Option(True, "--arena/--no-arena", help="onnxruntime's CPU memory arena."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Latency, throughput, real-time factor and memory of exported models under onnxruntime."""
+    from edgeasc.bench import bench_models
+    from edgeasc.parallel import progress_bar
+
+    counts = parse_threads(threads)
+    with progress_bar("bench", len(models) * len(counts), unit="runs", enabled=not as_json,
+                      transient=True) as advance:
+        result = bench_models(models, counts, runs, warmup, batch, seconds, arena, progress=advance)
+    if as_json:
+        print_json(result)
+        return
+    render_bench(result)
+
+
+def render_bench(result: dict) -> None:
+    m = result["machine"]
+    rows = result["results"]
+    table = Table(title=f"onnxruntime {m['onnxruntime']} on {m['cpu']} ({m['cores']} cores, {m['arch']}); "
+                  f"batch {rows[0]['batch']}, {rows[0]['runs']} runs after {rows[0]['warmup']} warm-up; "
+                  f"ms per {rows[0]['clip_seconds']:g} s clip", box=box.SIMPLE_HEAD)
+    columns = ("model", "thr", "bytes", "×size", "MACs", "load ms", "mean", "p50", "p90", "p99", "min", "max",
+               "clips/s", "RTF", "×speed", "peak MB", "+MB")
+    for col in columns:
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=col != "model")
+    for r in rows:
+        lat = r["latency_ms"]
+        table.add_row(Path(r["model"]).name, str(r["threads"]), fmt_int(r["file_bytes"]), f"{r['size_vs_first']:.2f}",
+                      fmt_macs(r["macs_per_clip"]) if r["macs_per_clip"] else "-", f"{r['load_ms']:.0f}",
+                      *(f"{lat[k]:.2f}" for k in ("mean", "p50", "p90", "p99", "min", "max")),
+                      f"{r['clips_per_second']:.1f}", f"{r['real_time_factor']:.0f}×",
+                      f"{r['speedup_vs_first']:.2f}", f"{r['peak_rss_bytes'] / 2**20:.1f}",
+                      f"{r['rss_increase_bytes'] / 2**20:.1f}")
+    out.print(table)
+    out.print(f"RTF = seconds of audio per second of compute (p50). ×speed = the first model's p50 / this p50 at "
+              f"the same thread count. +MB = peak RSS over an empty onnxruntime process "
+              f"({result['empty_process_peak_rss_bytes'] / 2**20:.1f} MB).")
+
+
+# ----------------------------------------------------------------------------- predict
+def predict(
+    model: Path = typer.Argument(..., help="An .onnx file written by `edgeasc export`."),
+    audio_files: list[Path] = typer.Argument(..., help="WAV/FLAC/OGG recordings (any rate, mono or stereo)."),
+    top_k: int = typer.Option(1, "--top-k", help="Classes to show per file."),
+    window: float | None = typer.Option(None, help="Window seconds (default: the model's clip length)."),
+    hop: float | None = typer.Option(None, help="Hop between windows in seconds (default: the window)."),
+    batch: int = typer.Option(8, help="Windows per onnxruntime call."),
+    threads: int = typer.Option(1, help="onnxruntime intra-op threads."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    csv_out: Path | None = typer.Option(None, "--csv", help="Also write one row per window and per file here."),
+) -> None:
+    """Classify recordings, torch-free, with only what the ONNX file carries."""
+    from edgeasc.deployed import load_model
+    from edgeasc.io import atomic_write_text
+    from edgeasc.parallel import progress_bar
+    from edgeasc.predict import predict_files
+
+    m = load_model(model, threads)
+    m.require_metadata("predict")
+    if not 1 <= top_k <= len(m.labels):
+        raise ConfigError(f"--top-k must be between 1 and {len(m.labels)} (the model's classes), got {top_k}")
+    if csv_out is not None and not csv_out.parent.is_dir():
+        raise ConfigError(f"--csv: folder {csv_out.parent} does not exist")
+    results = []
+    with progress_bar("predict", len(audio_files), unit="files", enabled=not as_json and len(audio_files) > 1,
+                      transient=True) as advance:
+        for p in predict_files(m, audio_files, window, hop, batch, progress=advance):
+            if p.error:
+                err.print(f"edgeasc: error: {p.error}", markup=False, soft_wrap=True)
+            results.append(p)
+    if csv_out is not None:
+        atomic_write_text(csv_out, predictions_csv(results))
+    if as_json:
+        print_json([p.to_dict(top_k) for p in results])
+    else:
+        render_predictions(results, top_k)
+    failed = sum(1 for p in results if p.error)
+    if failed:
+        raise typer.Exit(1)
+
+
+def predictions_csv(results) -> str:
+    labels = next((p.labels for p in results), [])
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["file", "window_start", "window_end", "label", "probability", *labels, "error"])
+    for p in results:
+        if p.error:
+            w.writerow([p.path, "", "", "", "", *([""] * len(labels)), p.error])
+            continue
+        for start, probs in zip(p.starts, p.window_probabilities, strict=True):
+            label, prob = p.top(1, probs)[0]
+            w.writerow([p.path, f"{start:.3f}", f"{start + p.window_seconds:.3f}", label, f"{prob:.6f}",
+                        *(f"{v:.6f}" for v in probs), ""])
+        label, prob = p.top(1)[0]
+        w.writerow([p.path, "all", "", label, f"{prob:.6f}", *(f"{v:.6f}" for v in p.probabilities), ""])
+    return buf.getvalue()
+
+
+def render_predictions(results, top_k: int) -> None:
+    table = Table(box=box.SIMPLE_HEAD)
+    for col in ("file", "seconds", "windows", "prediction", "probability", *(["next"] if top_k > 1 else [])):
+        table.add_column(col, justify="left" if col in ("file", "prediction", "next") else "right")
+    for p in results:
+        if p.error:
+            table.add_row(p.path, "", "", "[red]unreadable[/]", "")
+            continue
+        top = p.top(top_k)
+        rest = [", ".join(f"{label} {100 * prob:.1f} %" for label, prob in top[1:])] if top_k > 1 else []
+        table.add_row(p.path, f"{p.seconds:.1f}", str(len(p.starts)), top[0][0], f"{100 * top[0][1]:.1f} %", *rest)
+    out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(bench)
+    app.command()(predict)
+
+
+

@@ -1,0 +1,163 @@
+"""An exported model as the device sees it: an onnxruntime session plus the edgeasc metadata
+the file carries (labels, frontend parameters, normalisation). torch-free and free of the
+`onnx` package: the device install has numpy, onnxruntime, soundfile and soxr only."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeasc.errors import ConfigError, EdgeascError
+from edgeasc.features import FeatureParams
+
+METADATA_PREFIX = "edgeasc."
+REQUIRED_FOR_PREDICT = ("labels", "feature_params", "input", "channels")
+
+
+class ModelError(EdgeascError):
+    """A model file that cannot be used (missing, not ONNX, not an edgeasc export)."""
+
+    exit_code = 2
+
+
+def session_options(threads: int = 1, arena: bool = True):
+    import onnxruntime as ort
+
+    if threads < 1:
+        raise ConfigError(f"thread count must be at least 1, got {threads}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_cpu_mem_arena = arena
+    options.log_severity_level = 3  # warnings about unused initializers are not the user's business
+    return options
+
+
+def open_session(path: str | Path, threads: int = 1, arena: bool = True):
+    import onnxruntime as ort
+
+    path = Path(path)
+    options = session_options(threads, arena)  # validates threads before touching the file
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises InvalidProtobuf, Fail, InvalidGraph...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: not a usable ONNX model ({reason[:200]})") from None
+
+
+def parse_metadata(custom: dict[str, str]) -> dict:
+    """`edgeasc.*` entries of an ONNX file's metadata_props, JSON-decoded where they are JSON."""
+    meta = {}
+    for key, value in custom.items():
+        if not key.startswith(METADATA_PREFIX):
+            continue
+        try:
+            meta[key[len(METADATA_PREFIX):]] = json.loads(value)
+        except json.JSONDecodeError:
+            meta[key[len(METADATA_PREFIX):]] = value
+    return meta
+
+
+@dataclass
+class DeployedModel:
+    path: Path
+    session: object
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def is_edgeasc(self) -> bool:
+        return all(key in self.metadata for key in REQUIRED_FOR_PREDICT)
+
+    def require_metadata(self, what: str = "predict") -> None:
+        missing = [key for key in REQUIRED_FOR_PREDICT if key not in self.metadata]
+        if missing:
+            raise ModelError(f"{self.path}: not an edgeasc export ({what} needs the metadata "
+                             f"{', '.join(METADATA_PREFIX + k for k in missing)}; `edgeasc export` writes it)")
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.metadata["labels"])
+
+    @property
+    def feature_params(self) -> FeatureParams:
+        return FeatureParams(**self.metadata.get("feature_params", {}))
+
+    @property
+    def takes_waveform(self) -> bool:
+        return self.metadata.get("input", {}).get("name") == "waveform"
+
+    @property
+    def channels(self) -> int:
+        return int(self.metadata["channels"])
+
+    @property
+    def clip_seconds(self) -> float:
+        return float(self.metadata.get("clip_seconds") or self.feature_params.clip_seconds)
+
+    @property
+    def input_name(self) -> str:
+        return self.session.get_inputs()[0].name
+
+    def normalize(self, features: np.ndarray) -> np.ndarray:
+        """(…, n_mels, frames) un-normalised features -> what the graph's `features` input takes."""
+        norm = self.metadata.get("normalization")
+        if not norm:
+            return features
+        mean = np.asarray(norm["mean"], dtype=np.float32)[:, None]
+        std = np.asarray(norm["std"], dtype=np.float32)[:, None]
+        return (features - mean) / std
+
+    def example_input(self, batch: int = 1, seconds: float | None = None, seed: int = 0) -> np.ndarray:
+        """A random input of the shape one clip of `seconds` gives (the model's clip length by
+        default). Works for files without edgeasc metadata too: their dynamic time axis is
+        sized with the default frontend (22.05 kHz, hop 512)."""
+        seconds = self.clip_seconds if seconds is None else seconds
+        params = self.feature_params if self.metadata.get("feature_params") else FeatureParams()
+        rng = np.random.default_rng(seed)
+        spec = self.session.get_inputs()[0]
+        shape = list(spec.shape)
+        time_size = params.n_samples(seconds) if self.takes_waveform else params.n_frames(seconds)
+        dims = []
+        for axis, dim in enumerate(shape):
+            if isinstance(dim, int) and dim > 0:
+                dims.append(dim)
+            elif axis == 0:
+                dims.append(batch)
+            elif axis == len(shape) - 1:
+                dims.append(time_size)
+            else:
+                raise ModelError(f"{self.path}: cannot size input axis {axis} ({dim!r}) of {spec.name!r}")
+        dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16}.get(spec.type)
+        if dtype is None:
+            raise ModelError(f"{self.path}: input {spec.name!r} is {spec.type}; edgeasc benchmarks float inputs")
+        scale = 0.1 if self.takes_waveform else 1.0
+        return (scale * rng.standard_normal(dims)).astype(dtype)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+def load_model(path: str | Path, threads: int = 1, arena: bool = True) -> DeployedModel:
+    session = open_session(path, threads, arena)
+    custom = session.get_modelmeta().custom_metadata_map or {}
+    return DeployedModel(Path(path), session, parse_metadata(custom))
+
+
+def describe_model(path: str | Path) -> dict:
+    """What `edgeasc info MODEL.onnx` shows: the metadata, the graph's inputs and outputs, the file size."""
+    model = load_model(path)
+    meta = model.session.get_modelmeta()
+    return {
+        "path": str(path), "file_bytes": Path(path).stat().st_size, "edgeasc_export": model.is_edgeasc,
+        "producer": meta.producer_name,
+        "inputs": [{"name": i.name, "shape": list(i.shape), "type": i.type} for i in model.session.get_inputs()],
+        "outputs": [{"name": o.name, "shape": list(o.shape), "type": o.type} for o in model.session.get_outputs()],
+        "metadata": model.metadata,
+    }
