@@ -17,13 +17,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+import bench_accuracy  # noqa: E402
+import bench_device  # noqa: E402
 import bench_export  # noqa: E402
 import bench_features  # noqa: E402
 import bench_training  # noqa: E402
 
 from edgeasc.io import atomic_write_json, atomic_write_text  # noqa: E402
 
-MODULES = {"features": bench_features, "training": bench_training, "export": bench_export}
+MODULES = {"features": bench_features, "training": bench_training, "export": bench_export, "device": bench_device,
+           "accuracy": bench_accuracy}
 
 
 def machine() -> str:

@@ -48,6 +48,15 @@ def machine() -> dict:
 
 
 def _peak_rss_bytes() -> int:
+    """Peak resident memory of this process. On Linux VmHWM: getrusage's ru_maxrss survives
+    exec, so a process started from a big parent (a training session holding torch) would
+    report the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
 

@@ -1,9 +1,9 @@
 """The quickstart pipeline on built-in data: each stage prints what it produced.
 
-It grows with the toolkit. Today: synthesise a DCASE'20-layout dataset -> extract and
-cache its features -> train and prune the demo network -> export it (fp16, verified,
-budget-checked) -> show the paper's networks and their budgets. Bench and predict join
-as they land.
+Synthesise a DCASE'20-layout dataset -> extract and cache its features -> train and prune
+the demo network -> export it (fold damping, fp16, verified, 500KB budget checked) -> bench
+it with onnxruntime -> predict on evaluate recordings, torch-free as on a device -> show the
+paper's networks and their budgets.
 """
 
 from __future__ import annotations
@@ -66,7 +66,27 @@ def run_demo(workdir: Path, workers: int | None = None) -> dict:
               f"max |Δ logit| {v['max_abs_logit_difference']:.1e}, top-1 agreement {100 * v['top1_agreement']:.0f} %")
     results["export"] = {k: exported[k] for k in ("onnx", "bytes")}
 
-    out.rule("[bold]5. models[/bold]: the paper's networks and the DCASE 2020 500 KB budget")
+    out.rule("[bold]5. bench[/bold]: the exported model under onnxruntime, each thread count in a fresh process")
+    from edgeasc.bench import bench_models
+    from edgeasc.cli_runtime import render_bench, render_predictions
+
+    bench = bench_models([exported["onnx"]], threads=(1, 2), runs=30, warmup=5)
+    render_bench(bench)
+    results["bench"] = bench
+
+    out.rule("[bold]6. predict[/bold]: evaluate recordings, with only what the ONNX file carries (no torch)")
+    from edgeasc.deployed import load_model
+    from edgeasc.predict import predict_files
+
+    clips = _one_per_class(dataset.splits["evaluate"], len(dataset.labels), per_class=2)
+    predictions = list(predict_files(load_model(exported["onnx"]), [c.path for c in clips]))
+    render_predictions(predictions, top_k=1)
+    right = sum(p.top(1)[0][0] == dataset.labels[c.label] for p, c in zip(predictions, clips, strict=True))
+    out.print(f"{right} of {len(clips)} right (true classes: "
+              f"{', '.join(dataset.labels[c.label] for c in clips)})")
+    results["predict"] = [p.to_dict() for p in predictions]
+
+    out.rule("[bold]7. models[/bold]: the paper's networks and the DCASE 2020 500 KB budget")
     for name, preset in PRESETS.items():
         if not name.startswith("d20"):
             continue
@@ -75,3 +95,10 @@ def run_demo(workdir: Path, workers: int | None = None) -> dict:
         out.print(f"{name:<24} params {stats.params:>10,}  non-zero {stats.nonzero_params:>10,}  "
                   f"MACs/clip {stats.macs / 1e9:6.3f} G  float16 {stats.bytes['float16']:>10,} bytes ({fits})")
     return results
+
+
+def _one_per_class(clips, n_classes: int, per_class: int = 1):
+    picked = []
+    for label in range(n_classes):
+        picked += [c for c in clips if c.label == label][:per_class]
+    return picked

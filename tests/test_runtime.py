@@ -187,6 +187,8 @@ def test_bench_python_api_and_models_without_metadata(exported):
     _, paths = exported
     result = bench_models([paths["bare"]], runs=3, warmup=0, seconds=2.0)
     r = result["results"][0]
+    # measured in a fresh process: not the peak of this pytest process, which holds torch
+    assert result["empty_process_peak_rss_bytes"] < 250 * 2**20 <= r["peak_rss_bytes"] + 250 * 2**20
     assert r["input_shape"] == [1, 2, 256, FeatureParams().n_frames(2.0)] and r["macs_per_clip"] is None
     assert_one_line_error(run_cli("bench", str(paths["bare"]), "--runs", "2", python_prelude=DEVICE), 2,
                           "--seconds")
