@@ -20,8 +20,8 @@ import numpy as np
 from edgeasc.bench import bench_models
 from edgeasc.checkpoint import find_checkpoint, load_checkpoint
 from edgeasc.data.synth import default_dataset
+from edgeasc.export.clips import calibration_features
 from edgeasc.export.pipeline import export_checkpoint
-from edgeasc.export.quantize import calibration_features
 from edgeasc.train import train
 from edgeasc.train_config import DEMO_DEFAULTS, resolve_train_config
 

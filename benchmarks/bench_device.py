@@ -35,9 +35,9 @@ from edgeasc.compress.pruning import Pruner
 from edgeasc.data.cache import extract_features
 from edgeasc.data.dcase import open_dataset
 from edgeasc.data.synth import default_dataset, write_dataset
+from edgeasc.export.clips import calibration_features
 from edgeasc.export.fold import fold_model
 from edgeasc.export.pipeline import export_checkpoint
-from edgeasc.export.quantize import calibration_features
 from edgeasc.features import FeatureParams
 from edgeasc.models import ModelConfig, build_model, get_preset
 from edgeasc.models.complexity import analyse

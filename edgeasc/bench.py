@@ -80,7 +80,8 @@ def measure(path: str | Path | None, threads: int = 1, runs: int = 50, warmup: i
     t0 = time.perf_counter()
     model = load_model(path, threads, arena)
     load_seconds = time.perf_counter() - t0
-    clip = seconds if seconds is not None else model.metadata.get("clip_seconds")
+    own_clip = model.metadata.get("clip_seconds")
+    clip = seconds if seconds is not None else own_clip
     if clip is None:
         raise ModelError(f"{path}: not an edgeasc export (no clip length in its metadata): pass --seconds")
     x = model.example_input(batch, clip)
@@ -95,8 +96,8 @@ def measure(path: str | Path | None, threads: int = 1, runs: int = 50, warmup: i
     return {
         "model": str(path), "threads": threads, "batch": batch, "runs": runs, "warmup": warmup, "arena": arena,
         "clip_seconds": float(clip), "input_shape": list(x.shape), "file_bytes": Path(path).stat().st_size,
-        "macs_per_clip": model.metadata.get("macs_per_clip") if seconds is None or
-        float(seconds) == float(model.metadata.get("clip_seconds", -1)) else None,
+        # the metadata's MACs hold for the model's own clip length only
+        "macs_per_clip": model.metadata.get("macs_per_clip") if own_clip is not None and clip == own_clip else None,
         "precision": model.metadata.get("precision"),
         "nonzero_params": (model.metadata.get("size_report") or {}).get("nonzero_params"),
         "load_ms": 1e3 * load_seconds,

@@ -397,7 +397,8 @@ def _render_export(result: dict) -> None:
     table.add_row("ONNX file", f"{fmt_int(r['file_bytes'])} bytes ({len(result['sparse']['packed'])} tensors "
                   f"packed sparse, --sparse {result['sparse']['mode']})")
     table.add_row("ONNX vs PyTorch (max |Δ logit|, top-1)",
-                  f"{v['max_abs_logit_difference']:.2e}, {100 * v['top1_agreement']:.1f} % of {v['clips']}")
+                  f"{v['max_abs_logit_difference']:.2e}, {100 * v['top1_agreement']:.1f} % of {v['clips']} "
+                  f"({v['real_clips']} real)")
     if result.get("int8"):
         q = result["int8"]
         table.add_row("int8 calibration clips", str(q["calibration_clips"]))

@@ -195,6 +195,19 @@ def test_int8_static_qdq_calibrated_on_real_clips(tmp_path):
                           2, "only applies to --precision int8")
     assert_one_line_error(run_cli("export", str(ckpt), "-o", str(tmp_path / "x.onnx"), "--precision", "int8"),
                           2, "int8 needs calibration clips")
+    # a run whose dataset's features are cached: fp32/fp16 are verified on its evaluate clips too
+    from edgeasc.checkpoint import load_checkpoint
+
+    run = load_checkpoint(ckpt)
+    run["train_config"] = {"dataset": str(data), "cache_dir": str(tmp_path / "cache")}
+    save_checkpoint(tmp_path / "run.pt", {k: v for k, v in run.items() if k != "path"})
+    r = export_checkpoint(tmp_path / "run.pt", tmp_path / "run16.onnx", precision="fp16")
+    n_eval = q["evaluate_clips"]  # all of them: fewer than 16
+    assert r["verification"]["real_clips"] == n_eval and r["verification"]["clips"] == n_eval + 6
+    assert r["verification"]["top1_agreement"] >= 0.9
+    # no cache yet: verification does not start an extraction
+    r = export_checkpoint(tmp_path / "run.pt", tmp_path / "run32.onnx", cache_dir=tmp_path / "empty")
+    assert r["verification"]["real_clips"] == 0 and not (tmp_path / "empty").exists()
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])

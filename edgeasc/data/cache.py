@@ -86,19 +86,31 @@ def probe_channels(dataset: Dataset) -> int:
     return n
 
 
-def extract_features(dataset: Dataset, params: FeatureParams | None = None, channels: int | None = None,
-                     workers: int | None = None, root: Path | None = None,
-                     progress: bool = True) -> tuple[FeatureCache, bool]:
-    """Build (or reuse) the cache for `dataset`; returns (cache, whether anything was extracted)."""
-    params = params or FeatureParams()
-    channels = channels or probe_channels(dataset)
+def find_cache(dataset: Dataset, params: FeatureParams, channels: int, root: Path | None = None
+               ) -> FeatureCache | None:
+    """The complete cache of exactly this dataset, these parameters and channels, if one exists."""
     key = cache_key(dataset, params, channels)
     directory = (root or cache_root()) / "features" / f"{dataset.layout}-{key}"
     manifest_path = directory / "manifest.json"
     if manifest_path.is_file():
         cache = FeatureCache(directory, json.loads(manifest_path.read_text()))
         if cache.manifest.get("key") == key and all((directory / f"{s}.npy").is_file() for s in SPLITS):
-            return cache, False
+            return cache
+    return None
+
+
+def extract_features(dataset: Dataset, params: FeatureParams | None = None, channels: int | None = None,
+                     workers: int | None = None, root: Path | None = None,
+                     progress: bool = True) -> tuple[FeatureCache, bool]:
+    """Build (or reuse) the cache for `dataset`; returns (cache, whether anything was extracted)."""
+    params = params or FeatureParams()
+    channels = channels or probe_channels(dataset)
+    found = find_cache(dataset, params, channels, root)
+    if found is not None:
+        return found, False
+    key = cache_key(dataset, params, channels)
+    directory = (root or cache_root()) / "features" / f"{dataset.layout}-{key}"
+    manifest_path = directory / "manifest.json"
     directory.mkdir(parents=True, exist_ok=True)
     remove_partials(directory)  # leftovers of a killed run: restart cleanly
     workers = default_workers() if workers is None else max(1, workers)

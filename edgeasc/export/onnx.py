@@ -12,9 +12,10 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from edgeasc.deployed import METADATA_PREFIX, parse_metadata
+
 OPSET = 18
 INPUT, OUTPUT, WAVEFORM_INPUT = "features", "logits", "waveform"
-METADATA_PREFIX = "edgeasc."
 
 
 def export_proto(model: torch.nn.Module, in_channels: int, n_mels: int, frames: int,
@@ -104,14 +105,7 @@ def set_metadata(proto: onnx.ModelProto, metadata: dict) -> onnx.ModelProto:
 def read_metadata(proto_or_path) -> dict:
     proto = onnx.load(proto_or_path, load_external_data=False) if not isinstance(proto_or_path, onnx.ModelProto) \
         else proto_or_path
-    out = {}
-    for p in proto.metadata_props:
-        if p.key.startswith(METADATA_PREFIX):
-            try:
-                out[p.key[len(METADATA_PREFIX):]] = json.loads(p.value)
-            except json.JSONDecodeError:
-                out[p.key[len(METADATA_PREFIX):]] = p.value
-    return out
+    return parse_metadata({p.key: p.value for p in proto.metadata_props})
 
 
 def verify(onnx_bytes: bytes, reference: torch.nn.Module, in_channels: int, n_mels: int,
@@ -142,4 +136,4 @@ def verify(onnx_bytes: bytes, reference: torch.nn.Module, in_channels: int, n_me
         agree += int((got.argmax(1) == want.argmax(1)).sum())
         total += len(x)
     return {"max_abs_logit_difference": worst, "top1_agreement": agree / total, "clips": total,
-            "frames": list(frames)}
+            "real_clips": sum(len(x) for x in inputs or []), "frames": list(frames)}

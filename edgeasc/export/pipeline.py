@@ -12,6 +12,7 @@ import torch
 from edgeasc import __version__
 from edgeasc.checkpoint import load_checkpoint, model_from_checkpoint
 from edgeasc.errors import ConfigError, EdgeascError
+from edgeasc.export.clips import cached_evaluate_clips, spread
 from edgeasc.export.fold import WaveformClassifier, fold_model, max_abs_difference
 from edgeasc.export.onnx import (
     export_proto,
@@ -97,7 +98,8 @@ def export_checkpoint(source: str | Path, output: str | Path | None = None, fold
         proto = export_proto(folded, config.in_channels, config.n_mels, frames)
     int8, real_clips = None, []
     if precision == "int8":
-        from edgeasc.export.quantize import accuracy, calibration_features, quantize_int8
+        from edgeasc.export.clips import calibration_features
+        from edgeasc.export.quantize import accuracy, quantize_int8
 
         calib, eval_x, eval_y = calibration_features(ckpt, Path(calibration) if calibration else None,
                                                      Path(cache_dir) if cache_dir else None)
@@ -108,10 +110,13 @@ def export_checkpoint(source: str | Path, output: str | Path | None = None, fold
             int8["accuracy_fp32"] = accuracy(fp32_bytes, eval_x, eval_y)
             int8["accuracy_int8"] = accuracy(proto.SerializeToString(), eval_x, eval_y)
             int8["evaluate_clips"] = len(eval_y)
-            real_clips = [eval_x[:8]]
+            real_clips = [eval_x[spread(len(eval_x), 16)]]
         packing = {"packed": [], "mode": "none"}
     else:
         packing = pack_weights(proto, sparse, np.float16 if precision == "fp16" else np.float32)
+        if not with_frontend:  # the run's own evaluate clips, when their features are cached already
+            clips = cached_evaluate_clips(ckpt, Path(cache_dir) if cache_dir else None)
+            real_clips = [] if clips is None else [clips]
     if precision == "fp16":
         proto = to_float16_weights(proto)
     stats = analyse(model, seconds=seconds)
