@@ -2,13 +2,15 @@
 
 onnxruntime densifies standard sparse initializers at load and the checker only accepts
 them with int64 indices (8 bytes per non-zero). Instead a pruned weight is stored as its
-non-zero values plus compact positions as ordinary initializers, and rebuilt with ScatterND.
-Every input of that subgraph is constant, so onnxruntime folds it once when the session
-starts: inference runs on dense weights. Each tensor gets the cheapest coding:
+non-zero values plus compact positions as ordinary initializers, and rebuilt in the graph.
+Every input of that subgraph is constant and every op in it is one onnxruntime constant-folds
+(no NonZero), so it is rebuilt once when the session starts and inference runs on dense,
+pre-packed weights (tested on the optimised graph). Each tensor gets the cheapest coding:
 
-- `bitmask`: 1 bit per weight (BitShift/BitwiseAnd/NonZero): best from about 12 % density up;
-- `gaps`: one uint8 per non-zero, the distance to the previous one (CumSum); a gap over 255
-  costs a filler entry whose value is 0: best for very sparse tensors;
+- `bitmask`: 1 bit per weight (BitShift/BitwiseAnd, CumSum, Gather): best from about 12 %
+  density up;
+- `gaps`: one uint8 per non-zero, the distance to the previous one (CumSum, ScatterND); a gap
+  over 255 costs a filler entry whose value is 0: best for very sparse tensors;
 - `zeros`: a tensor pruned away entirely is a ConstantOfShape.
 
 Packing happens after simplification (a simplifier would fold the pack back to dense).
@@ -46,7 +48,7 @@ def coding_bytes(n: int, nz: np.ndarray, bytes_per_value: int) -> dict[str, int]
     if k == 0:
         return {"zeros": _NODE_OVERHEAD["zeros"]}
     fillers = int(((np.diff(np.concatenate([[-1], nz])) - 1) // 255).sum())
-    return {"bitmask": (n + 7) // 8 + k * bytes_per_value + _NODE_OVERHEAD["bitmask"],
+    return {"bitmask": (n + 7) // 8 + (k + 1) * bytes_per_value + _NODE_OVERHEAD["bitmask"],
             "gaps": (k + fillers) * (1 + bytes_per_value) + _NODE_OVERHEAD["gaps"]}
 
 
@@ -61,24 +63,28 @@ def _rebuild(p: str, coding: str, values: str, out: str) -> list[onnx.NodeProto]
         return [node("ConstantOfShape", [f"{p}.shape"], [out], value=numpy_helper.from_array(np.zeros(1, np.float32)),
                      name=f"{p}.z")]
     if coding == "bitmask":
-        index = [
+        # value index of every weight = running count of set bits, 0 where the bit is clear (the
+        # stored values start with a 0.0). CumSum/Gather, not NonZero/ScatterND:
+        # onnxruntime never constant-folds NonZero (its output shape depends on the data), so a
+        # NonZero pack would be rebuilt at every run and its convs could not pre-pack weights.
+        return [
             node("Unsqueeze", [f"{p}.bits", _SHARED["axis1"]], [f"{p}.1"], name=f"{p}.1"),
             node("BitShift", [f"{p}.1", _SHARED["shifts"]], [f"{p}.2"], direction="RIGHT", name=f"{p}.2"),
             node("BitwiseAnd", [f"{p}.2", _SHARED["one"]], [f"{p}.3"], name=f"{p}.3"),
             node("Reshape", [f"{p}.3", _SHARED["flat"]], [f"{p}.4"], name=f"{p}.4"),
             node("Slice", [f"{p}.4", _SHARED["zero"], f"{p}.n"], [f"{p}.5"], name=f"{p}.5"),
-            node("Cast", [f"{p}.5"], [f"{p}.6"], to=TensorProto.BOOL, name=f"{p}.6"),
-            node("NonZero", [f"{p}.6"], [f"{p}.7"], name=f"{p}.7"),
-            node("Transpose", [f"{p}.7"], [f"{p}.idx"], perm=[1, 0], name=f"{p}.8"),
+            node("Cast", [f"{p}.5"], [f"{p}.6"], to=TensorProto.INT64, name=f"{p}.6"),
+            node("CumSum", [f"{p}.6", "sp.axis0"], [f"{p}.7"], name=f"{p}.7"),
+            node("Mul", [f"{p}.7", f"{p}.6"], [f"{p}.idx"], name=f"{p}.8"),
+            node("Gather", [values, f"{p}.idx"], [f"{p}.dense"], axis=0, name=f"{p}.10"),
+            node("Reshape", [f"{p}.dense", f"{p}.shape"], [out], name=f"{p}.11"),
         ]
-    else:  # gaps: position = cumulative sum of the gaps - 1
-        index = [
-            node("Cast", [f"{p}.gaps"], [f"{p}.1"], to=TensorProto.INT64, name=f"{p}.1"),
-            node("CumSum", [f"{p}.1", "sp.axis0"], [f"{p}.2"], name=f"{p}.2"),
-            node("Sub", [f"{p}.2", "sp.one64"], [f"{p}.3"], name=f"{p}.3"),
-            node("Unsqueeze", [f"{p}.3", _SHARED["axis1"]], [f"{p}.idx"], name=f"{p}.4"),
-        ]
-    return index + [
+    # gaps: position = cumulative sum of the gaps - 1
+    return [
+        node("Cast", [f"{p}.gaps"], [f"{p}.1"], to=TensorProto.INT64, name=f"{p}.1"),
+        node("CumSum", [f"{p}.1", "sp.axis0"], [f"{p}.2"], name=f"{p}.2"),
+        node("Sub", [f"{p}.2", "sp.one64"], [f"{p}.3"], name=f"{p}.3"),
+        node("Unsqueeze", [f"{p}.3", _SHARED["axis1"]], [f"{p}.idx"], name=f"{p}.4"),
         node("ConstantOfShape", [f"{p}.n"], [f"{p}.zeros"], value=numpy_helper.from_array(np.zeros(1, np.float32)),
              name=f"{p}.9"),
         node("ScatterND", [f"{p}.zeros", f"{p}.idx", values], [f"{p}.dense"], name=f"{p}.10"),
@@ -120,8 +126,8 @@ def pack_weights(proto: onnx.ModelProto, mode: str = "auto", value_dtype=np.floa
             bits = np.zeros(((n + 7) // 8) * 8, dtype=np.uint8)
             bits[nz] = 1
             keep += [_const(f"{p}.bits", np.packbits(bits)), _const(f"{p}.n", np.array([n], dtype=np.int64))]
-            stored_values = flat[nz]
-            used |= {"shifts", "one", "axis1", "flat", "zero"}
+            stored_values = np.concatenate([np.zeros(1, flat.dtype), flat[nz]])
+            used |= {"shifts", "one", "axis1", "flat", "zero", "axis0"}
         elif coding == "gaps":
             gaps, real = gap_code(nz)
             stored_values = np.zeros(gaps.size, dtype=flat.dtype)
