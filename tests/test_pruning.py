@@ -84,6 +84,27 @@ def test_masked_weights_can_come_back_unless_monotone():
         assert pruner.k_current == pruner.k_final
 
 
+def test_masked_weights_still_learn_so_a_zero_initialised_layer_can_come_back():
+    # fixup starts the head and every second conv at zero: they are the first to be pruned. With
+    # no gradient under the mask they could never grow back and the network would output a
+    # constant (the demo network pruned to 5,000 trained to chance). The forward uses W * M
+    # exactly; the raw W gets the dense gradient.
+    model = build_model(ModelConfig(width=4, n_classes=3))
+    head = model.head[0]
+    assert not head.weight.any()
+    pruner = Pruner(model, ratio=0.5, schedule="linear", epochs=1)
+    pruner.update(1)
+    assert not head.weight_mask.any()  # pruned away entirely
+    with torch.no_grad():
+        head.weight.normal_()  # raw values under a zero mask: the forward must not see them
+    assert torch.equal(head.masked_weight(), torch.zeros_like(head.weight))
+    x = torch.randn(2, 2, 256, 40)
+    out = model.eval()(x)  # eval: BatchNorm on running statistics, a fixed affine map
+    assert torch.unique(out, dim=0).shape[0] == 1  # a pruned-away head: the same logits for every input
+    torch.nn.functional.cross_entropy(out, torch.tensor([0, 1])).backward()
+    assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0  # yet it learns
+
+
 @pytest.mark.parametrize("overrides", [dict(damping=False), dict(damping=True),
                                        dict(decomposition=4), dict(damping=True, decomposition=2)])
 def test_every_variant_prunes_to_target(overrides):

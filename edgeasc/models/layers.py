@@ -23,8 +23,11 @@ def damping_matrix(kernel_h: int, kernel_w: int, floor: float = 0.1) -> torch.Te
 class Conv2d(nn.Conv2d):
     """nn.Conv2d whose applied weight may carry a pruning mask: conv(x, W * M).
 
-    The raw W keeps its values under the mask (pruned weights can come back when the mask
-    is recomputed, as in the authors' code); `fold_mask` makes the pruning permanent.
+    The raw W keeps its values under the mask and still gets the dense gradient (forward
+    W * M, backward straight through), so pruned weights can come back when the mask is
+    recomputed; without it the weights fixup starts at zero (the head, every second conv) are
+    pruned first and never return, and a strongly pruned network outputs a constant.
+    `fold_mask` makes the pruning permanent.
     The mask is a non-persistent buffer owned by the pruner, which saves it itself.
     """
 
@@ -34,7 +37,10 @@ class Conv2d(nn.Conv2d):
 
     def masked_weight(self) -> torch.Tensor:
         """W * M: what pruning leaves (damping excluded)."""
-        return self.weight if self.weight_mask is None else self.weight * self.weight_mask
+        if self.weight_mask is None:
+            return self.weight
+        w = self.weight
+        return w + (w * self.weight_mask - w).detach()  # forward W*M, dense gradient to W
 
     def effective_weight(self) -> torch.Tensor:
         """The weight the convolution applies."""
