@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import ROOT, assert_one_line_error, run_cli
-from edgeasc.checkpoint import save_checkpoint
+from edgeasc.checkpoint import load_checkpoint, save_checkpoint
 from edgeasc.compress.pruning import Pruner
 from edgeasc.errors import ConfigError
 from edgeasc.export.fold import fold_model, max_abs_difference
@@ -180,6 +180,38 @@ def test_sparse_packing_is_smaller_and_exact(tmp_path, precision):
     assert optimised["packed"] == optimised["dense"]
 
 
+@pytest.fixture(scope="module")
+def calibration_set(tmp_path_factory):
+    from edgeasc.data.synth import write_dataset
+
+    data = tmp_path_factory.mktemp("calib") / "scenes"
+    write_dataset(data, classes=3, clips_per_class=8, seconds=1.0, seed=5, workers=1, progress=False)
+    return data
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_int8_round_trip_every_variant(tmp_path, calibration_set, variant):
+    model = trained_like(ModelConfig(width=8, n_classes=3, **VARIANTS[variant]))
+    ckpt = write_checkpoint(tmp_path / "m.pt", model)
+    result = export_checkpoint(ckpt, tmp_path / "m.onnx", precision="int8", calibration=calibration_set,
+                               cache_dir=tmp_path / "cache")
+    proto = onnx.load(tmp_path / "m.onnx")
+    onnx.checker.check_model(proto, full_check=True)
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in proto.graph.node}
+    assert not any("mask" in i.name or "damping" in i.name for i in proto.graph.initializer)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    from edgeasc.export.clips import calibration_features
+
+    _, clips, _ = calibration_features(load_checkpoint(ckpt), calibration_set, tmp_path / "cache")
+    got = session.run(["logits"], {"features": clips})[0]
+    with torch.no_grad():
+        want = model(torch.from_numpy(clips)).numpy()
+    # int8 on real clips: close to the float model relative to the logits' spread, same decisions
+    assert np.abs(got - want).max() <= 0.1 * (want.max() - want.min())
+    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.8
+    assert result["verification"]["real_clips"] > 0
+
+
 def test_int8_static_qdq_calibrated_on_real_clips(tmp_path):
     from edgeasc.data.synth import write_dataset
 
@@ -209,8 +241,6 @@ def test_int8_static_qdq_calibrated_on_real_clips(tmp_path):
     assert_one_line_error(run_cli("export", str(ckpt), "-o", str(tmp_path / "x.onnx"), "--precision", "int8"),
                           2, "int8 needs calibration clips")
     # a run whose dataset's features are cached: fp32/fp16 are verified on its evaluate clips too
-    from edgeasc.checkpoint import load_checkpoint
-
     run = load_checkpoint(ckpt)
     run["train_config"] = {"dataset": str(data), "cache_dir": str(tmp_path / "cache")}
     save_checkpoint(tmp_path / "run.pt", {k: v for k, v in run.items() if k != "path"})
