@@ -71,12 +71,9 @@ def _predict(path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
+    from edgeasc.plots import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = pyplot().subplots(figsize=(6.5, 4.2))
     for family, marker, label in (("width", "o-", "width-restricted (dense)"), ("pruned", "s-", "width 16, pruned")):
         pts = sorted((r for r in rows if r["family"] == family), key=lambda r: r["nonzero"])
         ax.plot([r["nonzero"] for r in pts], [100 * r["accuracy"] for r in pts], marker, label=label)
@@ -86,11 +83,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_title("Synthetic scenes: accuracy vs non-zero parameters")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_png(fig, path)
 
 
 def markdown(r: dict) -> str:

@@ -225,12 +225,9 @@ def run() -> dict:
 
 
 def plot_latency(rows: list[dict], path: Path) -> None:
-    import matplotlib
+    from edgeasc.plots import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = pyplot().subplots(figsize=(7.5, 4.8))
     for precision, marker in (("fp32", "o"), ("fp16", "s"), ("int8", "^")):
         pts = [r for r in rows if r["precision"] == precision]
         ax.scatter([r["nonzero"] for r in pts], [r["ort_ms_1"] for r in pts], marker=marker, label=f"onnxruntime {precision}")
@@ -246,11 +243,7 @@ def plot_latency(rows: list[dict], path: Path) -> None:
     ax.set_title("Latency vs non-zero parameters: pruning shrinks the file, not the compute")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_png(fig, path)
 
 
 def markdown(r: dict) -> str:

@@ -7,14 +7,14 @@ from pathlib import Path
 from edgeasc.io import atomic_write
 
 
-def _save(fig, path: Path) -> None:
+def save_png(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -24,7 +24,7 @@ def _plt():
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     ax1.plot(epochs, [h["train_loss"] for h in history], label="train (mixup)")
@@ -38,11 +38,11 @@ def plot_curves(history: list[dict], path: Path) -> None:
     ax2.set_ylim(0, 100)
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_nonzero(history: list[dict], target: int | None, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     ax.plot([h["epoch"] for h in history], [h["nonzero_params"] for h in history], marker=".")
     if target:
@@ -51,13 +51,13 @@ def plot_nonzero(history: list[dict], target: int | None, path: Path) -> None:
     ax.set_xlabel("epoch")
     ax.set_ylabel("non-zero parameters")
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_confusion(confusion: list[list[int]], labels: list[str], path: Path, title: str = "") -> None:
     import numpy as np
 
-    plt = _plt()
+    plt = pyplot()
     conf = np.asarray(confusion, dtype=float)
     norm = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
     size = max(4.0, 0.55 * len(labels) + 2)
@@ -72,4 +72,4 @@ def plot_confusion(confusion: list[list[int]], labels: list[str], path: Path, ti
             ax.text(j, i, f"{int(conf[i, j])}", ha="center", va="center",
                     color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
     ax.set_title(title)
-    _save(fig, path)
+    save_png(fig, path)
