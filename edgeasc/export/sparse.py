@@ -28,7 +28,6 @@ MODES = ("auto", "pack", "none")
 CODINGS = ("bitmask", "gaps", "zeros")
 # bytes a packed tensor costs in nodes, names and shapes (measured, rounded up)
 _NODE_OVERHEAD = {"bitmask": 450, "gaps": 300, "zeros": 120}
-_SHARED = {"shifts": "sp.shifts", "one": "sp.one", "axis1": "sp.axis1", "flat": "sp.flat", "zero": "sp.zero"}
 
 
 def gap_code(nz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -68,11 +67,11 @@ def _rebuild(p: str, coding: str, values: str, out: str) -> list[onnx.NodeProto]
         # onnxruntime never constant-folds NonZero (its output shape depends on the data), so a
         # NonZero pack would be rebuilt at every run and its convs could not pre-pack weights.
         return [
-            node("Unsqueeze", [f"{p}.bits", _SHARED["axis1"]], [f"{p}.1"], name=f"{p}.1"),
-            node("BitShift", [f"{p}.1", _SHARED["shifts"]], [f"{p}.2"], direction="RIGHT", name=f"{p}.2"),
-            node("BitwiseAnd", [f"{p}.2", _SHARED["one"]], [f"{p}.3"], name=f"{p}.3"),
-            node("Reshape", [f"{p}.3", _SHARED["flat"]], [f"{p}.4"], name=f"{p}.4"),
-            node("Slice", [f"{p}.4", _SHARED["zero"], f"{p}.n"], [f"{p}.5"], name=f"{p}.5"),
+            node("Unsqueeze", [f"{p}.bits", "sp.axis1"], [f"{p}.1"], name=f"{p}.1"),
+            node("BitShift", [f"{p}.1", "sp.shifts"], [f"{p}.2"], direction="RIGHT", name=f"{p}.2"),
+            node("BitwiseAnd", [f"{p}.2", "sp.one"], [f"{p}.3"], name=f"{p}.3"),
+            node("Reshape", [f"{p}.3", "sp.flat"], [f"{p}.4"], name=f"{p}.4"),
+            node("Slice", [f"{p}.4", "sp.zero", f"{p}.n"], [f"{p}.5"], name=f"{p}.5"),
             node("Cast", [f"{p}.5"], [f"{p}.6"], to=TensorProto.INT64, name=f"{p}.6"),
             node("CumSum", [f"{p}.6", "sp.axis0"], [f"{p}.7"], name=f"{p}.7"),
             node("Mul", [f"{p}.7", f"{p}.6"], [f"{p}.idx"], name=f"{p}.8"),
@@ -84,7 +83,7 @@ def _rebuild(p: str, coding: str, values: str, out: str) -> list[onnx.NodeProto]
         node("Cast", [f"{p}.gaps"], [f"{p}.1"], to=TensorProto.INT64, name=f"{p}.1"),
         node("CumSum", [f"{p}.1", "sp.axis0"], [f"{p}.2"], name=f"{p}.2"),
         node("Sub", [f"{p}.2", "sp.one64"], [f"{p}.3"], name=f"{p}.3"),
-        node("Unsqueeze", [f"{p}.3", _SHARED["axis1"]], [f"{p}.idx"], name=f"{p}.4"),
+        node("Unsqueeze", [f"{p}.3", "sp.axis1"], [f"{p}.idx"], name=f"{p}.4"),
         node("ConstantOfShape", [f"{p}.n"], [f"{p}.zeros"], value=numpy_helper.from_array(np.zeros(1, np.float32)),
              name=f"{p}.9"),
         node("ScatterND", [f"{p}.zeros", f"{p}.idx", values], [f"{p}.dense"], name=f"{p}.10"),
