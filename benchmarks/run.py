@@ -8,7 +8,6 @@ and keeps the others' numbers (with the date and machine they were measured on).
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import bench_export  # noqa: E402
 import bench_features  # noqa: E402
 import bench_training  # noqa: E402
 
+from edgeasc.bench import machine as bench_machine  # noqa: E402
 from edgeasc.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 MODULES = {"features": bench_features, "training": bench_training, "export": bench_export, "device": bench_device,
@@ -30,19 +30,11 @@ MODULES = {"features": bench_features, "training": bench_training, "export": ben
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import numpy
-    import onnxruntime
 
-    return (f"{cpu}, {len(__import__('os').sched_getaffinity(0))} cores; Python {platform.python_version()}, "
-            f"numpy {numpy.__version__}, onnxruntime {onnxruntime.__version__}")
+    m = bench_machine()
+    return (f"{m['cpu']}, {m['cores']} cores; Python {m['python']}, numpy {numpy.__version__}, "
+            f"onnxruntime {m['onnxruntime']}")
 
 
 def main(argv: list[str]) -> None:
