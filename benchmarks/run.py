@@ -20,13 +20,14 @@ import bench_accuracy  # noqa: E402
 import bench_device  # noqa: E402
 import bench_export  # noqa: E402
 import bench_features  # noqa: E402
+import bench_structured  # noqa: E402
 import bench_training  # noqa: E402
 
 from edgeasc.bench import machine as bench_machine  # noqa: E402
 from edgeasc.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 MODULES = {"features": bench_features, "training": bench_training, "export": bench_export, "device": bench_device,
-           "accuracy": bench_accuracy}
+           "accuracy": bench_accuracy, "structured": bench_structured}
 
 
 def machine() -> str:

@@ -54,7 +54,8 @@ def info(
     channels: int | None = typer.Option(None, help="Input channels (1 mono, 2 stereo)."),
     decomp_factor: int | None = typer.Option(None, help="Compression factor Z of decomposed convs."),
     damping_floor: float | None = typer.Option(None, help="Damping λ at the kernel's outer rows."),
-    seconds: float = typer.Option(10.0, help="Clip length the shapes and MACs are computed for."),
+    seconds: float | None = typer.Option(None, help="Clip length the shapes and MACs are computed for "
+                                         "(default: a run's own clip length, else 10 s)."),
     list_presets: bool = typer.Option(False, "--list-presets", help="List the named presets and exit."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
@@ -97,7 +98,7 @@ def info(
     require_torch("`edgeasc info` on a model configuration")
     from edgeasc.models.complexity import analyse
 
-    stats = analyse(config, seconds=seconds, prune_target=prune_target)
+    stats = analyse(config, seconds=10.0 if seconds is None else seconds, prune_target=prune_target)
     if as_json:
         print_json({"preset": preset, "variant": config.variant, "prune_target": prune_target,
                     **stats.to_dict()})
@@ -134,11 +135,13 @@ def _render_stats(stats, config, preset, prune_target) -> None:
             f"{','.join(map(str, config.depth_restriction))}, {config.n_classes} classes, " \
             f"{config.in_channels} ch, input {fmt_shape(stats.input_shape)} ({stats.seconds:g} s)"
     table = Table(title=title, box=box.SIMPLE_HEAD)
+    pruned = stats.channel_plan is not None
     for col, justify in (("layer", "left"), ("type", "left"), ("kernel", "center"),
+                         ("channels" + (" (dense)" if pruned else ""), "right"),
                          ("output", "right"), ("params", "right"), ("MACs", "right")):
         table.add_column(col, justify=justify, no_wrap=True)
     for layer in stats.layers:
-        table.add_row(layer.name, layer.kind, layer.kernel, fmt_shape(layer.output_shape),
+        table.add_row(layer.name, layer.kind, layer.kernel, _channels_cell(layer), fmt_shape(layer.output_shape),
                       fmt_int(layer.params) if layer.params else "", fmt_macs(layer.macs) if layer.macs else "")
     out.print(table)
 
@@ -146,10 +149,16 @@ def _render_stats(stats, config, preset, prune_target) -> None:
     summary.add_column(justify="left")
     summary.add_column(justify="right")
     summary.add_row("parameters", fmt_int(stats.params))
+    if pruned:
+        summary.add_row("  before channel pruning", f"{fmt_int(stats.dense_params)} "
+                        f"({100 * stats.params / stats.dense_params:.1f} % kept)")
     summary.add_row("  of which BatchNorm", fmt_int(stats.bn_params))
     label = f"non-zero (pruned to {fmt_int(prune_target)})" if prune_target else "non-zero"
     summary.add_row(label, fmt_int(stats.nonzero_params))
     summary.add_row("MACs per clip", f"{fmt_int(stats.macs)} ({fmt_macs(stats.macs)})")
+    if pruned:
+        summary.add_row("  before channel pruning", f"{fmt_int(stats.dense_macs)} "
+                        f"({100 * stats.macs / stats.dense_macs:.1f} % kept)")
     summary.add_row("MACs per second of audio", fmt_macs(stats.macs_per_second))
     summary.add_row("receptive field (freq × time)", fmt_shape(stats.receptive_field))
     for stage, shape in stats.output_shapes.items():
@@ -157,6 +166,15 @@ def _render_stats(stats, config, preset, prune_target) -> None:
     for dtype, n in stats.bytes.items():
         summary.add_row(f"bytes of non-zeros at {dtype}", f"{fmt_int(n)} ({n / 1024:.1f} KiB)")
     out.print(summary)
+
+
+def _channels_cell(layer) -> str:
+    if not layer.channels:
+        return ""
+    now = "→".join(map(str, layer.channels))
+    if layer.dense_channels and layer.dense_channels != layer.channels:
+        return f"{now} ({'→'.join(map(str, layer.dense_channels))})"
+    return now
 
 
 # ----------------------------------------------------------------------------- data
@@ -249,6 +267,13 @@ def train(
     prune_epochs: int | None = typer.Option(None, help="Epochs over which pruning ramps up (default 100)."),
     prune_monotone: bool | None = typer.Option(None, "--prune-monotone/--prune-revivable",
                                                help="Freeze pruned weights (default: they may come back)."),
+    macs_target: str | None = typer.Option(None, help="Channel pruning to a MAC budget: a share of the dense "
+                                           "network (25%) or MACs per clip of --seconds (460M; k/M/G)."),
+    params_target: int | None = typer.Option(None, help="Channel pruning to a budget of all parameters (zeros and "
+                                             "BatchNorm included: the DCASE 2022+ count)."),
+    channel_importance: str | None = typer.Option(None, help="Channel ranking: l2 (group L2 norm, default) | bn (|γ|)."),
+    channel_multiple: int | None = typer.Option(None, help="Kept widths are multiples of this (default 16: "
+                                                "onnxruntime's fast conv block on AVX-512 and ARM64; 8 on AVX2; 1 = any)."),
     epochs: int | None = typer.Option(None, help="Epochs (paper: 400)."),
     batch_size: int | None = typer.Option(None, help="Global batch size (paper: 10)."),
     lr: float | None = typer.Option(None, help="Adam learning rate (paper: 1e-4)."),
@@ -275,6 +300,8 @@ def train(
                width=width, depth_restriction=depth_restriction, decomp_factor=decomp_factor,
                damping_floor=damping_floor, prune_target=prune_target, prune_ratio=prune_ratio,
                prune_schedule=prune_schedule, prune_epochs=prune_epochs, prune_monotone=prune_monotone,
+               macs_target=macs_target, params_target=params_target, channel_importance=channel_importance,
+               channel_multiple=channel_multiple,
                epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, workers=workers,
                feature_workers=feature_workers, cache_dir=str(cache_dir) if cache_dir else None, seconds=seconds,
                amp=amp, channels_last=channels_last, out=str(out_dir) if out_dir else None)
@@ -298,12 +325,27 @@ def _render_summary(summary: dict) -> None:
         table.add_row(f"accuracy (mean of last {summary['reported_over_epochs']} epochs)",
                       f"{100 * summary['reported_accuracy']:.2f} %")
     table.add_row("final accuracy", f"{100 * summary['final']['accuracy']:.2f} %")
-    table.add_row("parameters", fmt_int(summary["params"]))
+    pruned = summary.get("channel_plan") is not None
+    table.add_row("parameters" + (" (dense → pruned)" if pruned else ""),
+                  (f"{fmt_int(summary['dense_params'])} → " if pruned else "") + fmt_int(summary["params"]))
+    table.add_row(f"MACs per {summary['seconds']:g} s clip" + (" (dense → pruned)" if pruned else ""),
+                  (f"{fmt_macs(summary['dense_macs'])} → " if pruned else "") + fmt_macs(summary["macs"]))
     table.add_row("non-zero parameters", fmt_int(summary["nonzero_params"]))
     if summary["prune_target"]:
         table.add_row("prune target", fmt_int(summary["prune_target"]))
     out.print(table)
+    if pruned:
+        _render_channels(summary["channel_plan"], summary["dense_channels"])
     _render_eval(summary["final"], summary["labels"])
+
+
+def _render_channels(plan: dict, dense: dict) -> None:
+    table = Table(title="channels (dense → kept)", box=box.SIMPLE_HEAD)
+    table.add_column("group")
+    table.add_column("channels", justify="right")
+    for name, kept in plan.items():
+        table.add_row(name, f"{dense[name]} → {kept}")
+    out.print(table)
 
 
 def _render_eval(result: dict, labels: list[str]) -> None:

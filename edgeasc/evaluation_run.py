@@ -45,12 +45,14 @@ def evaluate_run(run: Path, dataset_dir: Path | None = None, cache_dir: Path | N
             "confusion_png": str(png)}
 
 
-def describe_checkpoint(path: Path, seconds: float = 10.0) -> tuple[dict, object]:
+def describe_checkpoint(path: Path, seconds: float | None = None) -> tuple[dict, object]:
     """Complexity of a trained model (non-zeros counted from its weights), its labels and metrics."""
     from edgeasc.models.complexity import analyse
 
     ckpt = load_checkpoint(path)
     model = model_from_checkpoint(ckpt)
+    if seconds is None:  # the clip length the run was trained on
+        seconds = float(ckpt["feature_params"].get("clip_seconds", 10.0))
     stats = analyse(model, seconds=seconds)
     extra = {"checkpoint": ckpt["path"], "kind": ckpt.get("kind"), "labels": ckpt["labels"],
              "epoch": ckpt["epoch"], "summary": ckpt.get("summary"),

@@ -1,4 +1,4 @@
-"""The perceptual log-mel frontend (METHOD.md section 1).
+"""The perceptual log-mel frontend (docs/method.md §1).
 
 This module is part of the torch-free device runtime.
 """
@@ -165,7 +165,7 @@ def frame_power(waveform: np.ndarray, params: FeatureParams) -> np.ndarray:
 
 
 def perceptual_mel(waveform: np.ndarray, params: FeatureParams | None = None) -> np.ndarray:
-    """Un-normalised perceptual mel features, exactly METHOD.md section 1.
+    """Un-normalised perceptual mel features, exactly docs/method.md §1.
 
     waveform: (channels, samples) at params.sample_rate -> float32 (channels, n_mels, frames).
     Per channel: dB = 10 log10(max(P, amin)) clipped at (channel max - top_db), plus the

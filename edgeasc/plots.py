@@ -42,14 +42,26 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
 
 def plot_nonzero(history: list[dict], target: int | None, path: Path) -> None:
+    """Non-zero parameters per epoch; with channel pruning also all parameters and MACs per clip
+    (the physically smaller network), MACs on a second axis."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    ax.plot([h["epoch"] for h in history], [h["nonzero_params"] for h in history], marker=".")
+    epochs = [h["epoch"] for h in history]
+    structured = any(h.get("channels_removed") for h in history)
+    fig, ax = plt.subplots(figsize=(6.5 if structured else 5.5, 3.6))
+    ax.plot(epochs, [h["nonzero_params"] for h in history], marker=".", label="non-zero parameters")
+    if structured:
+        ax.plot(epochs, [h["params"] for h in history], marker=".", label="all parameters")
+        ax2 = ax.twinx()
+        ax2.plot(epochs, [h["macs"] / 1e6 for h in history], color="tab:purple", ls=":", marker=".")
+        ax2.set_ylabel("MACs per clip (M)", color="tab:purple")
+        ax2.set_ylim(bottom=0)
     if target:
         ax.axhline(target, color="tab:red", ls="--", label=f"target {target:,}")
-        ax.legend()
+    if target or structured:
+        ax.legend(fontsize=8)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("non-zero parameters")
+    ax.set_ylabel("parameters")
+    ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     save_png(fig, path)
 

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from edgeasc.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from edgeasc.compress.pruning import Pruner
+from edgeasc.compress.structured import ChannelPruner
 from edgeasc.console import out
 from edgeasc.data.cache import FeatureCache, extract_features
 from edgeasc.data.dcase import open_dataset
@@ -28,8 +29,9 @@ from edgeasc.errors import ConfigError, EdgeascError
 from edgeasc.evaluate import evaluate
 from edgeasc.features import FeatureParams
 from edgeasc.io import atomic_write_json, atomic_write_text
-from edgeasc.models import build_model
-from edgeasc.models.complexity import count_nonzero
+from edgeasc.models import ModelConfig, build_model
+from edgeasc.models.channels import channel_groups, complexity
+from edgeasc.models.complexity import count_nonzero, count_params
 from edgeasc.models.presets import resolve_model
 from edgeasc.train_config import TrainConfig, lr_at
 
@@ -151,36 +153,58 @@ def _train(cfg: TrainConfig, dist: Dist, resume: bool, force: bool, progress: bo
         depth_restriction=cfg.depth_restriction, damping_floor=cfg.damping_floor,
         n_classes=len(labels), in_channels=channels)
     if ckpt is not None:
-        if ckpt["model_config"] != model_config.to_dict():
+        try:  # the checkpoint's own config: after channel pruning it carries the channel plan
+            stored = ModelConfig.from_dict(ckpt["model_config"])
+        except (ConfigError, TypeError) as exc:
+            raise CheckpointError(f"{run_dir}: the checkpoint's model config is invalid ({exc})") from None
+        if stored.dense.to_dict() != model_config.to_dict():
             raise CheckpointError(f"{run_dir}: the model configuration differs from the run being resumed")
+        model_config = stored
 
     torch.manual_seed(cfg.seed)
     model = build_model(model_config).to(device)
+    n_frames = int(cache.manifest["frames"])
+    channel_pruner = _channel_pruner(cfg, model_config.dense, n_frames)
     explicit = cfg.prune_target is not None or cfg.prune_ratio is not None
-    target = cfg.prune_target if explicit else preset_target
-    pruner = None
-    if target is not None or cfg.prune_ratio is not None:
+    # a preset's magnitude target describes its dense network: it does not apply after channel pruning
+    target = cfg.prune_target if explicit or channel_pruner else preset_target
+    magnitude_start = cfg.prune_epochs if channel_pruner else 0
+    if channel_pruner and target is not None and cfg.epochs <= 2 * cfg.prune_epochs:
+        raise ConfigError(f"channel pruning ramps over --prune-epochs {cfg.prune_epochs}, then magnitude pruning over "
+                          f"as many again, reaching its target at the start of epoch {2 * cfg.prune_epochs + 1}: "
+                          f"that needs --epochs > {2 * cfg.prune_epochs}, not {cfg.epochs}")
+    if channel_pruner and target is not None and cfg.params_target is not None and target > cfg.params_target:
+        raise ConfigError(f"--prune-target {target:,} is above --params-target {cfg.params_target:,}: nothing left "
+                          "for magnitude pruning to do")
+
+    def make_pruner(model):
         try:
-            pruner = Pruner(model, target=target, ratio=cfg.prune_ratio, schedule=cfg.prune_schedule,
-                            epochs=cfg.prune_epochs, monotone=cfg.prune_monotone)
+            return Pruner(model, target=target, ratio=cfg.prune_ratio, schedule=cfg.prune_schedule,
+                          epochs=cfg.prune_epochs, monotone=cfg.prune_monotone, start=magnitude_start)
         except ConfigError as exc:
             if explicit:
                 raise
             raise ConfigError(f"preset {cfg.preset!r} prunes to {target:,} parameters, which does not fit the "
                               f"modified network: {exc}; give --prune-target or --prune-ratio") from None
+
+    wants_magnitude = target is not None or cfg.prune_ratio is not None
+    pruner = make_pruner(model) if wants_magnitude and not channel_pruner else None
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=0.0)
     start_epoch, history = 0, []
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        start_epoch, history = int(ckpt["epoch"]), list(ckpt["history"])
+        if wants_magnitude and pruner is None and start_epoch > magnitude_start:
+            pruner = make_pruner(model)
         if pruner is not None and ckpt.get("pruner"):
             pruner.load_state_dict(ckpt["pruner"])
-        start_epoch, history = int(ckpt["epoch"]), list(ckpt["history"])
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
-    config_record = {"train": cfg.to_dict(), "model": model_config.to_dict(), "variant": model_config.variant,
-                     "pruning": pruner.describe() if pruner else None, "labels": labels,
+    config_record = {"train": cfg.to_dict(), "model": model_config.dense.to_dict(), "variant": model_config.variant,
+                     "pruning": pruner.describe() if pruner else None,
+                     "channel_pruning": channel_pruner.describe() if channel_pruner else None, "labels": labels,
                      "dataset": {"root": cache.manifest["root"], "layout": cache.manifest["layout"],
                                  "cache": str(cache.directory)},
                      "world_size": dist.world, "device": str(device)}
@@ -191,9 +215,13 @@ def _train(cfg: TrainConfig, dist: Dist, resume: bool, force: bool, progress: bo
                 (run_dir / name).unlink(missing_ok=True)
         atomic_write_json(run_dir / "config.json", config_record)
 
-    net = model
-    if dist.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    def wrap(model):
+        if dist.world > 1:
+            return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                             else None)
+        return model
+
+    net = wrap(model)
     train_data = CachedFeatures(cache, "train", train=True, roll=cfg.roll, seed=cfg.seed)
     per_rank = cfg.batch_size // dist.world
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp)
@@ -203,6 +231,15 @@ def _train(cfg: TrainConfig, dist: Dist, resume: bool, force: bool, progress: bo
 
     for epoch in range(start_epoch, cfg.epochs):
         t_epoch = time.perf_counter()
+        removed = 0
+        if channel_pruner is not None and epoch <= cfg.prune_epochs:
+            model, optimizer, removed, _ = channel_pruner.step(model, epoch, optimizer)
+            if removed:
+                if cfg.channels_last:
+                    model = model.to(memory_format=torch.channels_last)
+                net = wrap(model)
+        if wants_magnitude and pruner is None and epoch >= magnitude_start:
+            pruner = make_pruner(model)
         lr = lr_at(cfg, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -253,18 +290,32 @@ def _train(cfg: TrainConfig, dist: Dist, resume: bool, force: bool, progress: bo
         record = {"epoch": epoch + 1, "lr": lr, "train_loss": float(loss_sum[0] / loss_sum[1]),
                   "eval_loss": result.loss, "eval_accuracy": result.accuracy, "per_class": result.per_class,
                   "per_device": result.per_device, "nonzero_params": count_nonzero(model), "pruned": pruned,
+                  "params": count_params(model), "macs": complexity(model.config, n_frames)[1],
+                  "channels_removed": removed,
                   "prune_seconds": round(prune_seconds, 4), "train_clips_per_s": float(loss_sum[1]) / train_seconds,
                   "seconds": round(time.perf_counter() - t_epoch, 3)}
         history.append(record)
         if dist.main:
             save_checkpoint(run_dir / "checkpoint-last.pt", {
-                **payload_common, "kind": "last", "model": model.state_dict(), "epoch": epoch + 1,
+                **payload_common, "model_config": model.config.to_dict(), "kind": "last",
+                "model": model.state_dict(), "epoch": epoch + 1,
                 "optimizer": optimizer.state_dict(), "pruner": pruner.state_dict() if pruner else None,
                 "history": history})
             atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
             if progress:
                 out.print(_epoch_line(record, cfg.epochs))
+    payload_common["model_config"] = model.config.to_dict()
     return _finish(cfg, dist, run_dir, model, pruner, cache, history, payload_common, config_record, progress)
+
+
+def _channel_pruner(cfg: TrainConfig, dense_config, n_frames: int) -> ChannelPruner | None:
+    if cfg.macs_target is None and cfg.params_target is None:
+        return None
+    if cfg.epochs <= cfg.prune_epochs:  # the budget is reached at the start of epoch prune_epochs + 1
+        raise ConfigError(f"channel pruning reaches its budget at the start of epoch {cfg.prune_epochs + 1} "
+                          f"(--prune-epochs {cfg.prune_epochs}): give --epochs > {cfg.prune_epochs}, not {cfg.epochs}")
+    return ChannelPruner(dense_config, n_frames, cfg.macs_target, cfg.params_target, cfg.prune_schedule,
+                         cfg.prune_epochs, cfg.channel_importance, cfg.channel_multiple)
 
 
 def _finish(cfg, dist, run_dir, model, pruner, cache, history, payload_common, config_record, progress) -> dict:
@@ -279,12 +330,19 @@ def _finish(cfg, dist, run_dir, model, pruner, cache, history, payload_common, c
     final_eval = evaluate(model, cache, device=str(next(model.parameters()).device), rank=dist.rank,
                           world=dist.world)
     last = [h["eval_accuracy"] for h in history[-REPORT_LAST:]]
+    n_frames = int(cache.manifest["frames"])
+    config = model.config
+    dense_params, dense_macs = complexity(config.dense, n_frames)
     summary = {"epochs": len(history), "reported_accuracy": float(np.mean(last)) if last else None,
                "reported_over_epochs": len(last), "final": final_eval.to_dict(),
                "nonzero_params": count_nonzero(model), "params": sum(p.numel() for p in model.parameters()),
                "prune_target": pruner.target if pruner else None, "labels": cache.label_names,
                "world_size": dist.world, "ranks_in_sync": in_sync, "run_dir": str(run_dir),
-               "variant": config_record["variant"], "model": config_record["model"]}
+               "variant": config_record["variant"], "model": config_record["model"],
+               "macs": complexity(config, n_frames)[1], "dense_params": dense_params, "dense_macs": dense_macs,
+               "seconds": cfg.seconds, "channel_plan": dict(config.channels) if config.channels else None,
+               "dense_channels": {g.name: g.dense_width for g in channel_groups(config)} if config.channels else None,
+               "channel_pruning": config_record["channel_pruning"]}
     if dist.main:
         save_checkpoint(run_dir / "model-final.pt", {**payload_common, "kind": "final",
                                                       "model": model.state_dict(), "epoch": len(history),
@@ -303,7 +361,7 @@ def _finish(cfg, dist, run_dir, model, pruner, cache, history, payload_common, c
 def _epoch_line(r: dict, epochs: int) -> str:
     return (f"epoch {r['epoch']:>3}/{epochs}  lr {r['lr']:.2e}  train loss {r['train_loss']:.4f}  "
             f"eval loss {r['eval_loss']:.4f}  acc {100 * r['eval_accuracy']:5.1f} %  "
-            f"non-zero {r['nonzero_params']:,}  {r['train_clips_per_s']:.1f} clips/s  {r['seconds']:.1f} s")
+            f"non-zero {r['nonzero_params']:,}  MACs {r['macs'] / 1e6:.1f} M  {r['train_clips_per_s']:.1f} clips/s  {r['seconds']:.1f} s")
 
 
 def _epoch_bar(description: str, total: int, enabled: bool):

@@ -33,7 +33,12 @@ class TrainConfig:
     prune_schedule: str = "exp"
     prune_epochs: int = 100
     prune_monotone: bool = False
-    # optimisation (METHOD.md section 3)
+    # channel pruning (compress/structured.py): MACs per clip ("25%" or "460M") and/or all parameters
+    macs_target: str | None = None
+    params_target: int | None = None
+    channel_importance: str = "l2"
+    channel_multiple: int = 16
+    # optimisation (docs/method.md §3)
     epochs: int = 400
     batch_size: int = 10
     lr: float = 1e-4
@@ -89,11 +94,26 @@ def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = N
     values = {**base, **given}
     if values.get("prune_target") is not None and values.get("prune_ratio") is not None:
         raise ConfigError("give --prune-target or --prune-ratio, not both")
-    for name in ("epochs", "batch_size", "prune_epochs", "lr_hold", "lr_decay_end", "roll", "workers", "seed"):
+    structured = [f"--{k.replace('_', '-')}" for k in ("macs_target", "params_target") if values.get(k) is not None]
+    if structured and values.get("prune_ratio") is not None:
+        raise ConfigError(f"{' and '.join(structured)} cannot be combined with --prune-ratio (a share of the dense "
+                          "network's conv weights); after channel pruning use --prune-target N non-zero parameters")
+    if values.get("macs_target") is not None:
+        from edgeasc.compress.structured import parse_macs_target
+
+        values["macs_target"] = str(values["macs_target"])
+        parse_macs_target(values["macs_target"])
+    pt = values.get("params_target")
+    if pt is not None and (not isinstance(pt, int) or isinstance(pt, bool) or pt < 1):
+        raise ConfigError(f"--params-target must be a positive integer (all parameters), got {pt!r}")
+    if values.get("channel_importance", "l2") not in ("l2", "bn"):
+        raise ConfigError(f"--channel-importance must be l2 or bn, got {values['channel_importance']!r}")
+    for name in ("epochs", "batch_size", "prune_epochs", "lr_hold", "lr_decay_end", "roll", "workers", "seed",
+                 "channel_multiple"):
+        low = 1 if name in ("epochs", "batch_size", "channel_multiple") else 0
         v = values.get(name, getattr(TrainConfig, name))
-        if not isinstance(v, int) or isinstance(v, bool) or v < (1 if name in ("epochs", "batch_size") else 0):
-            raise ConfigError(f"{name.replace('_', '-')} must be an integer >= "
-                              f"{1 if name in ('epochs', 'batch_size') else 0}, got {v!r}")
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise ConfigError(f"{name.replace('_', '-')} must be an integer >= {low}, got {v!r}")
     for name in ("lr", "lr_final", "seconds"):
         v = values.get(name, getattr(TrainConfig, name))
         if not isinstance(v, int | float) or not v > 0:

@@ -32,6 +32,20 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, *needles
         assert needle in lines[0], lines[0]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Every test, and every CLI subprocess it starts, gets a cache root of its own: what a user
+    (or an earlier session) left in ~/.cache/edgeasc must not change any result."""
+    root = tmp_path_factory.mktemp("edgeasc-cache")
+    old = os.environ.get("EDGEASC_CACHE")
+    os.environ["EDGEASC_CACHE"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("EDGEASC_CACHE", None)
+    else:
+        os.environ["EDGEASC_CACHE"] = old
+
+
 @pytest.fixture
 def cli():
     return run_cli
@@ -61,7 +75,7 @@ GROUP = {"airport": "indoor", "metro_station": "indoor", "shopping_mall": "indoo
 
 
 def make_dcase(root: Path, layout: str, scenes=("airport", "bus", "park"), seconds: float = 0.5) -> Path:
-    """A tiny development set in the exact official layout (METHOD.md section 5).
+    """A tiny development set in the exact official layout (docs/method.md §5).
 
     Per scene: two locations in two cities, two segments each; the first city trains,
     the second evaluates (so no location is in both splits)."""

@@ -22,7 +22,7 @@ def test_load_matches_librosa(tmp_path, sr, subtype, ext):
     assert rate == 22050 and x.dtype == np.float32
     n_in = sf.info(str(path)).frames
     assert x.shape == (2, math.ceil(n_in * 22050 / sr))
-    ref, _ = librosa.load(str(path), sr=22050, mono=False)  # soxr_hq, as METHOD.md section 1
+    ref, _ = librosa.load(str(path), sr=22050, mono=False)  # soxr_hq, as docs/method.md §1
     n = min(ref.shape[-1], x.shape[-1])
     assert np.abs(ref[:, :n] - x[:, :n]).max() < 1e-6
 

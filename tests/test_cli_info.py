@@ -6,7 +6,7 @@ import pytest
 
 from conftest import assert_one_line_error, run_cli
 
-# METHOD.md section 4, by preset name: (params, MACs per 10 s)
+# docs/method.md §4, by preset name: (params, MACs per 10 s)
 PRESET_ROWS = {
     "d18-cp-resnet": (1_715_604, 7_774_698_624),
     "d18-damped": (1_715_604, 7_774_698_624),

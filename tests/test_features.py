@@ -1,4 +1,4 @@
-"""The frontend is exactly METHOD.md section 1: librosa 0.11 is the oracle (<= 1e-3)."""
+"""The frontend is exactly docs/method.md §1: librosa 0.11 is the oracle (<= 1e-3)."""
 
 import warnings
 

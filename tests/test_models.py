@@ -1,4 +1,4 @@
-"""The CP-ResNet family reproduces METHOD.md section 2 and section 4 exactly."""
+"""The CP-ResNet family reproduces docs/method.md §2 and §4 exactly."""
 
 import math
 
@@ -18,7 +18,7 @@ from edgeasc.models.receptive_field import output_shapes, receptive_field
 D18 = dict(rho=7, width=128, n_classes=10, in_channels=1)
 D20 = dict(rho=3, width=128, n_classes=3, in_channels=2)
 
-# METHOD.md section 4: (config, params, MACs per 10 s clip)
+# docs/method.md §4: (config, params, MACs per 10 s clip)
 TABLE = {
     "D18 CP-ResNet / Damp": (dict(D18), 1_715_604, 7_774_698_624),
     "D18 stereo": (dict(D18, in_channels=2), 1_718_804, 7_862_074_624),
@@ -53,7 +53,7 @@ def test_real_modules_count_the_same(row):
 
 
 def test_d20_restricted_bn_and_conv_split():
-    # METHOD.md section 2 example: 268,678 = 265,728 conv weights + 2,950 BatchNorm.
+    # docs/method.md §3 example: 268,678 = 265,728 conv weights + 2,950 BatchNorm.
     model = build_model(ModelConfig(**dict(D20, width=64)))
     conv = sum(p.numel() for _, p in model.prunable_weights())
     assert conv == 265_728

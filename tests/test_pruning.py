@@ -1,4 +1,4 @@
-"""Magnitude pruning to an exact target (METHOD.md section 2)."""
+"""Magnitude pruning to an exact target (docs/method.md §3)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Magnitude pruning to an exact parameter target (METHOD.md section 2, paper section 3.3).
+"""Magnitude pruning to an exact parameter target (docs/method.md §3, paper section 3.3).
 
 All conv weights (stem, blocks, shortcuts, decomposed factors, head) are ranked together
 by the magnitude of the raw weight W (not W * C): one global threshold. The target counts
@@ -37,7 +37,7 @@ def ramp(schedule: str, epoch: int, epochs: int) -> float:
 
 class Pruner:
     def __init__(self, model: nn.Module, target: int | None = None, ratio: float | None = None,
-                 schedule: str = "exp", epochs: int = 100, monotone: bool = False) -> None:
+                 schedule: str = "exp", epochs: int = 100, monotone: bool = False, start: int = 0) -> None:
         if (target is None) == (ratio is None):
             raise ConfigError("give exactly one of a prune target or a prune ratio")
         ramp(schedule, 0, 1)  # validates the name
@@ -61,6 +61,7 @@ class Pruner:
             self.k_final = round(ratio * self.n_conv)
         self.target = self.total - self.k_final
         self.schedule, self.epochs, self.monotone = schedule, epochs, monotone
+        self.start = start  # the ramp's epoch 0 (after channel pruning, the epoch its ramp ended)
         self.k_current = 0
 
     @property
@@ -68,7 +69,7 @@ class Pruner:
         return self.k_final / self.n_conv
 
     def k_at(self, epoch: int) -> int:
-        return round(ramp(self.schedule, epoch, self.epochs) * self.k_final)
+        return round(ramp(self.schedule, max(0, epoch - self.start), self.epochs) * self.k_final)
 
     @torch.no_grad()
     def update(self, epoch: int) -> int:
@@ -112,6 +113,6 @@ class Pruner:
 
     def describe(self) -> dict:
         return {"target": self.target, "k_final": self.k_final, "ratio": self.ratio, "schedule": self.schedule,
-                "epochs": self.epochs, "monotone": self.monotone, "conv_weights": self.n_conv,
+                "epochs": self.epochs, "start": self.start, "monotone": self.monotone, "conv_weights": self.n_conv,
                 "total_params": self.total}
 

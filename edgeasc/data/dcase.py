@@ -1,6 +1,6 @@
 """Dataset layouts: the official DCASE development sets and plain layouts for own data.
 
-Official (METHOD.md section 5), auto-detected:
+Official (docs/method.md §5), auto-detected:
   dcase2018       evaluation_setup/fold1_{train,evaluate}.txt, no header, 10 classes
   dcase2020-1b    evaluation_setup/fold1_{train,evaluate}.csv, header, indoor/outdoor/transportation
   tau2020-mobile  evaluation_setup/fold1_{train,evaluate}.csv, header, 10 classes, devices a..s6

@@ -1,5 +1,5 @@
 """Training-time data: a torch Dataset over the feature cache, time roll and mixup
-(METHOD.md section 3), deterministic under a seed.
+(docs/method.md §3), deterministic under a seed.
 
 Randomness is derived from (seed, epoch, index) rather than from global state, so the same
 seed gives the same batches whatever the number of DataLoader workers or processes, and a

@@ -14,6 +14,7 @@ from edgeasc.checkpoint import load_checkpoint, model_from_checkpoint
 from edgeasc.errors import ConfigError, EdgeascError
 from edgeasc.export.clips import cached_evaluate_clips, spread
 from edgeasc.export.fold import WaveformClassifier, fold_model, max_abs_difference
+from edgeasc.export.graph import graph_macs
 from edgeasc.export.onnx import (
     export_proto,
     set_metadata,
@@ -30,6 +31,16 @@ from edgeasc.models.complexity import analyse, count_nonzero, count_params
 PRECISIONS = ("fp32", "fp16", "int8")
 FOLD_TOLERANCE = 1e-5
 FP32_TOLERANCE = 1e-4
+
+
+def float32_list(values) -> list[float]:
+    """Values as the shortest decimals that are the same float32 (the device reads float32): half the
+    bytes of float64 text in the metadata, not one bit lost."""
+    out = []
+    for v in np.asarray(values, dtype=np.float32).reshape(-1):
+        short = float(np.format_float_positional(v, unique=True, trim="-")) if np.isfinite(v) else float(v)
+        out.append(short if np.float32(short) == v else float(v))
+    return out
 
 
 class ExportError(EdgeascError):
@@ -105,13 +116,13 @@ def export_checkpoint(source: str | Path, output: str | Path | None = None, fold
                                                      Path(cache_dir) if cache_dir else None)
         fp32_bytes = proto.SerializeToString()
         proto = strip_debug_info(quantize_int8(proto, calib))
-        int8 = {"calibration_clips": len(calib), "sparse": "not applied to int8 weights"}
+        int8 = {"calibration_clips": len(calib)}
         if eval_x is not None:
             int8["accuracy_fp32"] = accuracy(fp32_bytes, eval_x, eval_y)
             int8["accuracy_int8"] = accuracy(proto.SerializeToString(), eval_x, eval_y)
             int8["evaluate_clips"] = len(eval_y)
             real_clips = [eval_x[spread(len(eval_x), 16)]]
-        packing = {"packed": [], "mode": "none"}
+        packing = pack_weights(proto, sparse)  # int8 weights stay int8, values and positions alike
     else:
         packing = pack_weights(proto, sparse, np.float16 if precision == "fp16" else np.float32)
         if not with_frontend:  # the run's own evaluate clips, when their features are cached already
@@ -122,9 +133,17 @@ def export_checkpoint(source: str | Path, output: str | Path | None = None, fold
     stats = analyse(model, seconds=seconds)
     deployed = {"params": count_params(folded), "nonzero_params": count_nonzero(folded)}
     report = size_report(stats, precision, RULES[rules], budget_bytes, count_bn, deployed)
+    # the MACs again, from the exported graph's own shapes: the report must describe this file
+    input_shape = (1, config.in_channels, params.n_samples()) if with_frontend else \
+        (1, config.in_channels, config.n_mels, frames)
+    report["macs_onnx_graph"] = graph_macs(proto, input_shape)
+    if report["macs_onnx_graph"] != stats.macs:
+        raise ExportError(f"the exported graph computes {report['macs_onnx_graph']:,} MACs per clip, the model "
+                          f"{stats.macs:,}: not exporting")
     set_metadata(proto, {
         "version": __version__, "labels": ckpt["labels"], "feature_params": ckpt["feature_params"],
-        "normalization": ckpt["normalization"], "model_config": config.to_dict(), "variant": config.variant,
+        "normalization": {k: float32_list(v) for k, v in ckpt["normalization"].items()},
+        "model_config": config.to_dict(), "variant": config.variant,
         "channels": ckpt["channels"],
         "input": ({"name": "waveform", "layout": "batch, channels, samples", "sample_rate": params.sample_rate}
                   if with_frontend else

@@ -1,4 +1,4 @@
-"""Model size under the DCASE challenge rules (METHOD.md section 6) and budget strings.
+"""Model size under the DCASE challenge rules (docs/method.md §6) and budget strings.
 
 Counting is done on the model as trained (BatchNorm separate from the convs), which is
 what the challenges count; the deployed form (BatchNorm folded into conv biases) is
@@ -41,7 +41,7 @@ RULES = {
 
 def parse_budget(text: str) -> int:
     """'500KB' and '500KiB' = 500 x 1024, '500kB' = 500 x 1000, '0.5MB' = 0.5 x 1024^2,
-    '512000' = bytes. KB/KiB/MB/MiB are binary, kB decimal (METHOD.md section 6)."""
+    '512000' = bytes. KB/KiB/MB/MiB are binary, kB decimal (docs/method.md §6)."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
     if not m:
         raise ConfigError(f"malformed budget {text!r}: use e.g. 500KB, 500KiB, 500kB, 0.5MB or 512000")
@@ -78,7 +78,8 @@ def size_report(stats, precision: str, rules: Rules, budget_bytes: int | None = 
         counts = count_bn or not is_bn
         counted_values += values if counts else 0
         layers.append({"name": layer.name, "kind": layer.kind, "kernel": layer.kernel, "params": layer.params,
-                       "nonzero": layer.nonzero_params, "counted_bytes": values * per_value if counts else 0})
+                       "nonzero": layer.nonzero_params, "counted_bytes": values * per_value if counts else 0,
+                       "channels": layer.channels, "dense_channels": layer.dense_channels})
     counted = counted_values * per_value
     macs_per_second = stats.macs / stats.seconds
     macs_ok = rules.macs_per_second is None or macs_per_second <= rules.macs_per_second
@@ -89,6 +90,8 @@ def size_report(stats, precision: str, rules: Rules, budget_bytes: int | None = 
         "params": stats.params, "nonzero_params": stats.nonzero_params, "bn_params": stats.bn_params,
         "counted_values": counted_values, "counted_bytes": counted,
         "macs_per_clip": stats.macs, "clip_seconds": stats.seconds, "macs_per_second": macs_per_second,
+        "dense": {"params": stats.dense_params, "macs_per_clip": stats.dense_macs},
+        "channel_plan": stats.channel_plan,
         "macs_limit_per_second": rules.macs_per_second, "macs_ok": macs_ok,
         "budget_bytes": budget, "bytes_ok": counted <= budget,
         "verdict": "PASS" if counted <= budget and macs_ok else "FAIL",
@@ -105,6 +108,10 @@ def report_markdown(r: dict) -> str:
              f"| parameters | {r['params']:,} |", f"| non-zero parameters | {r['nonzero_params']:,} |",
              f"| BatchNorm parameters | {r['bn_params']:,} |",
              f"| MACs per {r['clip_seconds']:g} s clip | {r['macs_per_clip']:,} |",
+             *([f"| before channel pruning: parameters / MACs per clip | {r['dense']['params']:,} / "
+                f"{r['dense']['macs_per_clip']:,} |"] if r.get("channel_plan") else []),
+             *([f"| MACs counted on the ONNX graph | {r['macs_onnx_graph']:,} |"]
+               if r.get("macs_onnx_graph") is not None else []),
              f"| MACs per second of audio | {r['macs_per_second']:,.0f} |",
              f"| counted bytes | {r['counted_bytes']:,} |", f"| budget bytes | {r['budget_bytes']:,} |"]
     if r["file_bytes"] is not None:
@@ -112,7 +119,14 @@ def report_markdown(r: dict) -> str:
     if r["deployed"]:
         d = r["deployed"]
         lines.append(f"| deployed (BatchNorm folded): parameters / non-zero | {d['params']:,} / {d['nonzero_params']:,} |")
-    lines += ["", "| layer | kind | kernel | params | non-zero | counted bytes |", "|---|---|---|---:|---:|---:|"]
-    lines += [f"| {x['name']} | {x['kind']} | {x['kernel']} | {x['params']:,} | {x['nonzero']:,} | {x['counted_bytes']:,} |"
-              for x in r["layers"]]
+    lines += ["", "| layer | kind | kernel | channels (dense) | params | non-zero | counted bytes |",
+              "|---|---|---|---|---:|---:|---:|"]
+    lines += [f"| {x['name']} | {x['kind']} | {x['kernel']} | {_channels(x)} | {x['params']:,} | {x['nonzero']:,} | "
+              f"{x['counted_bytes']:,} |" for x in r["layers"]]
     return "\n".join(lines) + "\n"
+
+
+def _channels(layer: dict) -> str:
+    now, dense = layer.get("channels") or [], layer.get("dense_channels") or []
+    text = "→".join(map(str, now))
+    return f"{text} ({'→'.join(map(str, dense))})" if dense and dense != now else text

@@ -55,12 +55,12 @@ def _const(name: str, array: np.ndarray) -> onnx.TensorProto:
     return numpy_helper.from_array(array, name)
 
 
-def _rebuild(p: str, coding: str, values: str, out: str) -> list[onnx.NodeProto]:
+def _rebuild(p: str, coding: str, values: str, out: str, zero_dtype=np.float32) -> list[onnx.NodeProto]:
     """Nodes that turn the stored pieces of tensor prefix `p` into the dense weight `out`."""
     node = helper.make_node
+    zero = numpy_helper.from_array(np.zeros(1, zero_dtype))
     if coding == "zeros":
-        return [node("ConstantOfShape", [f"{p}.shape"], [out], value=numpy_helper.from_array(np.zeros(1, np.float32)),
-                     name=f"{p}.z")]
+        return [node("ConstantOfShape", [f"{p}.shape"], [out], value=zero, name=f"{p}.z")]
     if coding == "bitmask":
         # value index of every weight = running count of set bits, 0 where the bit is clear (the
         # stored values start with a 0.0). CumSum/Gather, not NonZero/ScatterND:
@@ -84,8 +84,7 @@ def _rebuild(p: str, coding: str, values: str, out: str) -> list[onnx.NodeProto]
         node("CumSum", [f"{p}.1", "sp.axis0"], [f"{p}.2"], name=f"{p}.2"),
         node("Sub", [f"{p}.2", "sp.one64"], [f"{p}.3"], name=f"{p}.3"),
         node("Unsqueeze", [f"{p}.3", "sp.axis1"], [f"{p}.idx"], name=f"{p}.4"),
-        node("ConstantOfShape", [f"{p}.n"], [f"{p}.zeros"], value=numpy_helper.from_array(np.zeros(1, np.float32)),
-             name=f"{p}.9"),
+        node("ConstantOfShape", [f"{p}.n"], [f"{p}.zeros"], value=zero, name=f"{p}.9"),
         node("ScatterND", [f"{p}.zeros", f"{p}.idx", values], [f"{p}.dense"], name=f"{p}.10"),
         node("Reshape", [f"{p}.dense", f"{p}.shape"], [out], name=f"{p}.11"),
     ]
@@ -94,24 +93,27 @@ def _rebuild(p: str, coding: str, values: str, out: str) -> list[onnx.NodeProto]
 def pack_weights(proto: onnx.ModelProto, mode: str = "auto", value_dtype=np.float32) -> dict:
     """Pack the Conv weights (and constant MatMul matrices) that have zeros, each in its
     cheapest coding (auto: only where that saves bytes over dense). Conv values are stored as
-    `value_dtype` (float16 gets a Cast to float32); other matrices stay float32.
-    Returns what was packed."""
+    `value_dtype` (float16 gets a Cast to float32); other matrices stay float32. In an int8 (QDQ)
+    graph the int8 weights feeding a Conv's DequantizeLinear are packed as int8 (zero point 0:
+    a pruned weight is the int8 value 0). Returns what was packed."""
     if mode == "none":
         return {"packed": [], "mode": mode}
     graph = proto.graph
     conv = {n.input[1] for n in graph.node if n.op_type == "Conv" and len(n.input) > 1}
     # the constant matrices of MatMuls too (the frontend's mel filterbank: > 99 % zeros)
     candidates = conv | {name for n in graph.node if n.op_type == "MatMul" for name in n.input}
+    quantized = {n.input[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.output[0] in conv}
     packed, keep, nodes, used = [], [], [], set()
     for init in graph.initializer:
-        if init.name not in candidates or init.data_type != TensorProto.FLOAT:
+        is_int8 = init.name in quantized and init.data_type == TensorProto.INT8
+        if not is_int8 and (init.name not in candidates or init.data_type != TensorProto.FLOAT):
             keep.append(init)
             continue
         w = numpy_helper.to_array(init)
         flat = w.reshape(-1)
         nz = np.flatnonzero(flat)
         n, k = flat.size, nz.size
-        dtype = np.dtype(value_dtype if init.name in conv else np.float32)
+        dtype = np.dtype(np.int8 if is_int8 else value_dtype if init.name in conv else np.float32)
         dense_bytes = n * dtype.itemsize
         costs = coding_bytes(n, nz, dtype.itemsize)
         coding = min(costs, key=costs.get)
@@ -135,11 +137,11 @@ def pack_weights(proto: onnx.ModelProto, mode: str = "auto", value_dtype=np.floa
             used |= {"axis0", "one64", "axis1"}
         if coding != "zeros":
             keep.append(_const(values, stored_values.astype(dtype)))
-            if dtype != np.float32:
+            if dtype == np.float16:
                 nodes.append(helper.make_node("Cast", [values], [f"{p}.values32"], to=TensorProto.FLOAT,
                                               name=f"{p}.cast"))
                 values = f"{p}.values32"
-        nodes += _rebuild(p, coding, values, init.name)
+        nodes += _rebuild(p, coding, values, init.name, np.int8 if is_int8 else np.float32)
         stored = costs[coding] - _NODE_OVERHEAD[coding]
         packed.append({"name": init.name, "prefix": p, "coding": coding, "shape": list(w.shape), "params": int(n),
                        "nonzero": int(k), "dense_bytes": int(dense_bytes), "packed_bytes": int(stored)})

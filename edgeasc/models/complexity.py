@@ -2,7 +2,7 @@
 
 Shapes and MACs come from a forward pass of a meta-device twin (no memory, no compute),
 so the numbers describe the real modules rather than a second hand-written formula.
-MACs are dense: pruned zeros are counted, as METHOD.md section 4 defines them.
+MACs are dense: pruned zeros are counted, as docs/method.md §4 defines them.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from torch import nn
 
 from edgeasc.errors import ConfigError
 from edgeasc.features import FeatureParams
+from edgeasc.models.channels import complexity, conv_layers, widths
 from edgeasc.models.config import ModelConfig
 from edgeasc.models.cp_resnet import CPResNet, build_model
 from edgeasc.models.layers import Conv2d, DampedConv2d
@@ -31,6 +32,8 @@ class LayerStats:
     params: int
     nonzero_params: int
     macs: int
+    channels: list[int] = field(default_factory=list)        # conv: [in, out]; BatchNorm: [channels]
+    dense_channels: list[int] = field(default_factory=list)  # the same before channel pruning
 
 
 @dataclass
@@ -46,6 +49,9 @@ class ModelStats:
     output_shapes: dict[str, list[int]]
     bytes: dict[str, int]
     layers: list[LayerStats] = field(default_factory=list)
+    dense_params: int = 0    # before channel pruning (equal to params for a dense network)
+    dense_macs: int = 0
+    channel_plan: dict[str, int] | None = None
 
     @property
     def macs_per_second(self) -> float:
@@ -128,12 +134,26 @@ def analyse(model_or_config: CPResNet | ModelConfig, seconds: float = 10.0,
         check_prune_target(prune_target, params, bn)
         nonzero = prune_target
     rf = receptive_field(config)
+    dense_params, dense_macs = complexity(config.dense, n_frames)
+    dense_widths = {layer.name: layer for layer in conv_layers(config.dense, n_frames)}
+    group_width = widths(config.dense)
+    bn_group = {layer.bn: layer.out_group for layer in dense_widths.values() if layer.bn}
+    for layer in layers:
+        if layer.name in dense_widths:
+            d = dense_widths[layer.name]
+            layer.dense_channels = [group_width[d.in_group] if d.in_group else config.in_channels,
+                                    group_width[d.out_group] if d.out_group else config.n_classes]
+        elif layer.name in bn_group:
+            g = bn_group[layer.name]
+            layer.dense_channels = [group_width[g] if g else config.n_classes]
     return ModelStats(
         config=config.to_dict(), seconds=seconds,
         input_shape=[config.in_channels, config.n_mels, n_frames],
         params=params, nonzero_params=nonzero, bn_params=bn,
         macs=sum(layer.macs for layer in layers), receptive_field=[rf, rf],
         output_shapes=shapes, bytes=stored_bytes(nonzero), layers=layers,
+        dense_params=dense_params, dense_macs=dense_macs,
+        channel_plan=dict(config.channels) if config.channels else None,
     )
 
 
@@ -148,9 +168,10 @@ def _recorder(name: str, real_module: nn.Module | None, out: list[LayerStats]):
             if real_module is not None:
                 nonzero = _conv_nonzero(real_module)
             kind = "damped conv" if isinstance(module, DampedConv2d) else "conv"
-            out.append(LayerStats(name, kind, f"{kh}x{kw}", shape, params, nonzero, macs))
+            out.append(LayerStats(name, kind, f"{kh}x{kw}", shape, params, nonzero, macs,
+                                  [module.in_channels, module.out_channels]))
         elif isinstance(module, nn.BatchNorm2d):
-            out.append(LayerStats(name, "batchnorm", "", shape, params, params, 0))
+            out.append(LayerStats(name, "batchnorm", "", shape, params, params, 0, [module.num_features]))
         else:
             out.append(LayerStats(name, "maxpool", "2x2", shape, 0, 0, 0))
 

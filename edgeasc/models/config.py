@@ -2,7 +2,7 @@
 
 The block plan (kernel sizes from rho, depth restriction, max-pool positions) lives
 here so that the torch builder, the receptive-field calculator and config validation
-all read the same definition (METHOD.md section 2).
+all read the same definition (docs/method.md §2).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ class ModelConfig:
     damping_floor: float = 0.1
     decomposition: int | None = None  # compression factor Z, None = plain convs
     n_mels: int = 256
+    # channel plan: width of every channel group (models/channels.py); None = dense
+    channels: tuple[tuple[str, int], ...] | None = None
 
     def __post_init__(self) -> None:
         dr = self.depth_restriction
@@ -51,6 +53,30 @@ class ModelConfig:
                 raise ConfigError(f"decomposition factor Z must be an integer >= 1, got {z!r}")
             if self.width % z:
                 raise ConfigError(f"width {self.width} is not divisible by the decomposition factor Z={z}")
+        if self.channels is not None:
+            object.__setattr__(self, "channels", self._check_plan(self.channels))
+
+    def _check_plan(self, plan: Any) -> tuple[tuple[str, int], ...]:
+        from edgeasc.models.channels import channel_groups
+
+        if isinstance(plan, dict):
+            plan = plan.items()
+        try:
+            given = {str(k): v for k, v in plan}
+        except (TypeError, ValueError):
+            raise ConfigError(f"channel plan must map group names to widths, got {plan!r}") from None
+        groups = channel_groups(replace(self, channels=None))
+        names = [g.name for g in groups]
+        unknown, missing = sorted(set(given) - set(names)), [n for n in names if n not in given]
+        if unknown or missing:
+            what = (f"unknown groups {', '.join(unknown[:4])}" if unknown else
+                    f"missing groups {', '.join(missing[:4])}")
+            raise ConfigError(f"channel plan does not fit this network ({what}; it has {len(names)} groups)")
+        for g in groups:
+            v = given[g.name]
+            if not _is_int(v) or not 1 <= v <= g.dense_width:
+                raise ConfigError(f"channel plan: group {g.name!r} must keep 1..{g.dense_width} channels, got {v!r}")
+        return tuple((n, int(given[n])) for n in names)
 
     # ----- naming ---------------------------------------------------------------
     @property
@@ -74,10 +100,18 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["depth_restriction"] = list(self.depth_restriction)
+        d["channels"] = dict(self.channels) if self.channels is not None else None
         return d
+
+    @property
+    def dense(self) -> ModelConfig:
+        """The same network before channel pruning."""
+        return replace(self, channels=None)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        if not isinstance(d, dict):
+            raise ConfigError(f"model config must be a mapping, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -97,25 +131,36 @@ class ModelConfig:
         return (self.width, 2 * self.width, 4 * self.width)
 
     def stage_plan(self) -> list[list[BlockSpec]]:
-        """The blocks of each stage (empty stages included as empty lists)."""
-        k1s, k2s = kernel_sizes(self.rho)
+        """The blocks of each stage (empty stages included as empty lists), at the widths of
+        the channel plan."""
+        from edgeasc.models.channels import dense_blocks, widths
+
+        w = widths(self)
         plan: list[list[BlockSpec]] = []
-        channels = self.width  # stem output
-        for s, (n_blocks, out_c) in enumerate(zip(self.blocks_per_stage, self.stage_widths, strict=True)):
-            stage = []
-            for b in range(n_blocks):
-                pool = s == 0 and (b + 1) in STAGE1_POOL_AFTER
-                stage.append(BlockSpec(channels, out_c, k1s[s][b], k2s[s][b], pool))
-                channels = out_c
-            plan.append(stage)
+        for stage in dense_blocks(self):
+            specs = []
+            for b in stage:
+                mids = ()
+                if self.decomposition is not None:
+                    convs = ["conv1", "conv2"] + (["shortcut.0"] if b["projection"] else [])
+                    mids = tuple((w[f"{b['name']}.{c}.reduce"], w[f"{b['name']}.{c}.spatial"]) for c in convs)
+                specs.append(BlockSpec(w[b["in_stream"]], w[b["out_stream"]], b["k1"], b["k2"], b["pool_after"],
+                                       name=b["name"], mid_channels=w[b["name"]], projection=b["projection"],
+                                       decomposed=mids))
+            plan.append(specs)
         return plan
 
     @property
     def head_in_channels(self) -> int:
-        for stage, out_c in zip(reversed(self.stage_plan()), reversed(self.stage_widths), strict=True):
-            if stage:
-                return out_c
-        return self.width
+        from edgeasc.models.channels import last_stream, widths
+
+        return widths(self)[last_stream(self)]
+
+    @property
+    def stem_channels(self) -> int:
+        from edgeasc.models.channels import widths
+
+        return widths(self)["stem"]
 
     @property
     def n_blocks(self) -> int:
@@ -129,6 +174,10 @@ class BlockSpec:
     k1: int
     k2: int
     pool_after: bool
+    name: str = ""
+    mid_channels: int | None = None       # conv1 out = conv2 in (default: out_channels)
+    projection: bool | None = None        # 1x1 shortcut (default: when in != out)
+    decomposed: tuple[tuple[int, int], ...] = ()  # (reduce, spatial) widths of conv1, conv2[, shortcut]
 
 
 def _is_int(x: Any) -> bool:
@@ -147,7 +196,7 @@ def parse_depth_restriction(text: str) -> tuple[int, int, int]:
 
 
 def kernel_sizes(rho: int) -> tuple[list[list[int]], list[list[int]]]:
-    """(k1, k2) per stage and block, from rho (METHOD.md section 2, e = rho - 7)."""
+    """(k1, k2) per stage and block, from rho (docs/method.md §2, e = rho - 7)."""
     e = rho - 7
 
     def grow(cond: bool) -> int:  # a 1x1 kernel that becomes 3x3 once rho is large enough

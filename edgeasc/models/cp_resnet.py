@@ -1,4 +1,4 @@
-"""The CP-ResNet family, built from one ModelConfig (METHOD.md section 2)."""
+"""The CP-ResNet family, built from one ModelConfig (docs/method.md §2)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,16 @@ class BasicBlock(nn.Module):
     def __init__(self, spec: BlockSpec, config: ModelConfig) -> None:
         super().__init__()
         make = _conv_factory(config, in_blocks=True)
-        self.conv1 = make(spec.in_channels, spec.out_channels, spec.k1, padding=spec.k1 // 3)
-        self.bn1 = nn.BatchNorm2d(spec.out_channels)
-        self.conv2 = make(spec.out_channels, spec.out_channels, spec.k2, padding=spec.k2 // 3)
+        mid = spec.mid_channels or spec.out_channels
+        projection = spec.in_channels != spec.out_channels if spec.projection is None else spec.projection
+        mids = list(spec.decomposed) or [None, None, None]
+        self.conv1 = make(spec.in_channels, mid, spec.k1, padding=spec.k1 // 3, mids=mids[0])
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = make(mid, spec.out_channels, spec.k2, padding=spec.k2 // 3, mids=mids[1])
         self.bn2 = nn.BatchNorm2d(spec.out_channels)
         self.shortcut: nn.Module = nn.Identity()
-        if spec.in_channels != spec.out_channels:
-            self.shortcut = nn.Sequential(make(spec.in_channels, spec.out_channels, 1),
+        if projection:
+            self.shortcut = nn.Sequential(make(spec.in_channels, spec.out_channels, 1, mids=mids[2]),
                                           nn.BatchNorm2d(spec.out_channels))
         self.relu = nn.ReLU(inplace=True)
 
@@ -39,8 +42,9 @@ class CPResNet(nn.Module):
         super().__init__()
         self.config = config
         make = _conv_factory(config, in_blocks=False)
-        self.stem = nn.Sequential(make(config.in_channels, config.width, 5, stride=2, padding=1),
-                                  nn.BatchNorm2d(config.width), nn.ReLU(inplace=True))
+        stem = config.stem_channels
+        self.stem = nn.Sequential(make(config.in_channels, stem, 5, stride=2, padding=1),
+                                  nn.BatchNorm2d(stem), nn.ReLU(inplace=True))
         self.stage_names: list[str] = []
         for s, stage in enumerate(config.stage_plan(), start=1):
             if not stage:
@@ -86,10 +90,11 @@ def _conv_factory(config: ModelConfig, in_blocks: bool):
     """
     z = config.decomposition
 
-    def make(in_c: int, out_c: int, kernel: int, stride: int = 1, padding: int = 0) -> nn.Module:
+    def make(in_c: int, out_c: int, kernel: int, stride: int = 1, padding: int = 0,
+             mids: tuple[int, int] | None = None) -> nn.Module:
         if z is not None and in_blocks:
             return DecomposedConv2d(in_c, out_c, kernel, stride, padding, factor=z,
-                                    damped=config.damping, damping_floor=config.damping_floor)
+                                    damped=config.damping, damping_floor=config.damping_floor, mids=mids)
         damped = config.damping and z is None
         return conv2d(in_c, out_c, kernel, stride, padding, damped, config.damping_floor)
 

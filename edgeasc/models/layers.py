@@ -93,16 +93,18 @@ class DecomposedConv2d(nn.Module):
     """
 
     def __init__(self, in_c: int, out_c: int, kernel: int, stride: int = 1, padding: int = 0,
-                 factor: int = 4, damped: bool = False, damping_floor: float = 0.1) -> None:
+                 factor: int = 4, damped: bool = False, damping_floor: float = 0.1,
+                 mids: tuple[int, int] | None = None) -> None:
         super().__init__()
-        if out_c % factor:
-            raise ValueError(f"out channels {out_c} not divisible by Z={factor}")
-        mid = out_c // factor
+        if mids is None:  # channel pruning may leave the two inner widths anything (`mids`)
+            if out_c % factor:
+                raise ValueError(f"out channels {out_c} not divisible by Z={factor}")
+            mids = (out_c // factor, out_c // factor)
         self.in_channels, self.out_channels = in_c, out_c
         self.kernel_size, self.factor = (kernel, kernel), factor
-        self.reduce = Conv2d(in_c, mid, 1, bias=False)
-        self.spatial = conv2d(mid, mid, kernel, stride, padding, damped, damping_floor)
-        self.expand = Conv2d(mid, out_c, 1, bias=False)
+        self.reduce = Conv2d(in_c, mids[0], 1, bias=False)
+        self.spatial = conv2d(mids[0], mids[1], kernel, stride, padding, damped, damping_floor)
+        self.expand = Conv2d(mids[1], out_c, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.expand(self.spatial(self.reduce(x)))

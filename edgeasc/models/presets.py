@@ -1,8 +1,8 @@
-"""Named configurations: every network of the paper's Table 1 (METHOD.md section 4).
+"""Named configurations: every network of the paper's Table 1 (docs/method.md §4).
 
 A preset is data: a ModelConfig plus, for the pruned rows, the parameter target that
 training prunes to. DCASE'18 rows use a 1-channel input and DCASE'20 rows rho = 3:
-only those configurations reproduce the paper's parameter counts (METHOD.md section 4).
+only those configurations reproduce the paper's parameter counts (docs/method.md §4).
 """
 
 from __future__ import annotations

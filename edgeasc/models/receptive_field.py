@@ -53,7 +53,7 @@ def output_shapes(config: ModelConfig, n_frames: int) -> dict[str, list[int]]:
     input is so short that an axis shrinks to nothing."""
     f, t = config.n_mels, n_frames
     shapes: dict[str, list[int]] = {}
-    channels = config.width
+    channels = config.stem_channels
     op_iter = iter(main_path(config))
     stem = next(op_iter)
     f, t = _out(f, stem), _out(t, stem)
