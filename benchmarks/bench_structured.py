@@ -124,25 +124,30 @@ def run() -> dict:
     committed numbers: latency wants a quiet machine, accuracy takes ten minutes."""
     parts = os.environ.get("EDGEASC_BENCH_PARTS", "latency,accuracy").split(",")
     previous = json.loads(RESULTS.read_text()).get("structured", {}) if RESULTS.exists() else {}
-    result = {k: previous[k] for k in ("latency", "int8", "accuracy", "epochs") if k in previous}
+    result = {k: previous[k] for k in ("latency", "int8", "accuracy", "epochs", "latency_measured",
+                                       "accuracy_measured") if k in previous}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         data = default_dataset(tmp, progress=False)
         if "latency" in parts:
             result["latency"], result["int8"] = latency(tmp, data)
+            result["latency_measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             print(json.dumps({k: result[k] for k in ("latency", "int8")}), flush=True)  # kept if a later part fails
         if "accuracy" in parts:
             result["accuracy"], result["epochs"] = accuracy(tmp, data), EPOCHS
+            result["accuracy_measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     return result
 
 
 def markdown(r: dict) -> str:
     lines = ["## Structured (channel) pruning", "",
-             "`python benchmarks/run.py structured`. Networks cut to a share of their MACs by channel pruning "
+             "`python benchmarks/run.py structured` (`EDGEASC_BENCH_PARTS=latency` or `accuracy` re-measures one "
+             "part and keeps the other). Networks cut to a share of their MACs by channel pruning "
              "(rebuilt physically smaller), exported fp32, onnxruntime median latency per 10 s clip, measured "
              "side by side with the dense network in one run. *latency / MAC ratio* = (latency ÷ dense latency) ÷ "
              "(MACs ÷ dense MACs): 1.0 means compute fell exactly with the MACs. The magnitude-pruned network "
-             "(75 % of conv weights zeroed, stored sparse) is the contrast: smaller file, same MACs, same speed.", "",
+             "(75 % of conv weights zeroed, stored sparse) is the contrast: smaller file, same MACs, same speed. "
+             f"Latency and int8 measured {r.get('latency_measured', '?')}.", "",
              "| network | model | threads | params | MACs / clip | MAC ratio | ms | latency ratio | "
              "latency / MAC ratio | file bytes |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for x in r["latency"]:
@@ -160,7 +165,7 @@ def markdown(r: dict) -> str:
         return "\n".join(lines) + "\n"
     lines += ["", f"Accuracy on the synthetic scenes (3 classes, 180 clips of 10 s; {r['epochs']} epochs of the demo "
               "recipe, channel ramp over the first third; mean of the last 10 epochs' evaluate accuracy), "
-              f"{len(SEEDS)} seeds each, mean ± std:", "",
+              f"{len(SEEDS)} seeds each, mean ± std (measured {r.get('accuracy_measured', '?')}):", "",
               "| arm | params | MACs / clip | accuracy | final accuracy |", "|---|---:|---:|---:|---:|"]
     arms: dict[str, list] = {}
     for x in r["accuracy"]:

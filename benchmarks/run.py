@@ -39,6 +39,9 @@ def machine() -> str:
 
 
 def main(argv: list[str]) -> None:
+    if argv == ["--render"]:
+        render(json.loads((HERE / "results.json").read_text()))
+        return
     unknown = [name for name in argv if name not in MODULES]
     if unknown:
         raise SystemExit(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(MODULES)}")
@@ -49,6 +52,11 @@ def main(argv: list[str]) -> None:
         result = MODULES[name].run()
         raw[name] = {**result, "wall_seconds": round(time.perf_counter() - t0, 1),
                      "machine": machine(), "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    render(raw)
+
+
+def render(raw: dict) -> None:
+    """RESULTS.md and results.json from the raw numbers (`run.py --render` re-renders only)."""
     raw = {name: raw[name] for name in MODULES if name in raw}
     header = ["# edgeasc benchmarks", "",
               "Regenerate with `.venv/bin/python benchmarks/run.py` (after `bash scripts/setup.sh`);",
@@ -59,7 +67,7 @@ def main(argv: list[str]) -> None:
         sections.append(f"*Measured {result.get('measured', '?')} on {result.get('machine', '?')}; "
                         f"this section took {result['wall_seconds']:.0f} s.*\n")
     atomic_write_text(HERE / "RESULTS.md", "\n".join(header + sections))
-    atomic_write_json(results, raw)
+    atomic_write_json(HERE / "results.json", raw)
     print("\n".join(header + sections))
 
 
