@@ -432,6 +432,9 @@ def _render_export(result: dict) -> None:
                   f"{fmt_int(r['deployed']['params'])} / {fmt_int(r['deployed']['nonzero_params'])}")
     table.add_row(f"MACs per {r['clip_seconds']:g} s / per second", f"{fmt_macs(r['macs_per_clip'])} / "
                   f"{fmt_macs(r['macs_per_second'])}" + ("" if r["macs_ok"] else " (over the limit)"))
+    if r.get("channel_plan"):
+        table.add_row("before channel pruning: params / MACs per clip",
+                      f"{fmt_int(r['dense']['params'])} / {fmt_macs(r['dense']['macs_per_clip'])}")
     what = "non-zero" if r["counts"] == "nonzero" else "all"
     table.add_row(f"counted: {what} values, BN {'in' if r['count_bn'] else 'out'}, {r['bytes_per_value']} B each",
                   f"{fmt_int(r['counted_values'])} values = {fmt_int(r['counted_bytes'])} bytes")

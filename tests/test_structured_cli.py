@@ -96,6 +96,9 @@ def test_info_eval_export_rebuild_from_the_checkpoint_alone(pruned_run, data, tm
         assert report["dense"] == {"params": 18_022, "macs_per_clip": 12_527_520}
         assert report["counted_bytes"] == summary["params"] * {"fp32": 4, "fp16": 2, "int8": 1}[precision]
         assert "before channel pruning" in out.with_suffix(".size.md").read_text()
+    table = run_cli("export", str(run), "-o", str(tmp_path / "t.onnx"))
+    assert table.returncode == 0 and "before channel pruning: params / MACs per clip" in table.stdout
+    assert "18,022 / 12.528 M" in table.stdout
 
 
 def test_graph_macs_counts_conv_and_gemm_by_hand():
