@@ -147,6 +147,7 @@ def test_int8_weights_are_packed_and_optimise_to_the_same_graph(data, tmp_path):
     assert files["auto"].stat().st_size < files["none"].stat().st_size
     inits = {i.name: i for i in onnx.load(files["auto"]).graph.initializer}
     assert any(name.endswith(".values") and i.data_type == onnx.TensorProto.INT8 for name, i in inits.items())
+    assert not [name for name in inits if "_quantized" in name or name.endswith("_scale")]  # compact names
     ops, outs = [], []
     x = np.random.default_rng(0).standard_normal((3, 2, 256, 44)).astype(np.float32)
     for sparse, path in files.items():

@@ -64,7 +64,8 @@ def compact_names(proto: onnx.ModelProto) -> onnx.ModelProto:
     values = {n for node in graph.node for n in [*node.input, *node.output]} | {i.name for i in graph.initializer}
     renamed = {n: short(n) for n in values}
     nodes = [short(node.name) for node in graph.node]
-    if len(set(renamed.values())) != len(renamed) or len(set(nodes)) != len(nodes) or \
+    named = [n for n in nodes if n]  # node names are optional: only the given ones must stay unique
+    if len(set(renamed.values())) != len(renamed) or len(set(named)) != len(named) or \
             set(renamed.values()) & (fixed - set(renamed)):
         return proto
     for node, name in zip(graph.node, nodes, strict=True):

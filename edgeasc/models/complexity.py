@@ -135,12 +135,12 @@ def analyse(model_or_config: CPResNet | ModelConfig, seconds: float = 10.0,
         nonzero = prune_target
     rf = receptive_field(config)
     dense_params, dense_macs = complexity(config.dense, n_frames)
-    dense_widths = {layer.name: layer for layer in conv_layers(config.dense, n_frames)}
+    dense_layers = {layer.name: layer for layer in conv_layers(config.dense, n_frames)}
     group_width = widths(config.dense)
-    bn_group = {layer.bn: layer.out_group for layer in dense_widths.values() if layer.bn}
+    bn_group = {layer.bn: layer.out_group for layer in dense_layers.values() if layer.bn}
     for layer in layers:
-        if layer.name in dense_widths:
-            d = dense_widths[layer.name]
+        if layer.name in dense_layers:
+            d = dense_layers[layer.name]
             layer.dense_channels = [group_width[d.in_group] if d.in_group else config.in_channels,
                                     group_width[d.out_group] if d.out_group else config.n_classes]
         elif layer.name in bn_group:
