@@ -9,6 +9,7 @@ recordings in sliding windows instead of cropping them.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +92,30 @@ def fit_length(x: np.ndarray, n: int) -> np.ndarray:
         return np.ascontiguousarray(x[..., :n])
     pad = np.zeros((*x.shape[:-1], n - have), dtype=x.dtype)
     return np.concatenate([x, pad], axis=-1)
+
+
+def truncation(path: str | Path) -> str | None:
+    """A warning when a WAV file holds less audio than its header declares (a copy or a
+    recording cut short); None otherwise. Decoders read what is there without a word, so the
+    clip is silently shorter and zero-padded. Other formats carry no such declared length."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            pos = 12
+            while pos + 8 <= size:
+                f.seek(pos)
+                chunk = f.read(8)
+                declared = int.from_bytes(chunk[4:8], "little")
+                if chunk[:4] == b"data":
+                    available = size - pos - 8
+                    if 0 < declared < 0xFFFFFFFF and declared > available:  # 0 / -1: written by a stream
+                        return (f"{path}: the file holds {100 * available / declared:.0f} % of the audio its header "
+                                "declares (truncated?); the missing end is treated as silence")
+                    return None
+                pos += 8 + declared + (declared & 1)
+    except OSError:
+        return None
+    return None

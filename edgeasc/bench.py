@@ -124,12 +124,12 @@ def _in_subprocess(kwargs: dict) -> dict:
 def check_options(threads: Sequence[int], runs: int, warmup: int, batch: int, seconds: float | None) -> None:
     for t in threads:
         session_options(t)  # one message for a bad thread count, shared with predict
-    if runs < 1:
-        raise ConfigError(f"--runs must be at least 1, got {runs}")
-    if warmup < 0:
-        raise ConfigError(f"--warmup must be 0 or more, got {warmup}")
-    if batch < 1:
-        raise ConfigError(f"--batch must be at least 1, got {batch}")
+    if not 1 <= runs <= 100_000:
+        raise ConfigError(f"--runs must be between 1 and 100,000, got {runs}")
+    if not 0 <= warmup <= 10_000:
+        raise ConfigError(f"--warmup must be between 0 and 10,000, got {warmup}")
+    if not 1 <= batch <= 1024:
+        raise ConfigError(f"--batch must be between 1 and 1024, got {batch}")
     if seconds is not None and not 0.1 <= seconds <= 3600:
         raise ConfigError(f"--seconds must be between 0.1 and 3600, got {seconds}")
 

@@ -19,6 +19,22 @@ try:  # recent typer releases ship their own copy of click
 except ImportError:  # pragma: no cover - typer built on the click package
     from click.exceptions import ClickException, UsageError
 
+def _quiet_switches() -> None:
+    """typer >= 0.20 prints `<bool>` after every on/off switch (--json, --force, --help), where a
+    switch takes no value: that column says nothing. Show types for options that take one."""
+    option = getattr(getattr(typer, "core", None), "TyperOption", None)
+    show = getattr(option, "display_type_rich", None)
+    if show is None or getattr(show, "_edgeasc", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) or getattr(self, "is_bool_flag", False) else show(self, ctx)
+
+    display_type_rich._edgeasc = True
+    option.display_type_rich = display_type_rich
+
+
+_quiet_switches()
 app = typer.Typer(
     name="edgeasc",
     help="Train, compress, export and run low-complexity acoustic scene classifiers.",
@@ -186,7 +202,7 @@ def synth(
     seconds: float = typer.Option(10.0, help="Clip length in seconds."),
     seed: int = typer.Option(0, help="Random seed: the same seed writes the same audio."),
     workers: int | None = typer.Option(None, help="Worker processes (default: all cores)."),
-    force: bool = typer.Option(False, help="Replace a non-empty OUT_DIR."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty OUT_DIR."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Write a synthetic acoustic-scene dataset (48 kHz stereo WAV, meta.csv, fold files)."""
@@ -286,8 +302,8 @@ def train(
     amp: bool | None = typer.Option(None, "--amp/--no-amp", help="Mixed precision (CUDA)."),
     channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help="channels_last memory format."),
     out_dir: Path | None = typer.Option(None, "--out", help="Run directory (default runs/train, demo: runs/demo)."),
-    resume: bool = typer.Option(False, help="Continue the run in --out from its last completed epoch."),
-    force: bool = typer.Option(False, help="Start over in a --out that holds another run."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last completed epoch."),
+    force: bool = typer.Option(False, "--force", help="Start over in a --out that holds another run."),
     config: Path | None = typer.Option(None, help="TOML file with any of these settings (flags win)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (no live display)."),
 ) -> None:
@@ -396,12 +412,12 @@ def export(
     precision: str = typer.Option("fp32", help="fp32 | fp16 (float16 storage, float32 compute) | int8 (static QDQ)."),
     calibration: Path | None = typer.Option(None, help="int8: dataset whose clips calibrate (default: the run's own)."),
     cache_dir: Path | None = typer.Option(None, help="Cache root for calibration features."),
-    with_frontend: bool = typer.Option(False, help="Export waveform (22.05 kHz) -> logits, frontend in the graph."),
+    with_frontend: bool = typer.Option(False, "--with-frontend", help="Export waveform (22.05 kHz) -> logits, frontend in the graph."),
     sparse: str = typer.Option("auto", help="Pruned weights as values + positions: auto (where it saves bytes) | pack | none."),
     check_budget: str | None = typer.Option(None, help="Size budget, e.g. 500KB (=512000), 500kB, 0.5MB, 512000."),
     rules: str = typer.Option("dcase2020", help="dcase2020 | dcase2021 | dcase2022 | dcase2024"),
     count_bn: bool | None = typer.Option(None, "--count-bn/--no-count-bn", help="Count BatchNorm (default: per rules)."),
-    force: bool = typer.Option(False, help="Replace an existing output file."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Fold, export a verified single-file ONNX with its metadata, and check its size against a budget."""
@@ -416,6 +432,11 @@ def export(
     else:
         _render_export(result)
     if report["verdict"] != "PASS":
+        over = [f"{fmt_int(report['counted_bytes'])} counted bytes > budget {fmt_int(report['budget_bytes'])}"
+                if report["counted_bytes"] > report["budget_bytes"] else "",
+                "" if report["macs_ok"] else f"{fmt_macs(report['macs_per_second'])} MACs per second over the limit"]
+        err.print(f"edgeasc: error: budget FAIL ({'; '.join(x for x in over if x)}); {result['onnx']} and its "
+                  "report were written and kept", markup=False, soft_wrap=True)
         raise typer.Exit(3)
 
 
@@ -493,8 +514,19 @@ def main(argv: list[str] | None = None) -> None:
         err.print(f"edgeasc: error: {e}", markup=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        err.print("edgeasc: interrupted", markup=False)
-        sys.exit(130)
+        rv = 130
+    except OSError as e:  # the OS said no where no edgeasc code expected it: still one line
+        from edgeasc.io import os_reason
+
+        where = f"{e.filename}: " if e.filename else ""
+        err.print(f"edgeasc: error: {where}{os_reason(e)}", markup=False, soft_wrap=True)
+        sys.exit(1)
+    except MemoryError:
+        err.print("edgeasc: error: not enough memory for this request (a model or recording far larger than "
+                  "this machine can hold?)", markup=False, soft_wrap=True)
+        sys.exit(1)
+    if rv == 130:  # typer turns Ctrl-C into Exit(130) before edgeasc sees it
+        err.print("edgeasc: interrupted; finished outputs are kept, nothing was left half-written", markup=False)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 
 import typer
@@ -132,6 +133,7 @@ def predict(
     csv_out: Path | None = typer.Option(None, "--csv", help="Also write one row per window and per file here."),
 ) -> None:
     """Classify recordings, torch-free, with only what the ONNX file carries."""
+    from edgeasc.audio import truncation
     from edgeasc.deployed import load_model
     from edgeasc.io import atomic_write_text
     from edgeasc.parallel import progress_bar
@@ -143,12 +145,17 @@ def predict(
         raise ConfigError(f"--top-k must be between 1 and {len(m.labels)} (the model's classes), got {top_k}")
     if csv_out is not None and not csv_out.parent.is_dir():
         raise ConfigError(f"--csv: folder {csv_out.parent} does not exist")
+    if csv_out is not None and (csv_out.is_dir() or not os.access(csv_out.parent, os.W_OK)):
+        raise ConfigError(f"--csv: cannot write {csv_out}" + (" (a folder)" if csv_out.is_dir() else
+                                                              " (the folder is not writable)"))
     results = []
     with progress_bar("predict", len(audio_files), unit="files", enabled=not as_json and len(audio_files) > 1,
                       transient=True) as advance:
         for p in predict_files(m, audio_files, window, hop, batch, progress=advance):
             if p.error:
                 err.print(f"edgeasc: error: {p.error}", markup=False, soft_wrap=True)
+            elif warning := truncation(p.path):
+                err.print(f"edgeasc: warning: {warning}", markup=False, soft_wrap=True)
             results.append(p)
     if csv_out is not None:
         atomic_write_text(csv_out, predictions_csv(results))
@@ -185,7 +192,7 @@ def render_predictions(results, top_k: int) -> None:
         table.add_column(col, justify="left" if col in ("file", "prediction", "next") else "right")
     for p in results:
         if p.error:
-            table.add_row(p.path, "", "", "[red]unreadable[/]", "")
+            table.add_row(p.path, "", "", "[red]error[/]", "")
             continue
         top = p.top(top_k)
         rest = [", ".join(f"{label} {100 * prob:.1f} %" for label, prob in top[1:])] if top_k > 1 else []

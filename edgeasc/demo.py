@@ -8,6 +8,10 @@ paper's networks and their budgets.
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -94,7 +98,23 @@ def run_demo(workdir: Path, workers: int | None = None) -> dict:
         fits = "fits" if stats.bytes["float16"] <= 512_000 else "too big"
         out.print(f"{name:<24} params {stats.params:>10,}  non-zero {stats.nonzero_params:>10,}  "
                   f"MACs/clip {stats.macs / 1e9:6.3f} G  float16 {stats.bytes['float16']:>10,} bytes ({fits})")
+    results["next"] = next_command(exported["onnx"])
+    out.rule("[bold]next[/bold]: your own recording")
+    out.print(f"{results['next']}    [dim](WAV/FLAC/OGG, any rate, mono or stereo; --json for scripts)[/dim]",
+              soft_wrap=True)
     return results
+
+
+def next_command(onnx_path: str | Path) -> str:
+    """The predict command for the demo's model, as this user can type it: `edgeasc` when it is
+    on PATH, else the full path of the installed script (e.g. inside ./.venv)."""
+    exe = "edgeasc"
+    found = shutil.which(exe)
+    installed = Path(sys.prefix) / "bin" / exe
+    if (found is None or Path(found).resolve() != installed.resolve()) and installed.is_file():
+        exe = str(installed) if os.path.relpath(installed).startswith("..") else os.path.relpath(installed)
+    model = os.path.relpath(onnx_path)
+    return f"{exe} predict {shlex.quote(str(onnx_path) if model.startswith('..') else model)} my-recording.wav"
 
 
 def _one_per_class(clips, n_classes: int, per_class: int = 1):

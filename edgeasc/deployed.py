@@ -4,7 +4,7 @@ the file carries (labels, frontend parameters, normalisation). torch-free and fr
 
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,8 +12,9 @@ import numpy as np
 
 from edgeasc.errors import ConfigError, EdgeascError
 from edgeasc.features import FeatureParams
+from edgeasc.metadata import MAX_INPUT_BYTES, check_against_graph, parse_metadata
+from edgeasc.metadata import PREFIX as METADATA_PREFIX
 
-METADATA_PREFIX = "edgeasc."
 REQUIRED_FOR_PREDICT = ("labels", "feature_params", "input", "channels")
 
 
@@ -26,8 +27,9 @@ class ModelError(EdgeascError):
 def session_options(threads: int = 1, arena: bool = True):
     import onnxruntime as ort
 
-    if threads < 1:
-        raise ConfigError(f"thread count must be at least 1, got {threads}")
+    cores = os.cpu_count() or 1
+    if not 1 <= threads <= cores:
+        raise ConfigError(f"thread count must be between 1 and {cores} (this machine's logical cores), got {threads}")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -50,19 +52,6 @@ def open_session(path: str | Path, threads: int = 1, arena: bool = True):
     except Exception as exc:  # onnxruntime raises InvalidProtobuf, Fail, InvalidGraph...
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: not a usable ONNX model ({reason[:200]})") from None
-
-
-def parse_metadata(custom: dict[str, str]) -> dict:
-    """`edgeasc.*` entries of an ONNX file's metadata_props, JSON-decoded where they are JSON."""
-    meta = {}
-    for key, value in custom.items():
-        if not key.startswith(METADATA_PREFIX):
-            continue
-        try:
-            meta[key[len(METADATA_PREFIX):]] = json.loads(value)
-        except json.JSONDecodeError:
-            meta[key[len(METADATA_PREFIX):]] = value
-    return meta
 
 
 @dataclass
@@ -137,17 +126,31 @@ class DeployedModel:
         dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16}.get(spec.type)
         if dtype is None:
             raise ModelError(f"{self.path}: input {spec.name!r} is {spec.type}; edgeasc benchmarks float inputs")
+        size = float(np.prod(dims, dtype=np.float64)) * np.dtype(dtype).itemsize
+        if size > batch * MAX_INPUT_BYTES:
+            raise ModelError(f"{self.path}: the graph declares an input of {dims} ({size / 2**30:.1f} GiB): "
+                             "more than edgeasc will allocate")
         scale = 0.1 if self.takes_waveform else 1.0
         return (scale * rng.standard_normal(dims)).astype(dtype)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: x})[0]
+        """The graph's first output for input `x`; onnxruntime's refusals become one ModelError."""
+        try:
+            return self.session.run(None, {self.input_name: x})[0]
+        except MemoryError:
+            raise
+        except Exception as exc:  # InvalidArgument, Fail, RuntimeException...: the file does not fit its input
+            first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise ModelError(f"{self.path}: onnxruntime cannot run it on an input of shape "
+                             f"{list(x.shape)} ({first[:200]})") from None
 
 
 def load_model(path: str | Path, threads: int = 1, arena: bool = True) -> DeployedModel:
     session = open_session(path, threads, arena)
     custom = session.get_modelmeta().custom_metadata_map or {}
-    return DeployedModel(Path(path), session, parse_metadata(custom))
+    meta = parse_metadata(custom, str(path))
+    check_against_graph(meta, session.get_inputs(), session.get_outputs(), str(path))
+    return DeployedModel(Path(path), session, meta)
 
 
 def describe_model(path: str | Path) -> dict:

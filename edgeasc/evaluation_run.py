@@ -8,6 +8,7 @@ from edgeasc.checkpoint import CheckpointError, load_checkpoint, model_from_chec
 from edgeasc.data.cache import extract_features
 from edgeasc.data.dcase import open_dataset
 from edgeasc.evaluate import evaluate
+from edgeasc.export.clips import run_cache_root
 from edgeasc.features import FeatureParams
 
 
@@ -31,7 +32,9 @@ def evaluate_run(run: Path, dataset_dir: Path | None = None, cache_dir: Path | N
     if dataset.labels != ckpt["labels"]:
         raise CheckpointError(f"{data}: classes {dataset.labels} differ from the model's {ckpt['labels']}")
     params = FeatureParams(**ckpt["feature_params"])
-    cache, _ = extract_features(dataset, params, channels=ckpt["channels"], root=cache_dir, progress=progress)
+    # the run's own cache root by default: evaluating what it trained on reuses its features
+    root = Path(cache_dir) if cache_dir else run_cache_root(ckpt)
+    cache, _ = extract_features(dataset, params, channels=ckpt["channels"], root=root, progress=progress)
     # normalise with the statistics the model was trained with, not this dataset's
     cache.manifest = {**cache.manifest, "normalization": ckpt["normalization"]}
     dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)

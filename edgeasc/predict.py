@@ -72,66 +72,101 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def model_inputs(model: DeployedModel, path: str | Path, window: float | None = None, hop: float | None = None
-                 ) -> tuple[np.ndarray, list[float], float]:
-    """The model inputs of every window of one recording: (inputs, window starts in s, duration in s)."""
+MAX_WINDOWS = 100_000  # per recording: a 10-s hop over a day, or one frame's hop over 40 minutes
+
+
+def recording_windows(model: DeployedModel, path: str | Path, window: float | None = None,
+                      hop: float | None = None) -> tuple[np.ndarray, list[int], int, float]:
+    """A recording decoded at the model's rate, its window starts (samples), the window length
+    (samples) and the duration (s). The windows themselves are cut later, a batch at a time."""
     params = model.feature_params
     window = model.clip_seconds if window is None else window
     hop = window if hop is None else hop
     x, sr = audio.load(path, sample_rate=params.sample_rate, channels=model.channels)
     n_window, n_hop = params.n_samples(window), max(1, params.n_samples(hop))
-    starts = window_starts(x.shape[-1], n_window, n_hop)
-    inputs = []
-    for s in starts:
-        piece = audio.fit_length(x[:, s:s + n_window], n_window)
-        inputs.append(piece if model.takes_waveform else model.normalize(perceptual_mel(piece, params)))
-    return np.stack(inputs).astype(np.float32, copy=False), [s / sr for s in starts], x.shape[-1] / sr
+    if (x.shape[-1] - n_window) / n_hop > MAX_WINDOWS:
+        raise ConfigError(f"{path}: --hop {hop:g} s cuts this {x.shape[-1] / sr:.0f}-s recording into more than "
+                          f"{MAX_WINDOWS:,} windows; use a longer hop")
+    return x, window_starts(x.shape[-1], n_window, n_hop), n_window, x.shape[-1] / sr
+
+
+def model_inputs(model: DeployedModel, path: str | Path, window: float | None = None, hop: float | None = None
+                 ) -> tuple[np.ndarray, list[float], float]:
+    """The model inputs of every window of one recording: (inputs, window starts in s, duration in s)."""
+    x, starts, n_window, seconds = recording_windows(model, path, window, hop)
+    params = model.feature_params
+    inputs = [_window(model, x, s, n_window) for s in starts]
+    return np.stack(inputs).astype(np.float32, copy=False), [s / params.sample_rate for s in starts], seconds
+
+
+def _window(model: DeployedModel, x: np.ndarray, start: int, n_window: int) -> np.ndarray:
+    piece = audio.fit_length(x[:, start:start + n_window], n_window)
+    return piece if model.takes_waveform else model.normalize(perceptual_mel(piece, model.feature_params))
 
 
 def check_windows(model: DeployedModel, window: float | None, hop: float | None) -> None:
     params = model.feature_params
     shortest = (params.n_fft // 2 + 1) / params.sample_rate
+    frame = params.hop_length / params.sample_rate  # a finer hop moves no feature frame
     if window is not None and not (math.isfinite(window) and shortest < window <= 3600):
         raise ConfigError(f"--window must be between {shortest:.3f} s and 3600 s, got {window}")
-    if hop is not None and not (math.isfinite(hop) and 0 < hop <= (window or model.clip_seconds)):
-        raise ConfigError(f"--hop must be > 0 and at most the window, got {hop}")
+    if hop is not None and not (math.isfinite(hop) and frame <= hop <= (window or model.clip_seconds)):
+        raise ConfigError(f"--hop must be between one feature frame ({frame:.4f} s) and the window, got {hop}")
 
 
 def predict_files(model: DeployedModel, paths: Sequence[str | Path], window: float | None = None,
                   hop: float | None = None, batch_size: int = 8, progress=None) -> Iterator[Prediction]:
-    """Predictions in input order. Windows of consecutive files share onnxruntime batches of up
-    to `batch_size`; a file that cannot be read yields a Prediction with `error` set."""
+    """Predictions in input order. Windows are cut and classified `batch_size` at a time (windows
+    of consecutive files share batches), so memory holds one decoded recording and one batch,
+    whatever the hop. A file that cannot be read, or on which the model outputs a non-finite
+    number, yields a Prediction with `error` set."""
     model.require_metadata("predict")
     check_windows(model, window, hop)
-    if batch_size < 1:
-        raise ConfigError(f"--batch must be at least 1, got {batch_size}")
+    if not 1 <= batch_size <= 4096:
+        raise ConfigError(f"--batch must be between 1 and 4096, got {batch_size}")
     window_s = model.clip_seconds if window is None else window
-    pending: list[tuple[Prediction, np.ndarray]] = []  # files whose windows are not all classified yet
+    waiting: list[tuple[Prediction, list[np.ndarray]]] = []  # in input order, with the logits so far
+    batch: list[np.ndarray] = []
+    owners: list[list[np.ndarray]] = []
 
-    def flush() -> Iterator[Prediction]:
-        inputs = np.concatenate([x for _, x in pending])
-        logits = np.concatenate([model.run(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)])
-        probs = softmax(logits.astype(np.float64))
-        offset = 0
-        for prediction, x in pending:
-            prediction.window_probabilities = probs[offset:offset + len(x)]
-            offset += len(x)
+    def run_batch() -> None:
+        logits = model.run(np.stack(batch).astype(np.float32, copy=False))
+        for rows, row in zip(owners, logits, strict=True):
+            rows.append(row)
+        batch.clear()
+        owners.clear()
+
+    def finished() -> Iterator[Prediction]:
+        while waiting and (waiting[0][0].error or len(waiting[0][1]) == len(waiting[0][0].starts)):
+            prediction, rows = waiting.pop(0)
+            if not prediction.error:
+                logits = np.asarray(rows, dtype=np.float64)
+                if not np.isfinite(logits).all():
+                    prediction.error = f"{prediction.path}: the model output a non-finite value (NaN or inf)"
+                else:
+                    prediction.window_probabilities = softmax(logits)
             yield prediction
-        pending.clear()
 
     for path in paths:
         prediction = Prediction(str(path), model.labels, window_seconds=window_s)
+        rows: list[np.ndarray] = []
+        waiting.append((prediction, rows))
         try:
-            x, prediction.starts, prediction.seconds = model_inputs(model, path, window, hop)
+            x, starts, n_window, prediction.seconds = recording_windows(model, path, window, hop)
         except EdgeascError as exc:
             prediction.error = str(exc)
-            yield from flush() if pending else ()
-            yield prediction
         else:
-            pending.append((prediction, x))
-            if sum(len(v) for _, v in pending) >= batch_size:
-                yield from flush()
+            prediction.starts = [s / model.feature_params.sample_rate for s in starts]
+            for s in starts:
+                batch.append(_window(model, x, s, n_window))
+                owners.append(rows)
+                if len(batch) == batch_size:
+                    run_batch()
+                    yield from finished()
+            del x
         if progress is not None:
             progress(1)
-    if pending:
-        yield from flush()
+        yield from finished()
+    if batch:
+        run_batch()
+    yield from finished()

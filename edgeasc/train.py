@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -21,14 +22,21 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from edgeasc.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from edgeasc.compress.pruning import Pruner
 from edgeasc.compress.structured import ChannelPruner
-from edgeasc.console import out
+from edgeasc.console import err, out
 from edgeasc.data.cache import FeatureCache, extract_features
 from edgeasc.data.dcase import open_dataset
 from edgeasc.data.loader import CachedFeatures, mixup, mixup_cross_entropy
 from edgeasc.errors import ConfigError, EdgeascError
 from edgeasc.evaluate import evaluate
 from edgeasc.features import FeatureParams
-from edgeasc.io import atomic_write_json, atomic_write_text
+from edgeasc.io import (
+    FolderLock,
+    atomic_write_json,
+    atomic_write_text,
+    make_folder,
+    missing_folders,
+    remove_empty_folders,
+)
 from edgeasc.models import ModelConfig, build_model
 from edgeasc.models.channels import channel_groups, complexity
 from edgeasc.models.complexity import count_nonzero, count_params
@@ -91,11 +99,33 @@ def prepare_data(cfg: TrainConfig, dist: Dist, progress: bool, expected_labels: 
     return cache
 
 
-def check_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
-    if resume or not (run_dir / "config.json").exists():
-        return
-    if not force:
-        raise ConfigError(f"{run_dir} already holds a run: use --resume to continue it or --force to start over")
+def check_run_dir(run_dir: Path, resume: bool, force: bool, existed: bool = True) -> bool:
+    """Whether to resume from the run's checkpoint. A folder whose run was stopped before its
+    first checkpoint holds nothing to lose: a plain start reuses it, and --resume starts it
+    from epoch 1, saying so. --resume on a folder that did not exist is a typo, not a run."""
+    if (run_dir / "checkpoint-last.pt").is_file():
+        if resume:
+            return True
+        if not force:
+            raise ConfigError(f"{run_dir} already holds a run: use --resume to continue it or --force to start over")
+        return False
+    if resume and existed and not (run_dir / "model-final.pt").is_file():
+        err.print(f"edgeasc: note: {run_dir} has no checkpoint yet (stopped during its first epoch): "
+                  "starting it from epoch 1", markup=False, soft_wrap=True)
+        return False
+    if resume:
+        raise CheckpointError(f"{run_dir}: nothing to resume (no checkpoint-last.pt); start without --resume")
+    if (run_dir / "model-final.pt").is_file() and not force:
+        raise ConfigError(f"{run_dir} already holds a run: use --force to start over")
+    return False
+
+
+class TrainingInterrupted(EdgeascError):
+    exit_code = 130
+
+
+class TrainingDiverged(EdgeascError):
+    exit_code = 1
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -139,11 +169,27 @@ def _train(cfg: TrainConfig, dist: Dist, resume: bool, force: bool, progress: bo
         raise ConfigError("--amp needs a CUDA device")
     if cfg.batch_size % dist.world:
         raise ConfigError(f"--batch-size {cfg.batch_size} is not divisible by the {dist.world} processes")
-    if dist.main:
-        check_run_dir(run_dir, resume, force)
+    if not dist.main:  # rank 0 holds the run directory for all ranks
+        return _train_in(cfg, dist, device, resume and (run_dir / "checkpoint-last.pt").is_file(), force, progress)
+    created = missing_folders(run_dir)
+    make_folder(run_dir)
+    try:
+        with FolderLock(run_dir, "training"):
+            from_checkpoint = check_run_dir(run_dir, resume, force, existed=not created)
+            return _train_in(cfg, dist, device, from_checkpoint, force, progress)
+    except BaseException:
+        remove_empty_folders(created)  # refused, or failed before its first checkpoint: no trace
+        raise
+
+
+def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, force: bool, progress: bool) -> dict:
+    run_dir = Path(cfg.out)
     ckpt = None
     if resume:
         ckpt = load_checkpoint(run_dir / "checkpoint-last.pt")
+        if cfg.epochs < int(ckpt["epoch"]):
+            raise ConfigError(f"{run_dir} has trained {ckpt['epoch']} epochs already: --epochs {cfg.epochs} would end "
+                              "before its checkpoint (give --epochs >= that, or --force to start over)")
 
     cache = prepare_data(cfg, dist, progress, ckpt["labels"] if ckpt is not None else None)
     labels = cache.label_names
@@ -177,10 +223,20 @@ def _train(cfg: TrainConfig, dist: Dist, resume: bool, force: bool, progress: bo
         raise ConfigError(f"--prune-target {target:,} is above --params-target {cfg.params_target:,}: nothing left "
                           "for magnitude pruning to do")
 
+    ramp_epochs = cfg.prune_epochs
+    if not channel_pruner and (target is not None or cfg.prune_ratio is not None) and cfg.epochs <= cfg.prune_epochs:
+        # the ramp reaches its target at the start of epoch prune_epochs + 1: finish it by the last epoch instead
+        ramp_epochs = cfg.epochs - 1
+
     def make_pruner(model):
         try:
-            return Pruner(model, target=target, ratio=cfg.prune_ratio, schedule=cfg.prune_schedule,
-                          epochs=cfg.prune_epochs, monotone=cfg.prune_monotone, start=magnitude_start)
+            pruner = Pruner(model, target=target, ratio=cfg.prune_ratio, schedule=cfg.prune_schedule,
+                            epochs=ramp_epochs, monotone=cfg.prune_monotone, start=magnitude_start)
+            if ramp_epochs != cfg.prune_epochs and dist.main:
+                err.print(f"edgeasc: note: --epochs {cfg.epochs} ends before the pruning ramp of --prune-epochs "
+                          f"{cfg.prune_epochs}: pruning ramps over {ramp_epochs} epoch(s) instead, so that the "
+                          "target is reached in the last epoch", markup=False, soft_wrap=True)
+            return pruner
         except ConfigError as exc:
             if explicit:
                 raise
@@ -208,12 +264,9 @@ def _train(cfg: TrainConfig, dist: Dist, resume: bool, force: bool, progress: bo
                      "dataset": {"root": cache.manifest["root"], "layout": cache.manifest["layout"],
                                  "cache": str(cache.directory)},
                      "world_size": dist.world, "device": str(device)}
-    if dist.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if force and not resume:
-            for name in RUN_FILES:
-                (run_dir / name).unlink(missing_ok=True)
-        atomic_write_json(run_dir / "config.json", config_record)
+    if dist.main and force and not resume:
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
 
     def wrap(model):
         if dist.world > 1:
@@ -229,83 +282,125 @@ def _train(cfg: TrainConfig, dist: Dist, resume: bool, force: bool, progress: bo
                       "feature_params": cache.manifest["params"], "normalization": cache.manifest["normalization"],
                       "train_config": cfg.to_dict(), "devices": sorted({d for d in cache.devices("train") if d})}
 
-    for epoch in range(start_epoch, cfg.epochs):
-        t_epoch = time.perf_counter()
-        removed = 0
-        if channel_pruner is not None and epoch <= cfg.prune_epochs:
-            model, optimizer, removed, _ = channel_pruner.step(model, epoch, optimizer)
-            if removed:
-                if cfg.channels_last:
-                    model = model.to(memory_format=torch.channels_last)
-                net = wrap(model)
-        if wants_magnitude and pruner is None and epoch >= magnitude_start:
-            pruner = make_pruner(model)
-        lr = lr_at(cfg, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        prune_seconds, pruned = 0.0, 0
-        if pruner is not None:
-            t0 = time.perf_counter()
-            pruned = pruner.update(epoch)
-            prune_seconds = time.perf_counter() - t0
-        train_data.set_epoch(epoch)
-        if dist.world > 1:
-            sampler = DistributedSampler(train_data, dist.world, dist.rank, shuffle=True, seed=cfg.seed)
-            sampler.set_epoch(epoch)
-        else:
-            sampler = RandomSampler(train_data, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-        loader = DataLoader(train_data, batch_size=per_rank, sampler=sampler, num_workers=cfg.workers,
-                            drop_last=len(train_data) >= 2 * cfg.batch_size)
-        net.train()
-        loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
-        t_train = time.perf_counter()
-        with _epoch_bar(f"epoch {epoch + 1}/{cfg.epochs}", len(loader) * per_rank * dist.world,
-                        progress and dist.main) as advance:
-            for step, (x, y) in enumerate(loader):
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if cfg.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                rng = np.random.default_rng([cfg.seed, epoch, step, dist.rank])
-                x, y_a, y_b, lam = mixup(x, y, rng, cfg.mixup_alpha)
-                try:
-                    with torch.autocast(device.type, dtype=torch.float16, enabled=cfg.amp):
-                        loss = mixup_cross_entropy(net(x).float(), y_a, y_b, lam)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                except RuntimeError as exc:  # torch.OutOfMemoryError is one too
-                    if _is_oom(exc):
-                        raise EdgeascError(f"out of memory at batch size {cfg.batch_size} on {device}: "
-                                           f"try --batch-size {max(1, cfg.batch_size // 2)}") from None
-                    raise
-                loss_sum += torch.stack([loss.detach().double() * len(y), torch.tensor(len(y), device=device).double()])
-                advance(len(y) * dist.world)
-        train_seconds = time.perf_counter() - t_train
-        if dist.world > 1:
-            torch.distributed.all_reduce(loss_sum)
-            _average_buffers(model, dist.world)
-        result = evaluate(model, cache, device=str(device), rank=dist.rank, world=dist.world,
-                          channels_last=cfg.channels_last)
-        record = {"epoch": epoch + 1, "lr": lr, "train_loss": float(loss_sum[0] / loss_sum[1]),
-                  "eval_loss": result.loss, "eval_accuracy": result.accuracy, "per_class": result.per_class,
-                  "per_device": result.per_device, "nonzero_params": count_nonzero(model), "pruned": pruned,
-                  "params": count_params(model), "macs": complexity(model.config, n_frames)[1],
-                  "channels_removed": removed,
-                  "prune_seconds": round(prune_seconds, 4), "train_clips_per_s": float(loss_sum[1]) / train_seconds,
-                  "seconds": round(time.perf_counter() - t_epoch, 3)}
-        history.append(record)
-        if dist.main:
-            save_checkpoint(run_dir / "checkpoint-last.pt", {
-                **payload_common, "model_config": model.config.to_dict(), "kind": "last",
-                "model": model.state_dict(), "epoch": epoch + 1,
-                "optimizer": optimizer.state_dict(), "pruner": pruner.state_dict() if pruner else None,
-                "history": history})
-            atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-            if progress:
-                out.print(_epoch_line(record, cfg.epochs))
-    payload_common["model_config"] = model.config.to_dict()
-    return _finish(cfg, dist, run_dir, model, pruner, cache, history, payload_common, config_record, progress)
+    t_run, first_epoch = time.perf_counter(), start_epoch
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            model, net, optimizer, pruner = _epoch(
+                cfg, dist, device, epoch, model, net, optimizer, pruner, channel_pruner, make_pruner, wants_magnitude,
+                magnitude_start, wrap, train_data, per_rank, scaler, cache, n_frames, history, payload_common,
+                run_dir, progress)
+            if dist.main and epoch == first_epoch:
+                # written with the first checkpoint of this invocation: a run that fails or is killed
+                # before it leaves the folder as it was, and a refused --resume never rewrites it
+                atomic_write_json(run_dir / "config.json", config_record)
+            if dist.main and progress:
+                done = epoch + 1 - first_epoch
+                left = (time.perf_counter() - t_run) / done * (cfg.epochs - epoch - 1)
+                out.print(_epoch_line(history[-1], cfg.epochs) + (f"  ETA {_clock(left)}" if left else ""))
+        payload_common["model_config"] = model.config.to_dict()
+        return _finish(cfg, dist, run_dir, model, pruner, cache, history, payload_common, config_record, progress)
+    except KeyboardInterrupt:
+        kept = (f"the checkpoint of epoch {len(history)} is kept: add --resume to the same command to continue"
+                if history else "no epoch had finished, so no checkpoint was written: run the command again")
+        raise TrainingInterrupted(f"interrupted in epoch {len(history) + 1} of {cfg.epochs}; {kept}") from None
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+def _diverged(what: str, epoch: int, run_dir: Path, done: int) -> TrainingDiverged:
+    kept = f"the checkpoint of epoch {done} is kept in {run_dir}" if done else "no checkpoint was written"
+    return TrainingDiverged(f"training diverged: {what} in epoch {epoch + 1}; {kept} (lower --lr, then --resume, "
+                            "or --force to start over)")
+
+
+def _epoch(cfg, dist, device, epoch, model, net, optimizer, pruner, channel_pruner, make_pruner, wants_magnitude,
+           magnitude_start, wrap, train_data, per_rank, scaler, cache, n_frames, history, payload_common, run_dir,
+           progress):
+    """One epoch: prune, train, evaluate, checkpoint. Returns what pruning may have replaced."""
+    t_epoch = time.perf_counter()
+    removed = 0
+    if channel_pruner is not None and epoch <= cfg.prune_epochs:
+        model, optimizer, removed, _ = channel_pruner.step(model, epoch, optimizer)
+        if removed:
+            if cfg.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            net = wrap(model)
+    if wants_magnitude and pruner is None and epoch >= magnitude_start:
+        pruner = make_pruner(model)
+    lr = lr_at(cfg, epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    prune_seconds, pruned = 0.0, 0
+    if pruner is not None:
+        t0 = time.perf_counter()
+        pruned = pruner.update(epoch)
+        prune_seconds = time.perf_counter() - t0
+    train_data.set_epoch(epoch)
+    if dist.world > 1:
+        sampler = DistributedSampler(train_data, dist.world, dist.rank, shuffle=True, seed=cfg.seed)
+        sampler.set_epoch(epoch)
+    else:
+        sampler = RandomSampler(train_data, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+    loader = DataLoader(train_data, batch_size=per_rank, sampler=sampler, num_workers=cfg.workers,
+                        drop_last=len(train_data) >= 2 * cfg.batch_size)
+    net.train()
+    loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
+    t_train = time.perf_counter()
+    with _epoch_bar(f"epoch {epoch + 1}/{cfg.epochs}", len(loader) * per_rank * dist.world,
+                    progress and dist.main) as advance:
+        for step, (x, y) in enumerate(loader):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            rng = np.random.default_rng([cfg.seed, epoch, step, dist.rank])
+            x, y_a, y_b, lam = mixup(x, y, rng, cfg.mixup_alpha)
+            try:
+                with torch.autocast(device.type, dtype=torch.float16, enabled=cfg.amp):
+                    loss = mixup_cross_entropy(net(x).float(), y_a, y_b, lam)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            except RuntimeError as exc:  # torch.OutOfMemoryError is one too
+                if _is_oom(exc):
+                    raise EdgeascError(f"out of memory at batch size {cfg.batch_size} on {device}: "
+                                       f"try --batch-size {max(1, cfg.batch_size // 2)}") from None
+                raise
+            bad = (~torch.isfinite(loss.detach())).double()
+            if dist.world > 1:  # every rank stops together, or the others wait forever in the next all-reduce
+                torch.distributed.all_reduce(bad)
+            if bad.item():
+                raise _diverged(f"the loss is {float(loss.detach()):g} at step {step + 1}", epoch, run_dir, len(history))
+            loss_sum += torch.stack([loss.detach().double() * len(y), torch.tensor(len(y), device=device).double()])
+            advance(len(y) * dist.world)
+    train_seconds = time.perf_counter() - t_train
+    if dist.world > 1:
+        torch.distributed.all_reduce(loss_sum)
+        _average_buffers(model, dist.world)
+    result = evaluate(model, cache, device=str(device), rank=dist.rank, world=dist.world,
+                      channels_last=cfg.channels_last)
+    record = {"epoch": epoch + 1, "lr": lr, "train_loss": float(loss_sum[0] / loss_sum[1]),
+              "eval_loss": result.loss, "eval_accuracy": result.accuracy, "per_class": result.per_class,
+              "per_device": result.per_device, "nonzero_params": count_nonzero(model), "pruned": pruned,
+              "params": count_params(model), "macs": complexity(model.config, n_frames)[1],
+              "channels_removed": removed,
+              "prune_seconds": round(prune_seconds, 4), "train_clips_per_s": float(loss_sum[1]) / train_seconds,
+              "seconds": round(time.perf_counter() - t_epoch, 3)}
+    if not (math.isfinite(result.loss) and all(bool(torch.isfinite(p).all()) for p in model.parameters())):
+        raise _diverged("the weights became non-finite", epoch, run_dir, len(history))
+    history.append(record)
+    if dist.main:
+        save_checkpoint(run_dir / "checkpoint-last.pt", {
+            **payload_common, "model_config": model.config.to_dict(), "kind": "last",
+            "model": model.state_dict(), "epoch": epoch + 1,
+            "optimizer": optimizer.state_dict(), "pruner": pruner.state_dict() if pruner else None,
+            "history": history})
+        atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+    return model, net, optimizer, pruner
 
 
 def _channel_pruner(cfg: TrainConfig, dense_config, n_frames: int) -> ChannelPruner | None:
@@ -344,6 +439,7 @@ def _finish(cfg, dist, run_dir, model, pruner, cache, history, payload_common, c
                "dense_channels": {g.name: g.dense_width for g in channel_groups(config)} if config.channels else None,
                "channel_pruning": config_record["channel_pruning"]}
     if dist.main:
+        atomic_write_json(run_dir / "config.json", config_record)
         save_checkpoint(run_dir / "model-final.pt", {**payload_common, "kind": "final",
                                                       "model": model.state_dict(), "epoch": len(history),
                                                       "history": history, "summary": summary})

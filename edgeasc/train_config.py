@@ -3,6 +3,7 @@ no dataset is given; then a TOML file; then command-line flags (last wins)."""
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -116,8 +117,19 @@ def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = N
             raise ConfigError(f"{name.replace('_', '-')} must be an integer >= {low}, got {v!r}")
     for name in ("lr", "lr_final", "seconds"):
         v = values.get(name, getattr(TrainConfig, name))
-        if not isinstance(v, int | float) or not v > 0:
-            raise ConfigError(f"{name.replace('_', '-')} must be > 0, got {v!r}")
+        if not isinstance(v, int | float) or isinstance(v, bool) or not (math.isfinite(v) and v > 0):
+            raise ConfigError(f"{name.replace('_', '-')} must be a finite number > 0, got {v!r}")
+    for name in ("lr", "lr_final"):  # Adam's step is about lr: above 1 it overflows float32, not a schedule
+        if values.get(name, getattr(TrainConfig, name)) > 1:
+            raise ConfigError(f"{name.replace('_', '-')} must be at most 1 (Adam), got {values[name]!r}")
+    if values.get("seconds", TrainConfig.seconds) > 600:
+        raise ConfigError(f"seconds must be at most 600 (a clip, not a recording), got {values['seconds']!r}")
+    for name, low, high in (("mixup_alpha", 0.0, 100.0), ("damping_floor", 0.0, 1.0), ("prune_ratio", 0.0, 1.0)):
+        v = values.get(name, getattr(TrainConfig, name))
+        if v is None and name != "mixup_alpha":
+            continue
+        if not isinstance(v, int | float) or isinstance(v, bool) or not (math.isfinite(v) and low <= v <= high):
+            raise ConfigError(f"{name.replace('_', '-')} must be a finite number in [{low:g}, {high:g}], got {v!r}")
     if values.get("device", "auto") not in ("auto", "cpu", "cuda") and not str(values["device"]).startswith("cuda:"):
         raise ConfigError(f"--device must be auto, cpu or cuda, got {values['device']!r}")
     for name in ("dataset", "cache_dir"):  # stored in checkpoints: must not depend on the working directory

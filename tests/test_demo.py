@@ -13,3 +13,17 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
         assert stage in proc.stdout
     assert "PASS" in proc.stdout and "RTF" in proc.stdout and "right (true classes" in proc.stdout
     assert (tmp_path / "run" / "model.onnx").is_file() and (tmp_path / "run" / "model.size.md").is_file()
+    # it ends with the command to run on one's own recording, with the model's path
+    last = proc.stdout.rstrip().splitlines()[-1]
+    assert " predict " in last and str(tmp_path / "run" / "model.onnx") in last, last
+
+
+def test_next_command_names_the_model_and_a_typable_executable(tmp_path, monkeypatch):
+    from edgeasc.demo import next_command
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    cmd = next_command(tmp_path / "run" / "model.onnx")
+    exe, verb, model, wav = cmd.split()
+    assert (verb, model, wav) == ("predict", "run/model.onnx", "my-recording.wav")
+    assert exe == "edgeasc" or exe.endswith("/bin/edgeasc")

@@ -65,3 +65,12 @@ def test_ci_runs_the_readme_test_command():
     setup = (ROOT / "scripts" / "setup.sh").read_text()
     assert "torch==2.13.0" in setup  # pinned before the package, never an unpinned torch
     assert setup.index("TORCH_SPEC\"") < setup.index('-e ".[train,dev]"')
+
+
+def test_license_is_an_spdx_string_with_its_file_and_tomli_comes_on_python_3_10():
+    assert PYPROJECT["project"]["license"] == "MIT"
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    tomli = [Requirement(r) for r in PYPROJECT["project"]["optional-dependencies"]["train"] if _name(r) == "tomli"]
+    assert len(tomli) == 1
+    assert tomli[0].marker.evaluate({"python_version": "3.10"})
+    assert not tomli[0].marker.evaluate({"python_version": "3.11"})

@@ -127,7 +127,8 @@ def test_unreadable_files_are_reported_and_the_rest_classified(exported, tmp_pat
     assert len(errors) == 2 and "notes.wav: cannot read audio" in errors[0] and "missing.wav: no such file" in errors[1]
     results = json.loads(proc.stdout)
     assert [("error" in r) for r in results] == [False, True, True, False]
-    assert results[0]["probabilities"] == results[3]["probabilities"]
+    # the same clip, in another batch position: onnxruntime's batched kernels may differ in the last bits
+    assert results[0]["probabilities"] == pytest.approx(results[3]["probabilities"], abs=1e-6)
     rows = list(csv.DictReader(out_csv.open()))
     assert [r["window_start"] for r in rows] == ["0.000", "all", "", "", "0.000", "all"]
     assert rows[1]["label"] == results[0]["top"][0]["label"]

@@ -100,6 +100,7 @@ def test_cli_synth_bad_input(tmp_path):
     assert_one_line_error(run_cli("synth", str(tmp_path / "x"), "--classes", "5"), 2, "--classes")
     assert_one_line_error(run_cli("synth", str(tmp_path / "x"), "--clips-per-class", "2"), 2, "clips-per-class")
     assert_one_line_error(run_cli("synth", str(tmp_path / "x"), "--seconds", "0"), 2, "--seconds")
-    assert_one_line_error(run_cli("synth", str(tmp_path / "no" / "x")), 2, "no such folder")
+    (tmp_path / "afile").write_text("x")
+    assert_one_line_error(run_cli("synth", str(tmp_path / "afile" / "x")), 1, "afile", "a file of that name exists")
     assert not (tmp_path / "x").exists()
     assert_one_line_error(run_cli("features", str(tmp_path), "--channels", "3"), 2, "--channels")

@@ -19,10 +19,18 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from edgeasc.audio import AudioError, fit_length, load
+from edgeasc.audio import AudioError, fit_length, load, truncation
+from edgeasc.console import err
 from edgeasc.data.dcase import Clip, Dataset, DatasetError
 from edgeasc.features import FeatureParams, perceptual_mel
-from edgeasc.io import atomic_write_json, remove_partials
+from edgeasc.io import (
+    atomic_write_json,
+    make_folder,
+    missing_folders,
+    remove_empty_folders,
+    remove_partials,
+    write_error,
+)
 from edgeasc.parallel import chunks, default_workers, imap, progress_bar
 
 CACHE_VERSION = 1
@@ -41,6 +49,24 @@ class FeatureCache:
     def features(self, split: str) -> np.ndarray:
         """(clips, channels, n_mels, frames) float32, memory-mapped read-only."""
         return np.load(self.directory / f"{split}.npy", mmap_mode="r")
+
+    def problem(self) -> str | None:
+        """Why the arrays do not hold what the manifest says (missing, truncated, another
+        shape), or None. Checked before a cache is reused: a short memory map would be read
+        as garbage or fault, not fail cleanly."""
+        m = self.manifest
+        for split in SPLITS:
+            path = self.directory / f"{split}.npy"
+            want = (len(m["splits"][split]["clips"]), m["channels"], m["params"]["n_mels"], m["frames"])
+            try:
+                shape = np.load(path, mmap_mode="r").shape
+            except FileNotFoundError:
+                return f"{split}.npy is missing"
+            except (OSError, ValueError, EOFError):
+                return f"{split}.npy is shorter than its manifest says"
+            if tuple(shape) != want:
+                return f"{split}.npy has shape {tuple(shape)}, the manifest says {want}"
+        return None
 
     def labels(self, split: str) -> np.ndarray:
         return np.asarray(self.manifest["splits"][split]["labels"], dtype=np.int64)
@@ -93,9 +119,16 @@ def find_cache(dataset: Dataset, params: FeatureParams, channels: int, root: Pat
     directory = (root or cache_root()) / "features" / f"{dataset.layout}-{key}"
     manifest_path = directory / "manifest.json"
     if manifest_path.is_file():
-        cache = FeatureCache(directory, json.loads(manifest_path.read_text()))
-        if cache.manifest.get("key") == key and all((directory / f"{s}.npy").is_file() for s in SPLITS):
-            return cache
+        try:
+            cache = FeatureCache(directory, json.loads(manifest_path.read_text()))
+        except (OSError, ValueError):
+            return None
+        if cache.manifest.get("key") == key:
+            problem = cache.problem()
+            if problem is None:
+                return cache
+            err.print(f"edgeasc: note: the feature cache {directory} is damaged ({problem}): extracting again",
+                      markup=False, soft_wrap=True)
     return None
 
 
@@ -111,15 +144,20 @@ def extract_features(dataset: Dataset, params: FeatureParams | None = None, chan
     key = cache_key(dataset, params, channels)
     directory = (root or cache_root()) / "features" / f"{dataset.layout}-{key}"
     manifest_path = directory / "manifest.json"
-    directory.mkdir(parents=True, exist_ok=True)
+    created = missing_folders(directory)
+    make_folder(directory)
     remove_partials(directory)  # leftovers of a killed run: restart cleanly
     workers = default_workers() if workers is None else max(1, workers)
     frames = params.n_frames()
     total = sum(len(dataset.splits[s]) for s in SPLITS)
     start = time.perf_counter()
-    with progress_bar("extracting features", total, enabled=progress) as advance:
-        _extract_splits({s: dataset.splits[s] for s in SPLITS}, directory, params, channels, frames, workers,
-                        advance)
+    try:
+        with progress_bar("extracting features", total, enabled=progress) as advance:
+            _extract_splits({s: dataset.splits[s] for s in SPLITS}, directory, params, channels, frames, workers,
+                            advance)
+    except BaseException:
+        remove_empty_folders(created)  # a failed first extraction leaves no trace
+        raise
     elapsed = time.perf_counter() - start
     mean, std = normalization_stats(np.load(directory / "train.npy", mmap_mode="r"))
     manifest = {
@@ -160,22 +198,39 @@ def _init_worker(params: dict, channels: int) -> None:
     _WORKER.update(params=FeatureParams(**params), channels=channels)
 
 
-def _extract_chunk(job: tuple[str, list[tuple[int, str, str]]]) -> tuple[int, tuple[str, str] | None]:
+def _extract_chunk(job: tuple[str, list[tuple[int, str, str]]]) -> tuple[int, tuple[str, str] | None, list[str]]:
+    """(clips done, the first error as (name, message) or None, warnings)."""
     out_path, items = job
     p: FeatureParams = _WORKER["params"]
     out = np.load(out_path, mmap_mode="r+")
-    done = 0
+    done, warnings = 0, []
     for index, name, path in items:
         try:
             x, _ = load(path, p.sample_rate, channels=_WORKER["channels"])
             out[index] = perceptual_mel(fit_length(x, p.n_samples()), p)
         except AudioError as exc:
-            return done, (name, str(exc))
+            return done, (name, str(exc)), warnings
         except Exception as exc:  # a decoder or maths failure on this clip: name it
-            return done, (name, f"{path}: {type(exc).__name__}: {exc}")
+            return done, (name, f"{path}: {type(exc).__name__}: {exc}"), warnings
+        warning = truncation(path)
+        if warning:
+            warnings.append(warning)
         done += 1
     # no msync here: the page cache is shared, and the parent fsyncs each file once before renaming it
-    return done, None
+    return done, None, warnings
+
+
+def _allocate(path: Path, shape: tuple[int, ...], final: Path) -> None:
+    """A zero-filled .npy of `shape` whose blocks are reserved now: a sparse file would let the
+    workers run into a full disk halfway (SIGBUS inside the memory map) instead of failing here."""
+    try:
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+        del array
+        if hasattr(os, "posix_fallocate"):
+            with open(path, "rb+") as f:
+                os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    except OSError as exc:
+        raise write_error(final, exc) from None
 
 
 def _extract_splits(splits: dict[str, list[Clip]], directory: Path, params: FeatureParams, channels: int,
@@ -183,21 +238,27 @@ def _extract_splits(splits: dict[str, list[Clip]], directory: Path, params: Feat
     """All splits through one worker pool; each split's array is renamed into place when complete."""
     tmp = {s: directory / f".{s}.npy.{os.getpid()}.partial" for s in splits}
     jobs = []
-    for split, clips in splits.items():
-        np.lib.format.open_memmap(tmp[split], mode="w+", dtype=np.float32,
-                                  shape=(len(clips), channels, params.n_mels, frames))
-        jobs += [(str(tmp[split]), [(i, clips[i].name, str(clips[i].path)) for i in r])
-                 for r in chunks(len(clips), 4)]
     try:
-        for done, error in imap(_extract_chunk, jobs, min(workers, len(jobs)), _init_worker,
-                                (params.to_dict(), channels)):
+        for split, clips in splits.items():
+            _allocate(tmp[split], (len(clips), channels, params.n_mels, frames), directory / f"{split}.npy")
+            jobs += [(str(tmp[split]), [(i, clips[i].name, str(clips[i].path)) for i in r])
+                     for r in chunks(len(clips), 4)]
+        warnings = []
+        for done, error, chunk_warnings in imap(_extract_chunk, jobs, min(workers, len(jobs)), _init_worker,
+                                                (params.to_dict(), channels)):
             advance(done)
+            warnings += chunk_warnings
             if error is not None:
                 raise DatasetError(error[1])  # the message names the file
         for split, path in tmp.items():
-            with open(path, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(path, directory / f"{split}.npy")
+            try:
+                with open(path, "rb+") as f:
+                    os.fsync(f.fileno())
+                os.replace(path, directory / f"{split}.npy")
+            except OSError as exc:
+                raise write_error(directory / f"{split}.npy", exc) from None
+        for warning in sorted(warnings):
+            err.print(f"edgeasc: warning: {warning}", markup=False, soft_wrap=True)
     finally:
         for path in tmp.values():
             path.unlink(missing_ok=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeasc.errors import EdgeascError
@@ -36,6 +36,7 @@ class Clip:
     label: int
     location: str | None = None
     device: str | None = None
+    where: str = field(default="", compare=False)  # file:line that listed it, for error messages
 
 
 @dataclass
@@ -63,7 +64,14 @@ def parse_clip_name(name: str) -> tuple[str | None, str | None]:
 
 
 def open_dataset(path: str | Path, fold: int = 1) -> Dataset:
-    """Detect the layout of `path` (a folder, or a labels CSV) and read it, checking every entry."""
+    """Detect the layout of `path` (a folder, or a labels CSV) and read it, checking every entry
+    and, whatever the layout, that the lists do not contradict each other (check_consistent)."""
+    dataset = _open(path, fold)
+    check_consistent(dataset)
+    return dataset
+
+
+def _open(path: str | Path, fold: int) -> Dataset:
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder")
@@ -127,11 +135,10 @@ def _read_official(root: Path, layout: str | None, ext: str, fold: int) -> Datas
                 raise DatasetError(f"{where}: label {row['scene_label']!r} disagrees with meta.csv ({label!r})")
             location, device = parse_clip_name(name)
             clips.append(Clip(name, _safe_path(root, name, where), index[label],
-                              identifier or location, source or device))
+                              identifier or location, source or device, where))
         if not clips:
             raise DatasetError(f"{fold_path}: lists no clips")
         splits[split] = clips
-    _check_disjoint(splits, root)
     return Dataset(root, layout, labels, splits)
 
 
@@ -153,7 +160,8 @@ def _read_plain_csv(csv_path: Path, root: Path) -> Dataset:
             raise DatasetError(f"{where}: split must be 'train' or 'evaluate', got {split!r}")
         name = row["filename"]
         location, device = parse_clip_name(name)
-        entries.append((Clip(name, _safe_path(root, name, where), index[row["label"]], location, device), split))
+        entries.append((Clip(name, _safe_path(root, name, where), index[row["label"]], location, device, where),
+                        split))
     return Dataset(root, "csv", labels, _split(entries))
 
 
@@ -165,7 +173,7 @@ def _read_folders(root: Path, class_dirs: list[Path]) -> Dataset:
             if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file():
                 name = f"{d.name}/{f.name}"
                 location, device = parse_clip_name(name)
-                entries.append((Clip(name, _safe_path(root, name, str(d)), i, location, device), None))
+                entries.append((Clip(name, _safe_path(root, name, str(d)), i, location, device, str(f)), None))
     return Dataset(root, "folders", labels, _split(entries))
 
 
@@ -233,8 +241,27 @@ def _safe_path(root: Path, name: str, where: str) -> Path:
     return path
 
 
-def _check_disjoint(splits: dict[str, list[Clip]], root: Path) -> None:
-    overlap = {c.name for c in splits["train"]} & {c.name for c in splits["evaluate"]}
-    if overlap:
-        raise DatasetError(f"{root}: {len(overlap)} clips are in both train and evaluate, "
-                           f"e.g. {sorted(overlap)[0]}")
+def check_consistent(dataset: Dataset) -> None:
+    """One file is one clip with one label in one split; every class has training clips.
+    Files are compared by resolved path, so `a.wav` and `./a.wav` are the same clip."""
+    seen: dict[Path, tuple[str, Clip]] = {}
+    for split in ("train", "evaluate"):
+        for clip in dataset.splits[split]:
+            first = seen.get(clip.path)
+            if first is None:
+                seen[clip.path] = (split, clip)
+                continue
+            other_split, other = first
+            here = clip.where or str(dataset.root)
+            if other.label != clip.label:
+                raise DatasetError(f"{here}: {clip.name} is labelled {dataset.labels[clip.label]!r} here and "
+                                   f"{dataset.labels[other.label]!r} at {other.where}")
+            if other_split != split:
+                raise DatasetError(f"{here}: {clip.name} is in both train and evaluate (also at {other.where}): "
+                                   "evaluating on training clips leaks")
+            raise DatasetError(f"{here}: {clip.name} is listed twice (also at {other.where}): it would count twice")
+    trained = {c.label for c in dataset.splits["train"]}
+    empty = [label for i, label in enumerate(dataset.labels) if i not in trained]
+    if empty:
+        raise DatasetError(f"{dataset.root}: class {empty[0]!r} has no training clips"
+                           + (f" ({len(empty)} classes have none)" if len(empty) > 1 else ""))

@@ -22,7 +22,13 @@ import numpy as np
 import soundfile as sf
 
 from edgeasc.errors import EdgeascError
-from edgeasc.io import atomic_write_text
+from edgeasc.io import (
+    atomic_write_text,
+    make_folder,
+    missing_folders,
+    remove_empty_folders,
+    write_error,
+)
 from edgeasc.parallel import default_workers, imap, progress_bar
 
 SAMPLE_RATE = 48_000
@@ -360,7 +366,15 @@ def _init_job(out: str, seconds: float, seed: int) -> None:
 
 def _write_clip(spec: ClipSpec) -> int:
     audio = synthesize_clip(spec, _JOB["seconds"], _JOB["seed"])
-    sf.write(str(_JOB["out"] / spec.filename), audio, SAMPLE_RATE, subtype="PCM_16")
+    path = _JOB["out"] / spec.filename
+    try:
+        sf.write(str(path), audio, SAMPLE_RATE, subtype="PCM_16")
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    except RuntimeError as exc:  # libsndfile's own error type, which loses errno: a full disk reads "System error"
+        full = shutil.disk_usage(path.parent).free < audio.nbytes
+        reason = "no space left on the device" if full else str(exc).splitlines()[0][:120]
+        raise SynthError(f"cannot write {path}: {reason}") from None
     return 1
 
 
@@ -374,15 +388,15 @@ def write_dataset(out_dir: str | Path, classes: int = 3, clips_per_class: int = 
         raise SynthError(f"--seconds must be in (0, 600], got {seconds}")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
         raise SynthError(f"{out_dir} exists and is not empty (use --force to replace it)")
-    if not out_dir.parent.exists():
-        raise SynthError(f"{out_dir.parent}: no such folder")
     specs = plan_dataset(classes, clips_per_class, seed)
     splits = split_by_location(specs)
+    missing = missing_folders(out_dir.parent)
+    make_folder(out_dir.parent)  # like mkdir -p; removed again if the dataset is not written
     tmp = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "audio").mkdir(parents=True)
-    (tmp / "evaluation_setup").mkdir()
     try:
+        make_folder(tmp / "audio")
+        make_folder(tmp / "evaluation_setup")
         workers = default_workers() if workers is None else max(1, workers)
         with progress_bar("synthesising scenes", len(specs), enabled=progress) as advance:
             for done in imap(_write_clip, specs, min(workers, len(specs)), _init_job,
@@ -404,6 +418,7 @@ def write_dataset(out_dir: str | Path, classes: int = 3, clips_per_class: int = 
             tmp.rename(out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_empty_folders(missing)
         raise
     return {"path": str(out_dir), "classes": classes, "clips": len(specs),
             "train": len(splits["train"]), "evaluate": len(splits["evaluate"]),

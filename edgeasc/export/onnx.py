@@ -12,7 +12,8 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeasc.deployed import METADATA_PREFIX, parse_metadata
+from edgeasc.metadata import PREFIX as METADATA_PREFIX
+from edgeasc.metadata import parse_metadata
 
 OPSET = 18
 INPUT, OUTPUT, WAVEFORM_INPUT = "features", "logits", "waveform"
@@ -125,15 +126,17 @@ def verify(onnx_bytes: bytes, reference: torch.nn.Module, in_channels: int, n_me
     scale = 0.1 if frontend else 1.0
     batches = [(scale * rng.standard_normal((*shape, t))).astype(np.float32) for t in frames]
     batches += list(inputs or [])
-    worst, agree, total = 0.0, 0, 0
+    worst, agree, total, finite = 0.0, 0, 0, True
     reference = reference.eval()
     for x in batches:
         got = session.run([OUTPUT], {WAVEFORM_INPUT if frontend else INPUT: x})[0]
         features = np.stack([frontend(clip) for clip in x]) if frontend else x
         with torch.no_grad():
             want = reference(torch.from_numpy(features)).numpy()
+        # NaN compares false with everything: without this, an all-NaN network "agrees" with max |Δ| 0
+        finite = finite and bool(np.isfinite(got).all() and np.isfinite(want).all())
         worst = max(worst, float(np.abs(got - want).max()))
         agree += int((got.argmax(1) == want.argmax(1)).sum())
         total += len(x)
-    return {"max_abs_logit_difference": worst, "top1_agreement": agree / total, "clips": total,
+    return {"finite": finite, "max_abs_logit_difference": worst if finite else float("nan"), "top1_agreement": agree / total, "clips": total,
             "real_clips": sum(len(x) for x in inputs or []), "frames": list(frames)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from edgeasc.export.onnx import (
 from edgeasc.export.report import RULES, parse_budget, report_markdown, size_report
 from edgeasc.export.sparse import MODES, pack_weights
 from edgeasc.features import FeatureParams, perceptual_mel
-from edgeasc.io import atomic_write, atomic_write_json, atomic_write_text
+from edgeasc.io import atomic_write_group
 from edgeasc.models.complexity import analyse, count_nonzero, count_params
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -87,9 +88,13 @@ def export_checkpoint(source: str | Path, output: str | Path | None = None, fold
     torch.manual_seed(0)
     probe = torch.randn(2, config.in_channels, config.n_mels, frames)
     with torch.no_grad():
-        scale = max(1.0, float(model(probe).abs().max()))
+        logits = model(probe)
+    if not torch.isfinite(logits).all():
+        raise ExportError(f"the network outputs non-finite values (NaN or inf): the checkpoint {ckpt['path']} is "
+                          "broken (did training diverge?); not exporting")
+    scale = max(1.0, float(logits.abs().max()))
     fold_diff = max_abs_difference(model, folded, probe)
-    if fold_diff > FOLD_TOLERANCE * scale:
+    if not fold_diff <= FOLD_TOLERANCE * scale:  # NaN-safe
         raise ExportError(f"folding changed the outputs by {fold_diff:.2e} (> {FOLD_TOLERANCE:g}): not exporting")
 
     params = FeatureParams(**ckpt["feature_params"])
@@ -163,15 +168,17 @@ def export_checkpoint(source: str | Path, output: str | Path | None = None, fold
     else:
         check = verify(data, model, config.in_channels, config.n_mels, frames=(frames, max(24, frames // 3)),
                        inputs=real_clips)
+    if not check["finite"]:
+        raise ExportError(f"the exported network outputs non-finite values (NaN or inf) on {check['clips']} test "
+                          f"clips: the checkpoint {ckpt['path']} is broken (did training diverge?); not writing {out}")
     if precision == "fp32" and not with_frontend and check["max_abs_logit_difference"] > FP32_TOLERANCE * scale:
         raise ExportError(f"onnxruntime disagrees with PyTorch by {check['max_abs_logit_difference']:.2e} "
                           f"(> {FP32_TOLERANCE:g}): not writing {out}")
-    try:
-        atomic_write(out, lambda tmp: tmp.write_bytes(data))
-        report["file_bytes"] = len(data)
-        atomic_write_json(out.with_suffix(".size.json"), report)
-        atomic_write_text(out.with_suffix(".size.md"), report_markdown(report))
-    except OSError as exc:
-        raise ConfigError(f"{out}: cannot write ({exc.strerror})") from None
+    report["file_bytes"] = len(data)
+    report_json = json.dumps(report, indent=2) + "\n"
+    atomic_write_group({  # the model and its reports land together, or none of them does
+        out: lambda tmp: tmp.write_bytes(data),
+        out.with_suffix(".size.json"): lambda tmp: tmp.write_text(report_json, encoding="utf-8"),
+        out.with_suffix(".size.md"): lambda tmp: tmp.write_text(report_markdown(report), encoding="utf-8")})
     return {"onnx": str(out), "bytes": len(data), "fold_max_abs_difference": fold_diff, "verification": check,
             "report": report, "checkpoint": ckpt["path"], "sparse": packing, "int8": int8}
