@@ -117,3 +117,82 @@ def test_a_truncated_wav_gets_a_warning_naming_it(tmp_path):
     assert "cut.wav" in truncation(wav) and "50 %" in truncation(wav)
     (tmp_path / "x.txt").write_text("RIFF")
     assert truncation(tmp_path / "x.txt") is None
+
+
+def test_a_write_group_that_fails_while_renaming_restores_what_it_replaced(tmp_path, monkeypatch):
+    from edgeasc import io
+
+    a, b, c = tmp_path / "m.onnx", tmp_path / "m.size.json", tmp_path / "m.size.md"
+    a.write_text("old model")
+    c.write_text("old report")  # b is new
+    real, calls = os.replace, []
+
+    def flaky(src, dst):
+        calls.append(dst)
+        if len(calls) == 5:  # two backups, the model and the new json renamed in, then the report fails
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(io.os, "replace", flaky)
+    with pytest.raises(io.WriteError, match="no space left"):
+        io.atomic_write_group({a: lambda p: p.write_text("new model"), b: lambda p: p.write_text("new json"),
+                               c: lambda p: p.write_text("new report")})
+    monkeypatch.setattr(io.os, "replace", real)
+    assert (a.read_text(), c.read_text()) == ("old model", "old report")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.size.md"]  # the new json went again
+
+
+def test_predict_refuses_a_hop_that_would_cut_too_many_windows(tmp_path, monkeypatch):
+    from edgeasc import predict
+    from edgeasc.deployed import load_model
+
+    model = tmp_path.parent / "first_use_model.onnx"
+    _tiny_model(model)
+    wav = write_wav(tmp_path / "long.wav", seconds=3.0)
+    monkeypatch.setattr(predict, "MAX_WINDOWS", 10)
+    m = load_model(model)
+    refused = next(predict.predict_files(m, [wav], window=1.0, hop=0.1))
+    assert "more than 10 windows" in refused.error and refused.window_probabilities is None
+    assert len(next(predict.predict_files(m, [wav], window=1.0, hop=0.25)).starts) == 9
+
+
+def test_export_refuses_an_fp16_file_whose_weights_overflow(tmp_path):
+    import torch
+
+    from edgeasc.checkpoint import save_checkpoint
+    from edgeasc.errors import EdgeascError
+    from edgeasc.export.pipeline import export_checkpoint
+
+    ckpt = _tiny_checkpoint(tmp_path / "m.pt", scale=1e6)  # finite in float32, inf in float16
+    with pytest.raises(EdgeascError, match="non-finite"):
+        export_checkpoint(ckpt, tmp_path / "m.onnx", precision="fp16")
+    assert not (tmp_path / "m.onnx").exists()
+    export_checkpoint(ckpt, tmp_path / "m32.onnx")  # float32 holds them
+    del torch, save_checkpoint
+
+
+def _tiny_checkpoint(path, scale: float = 1.0):
+    import torch
+
+    from edgeasc.checkpoint import save_checkpoint
+    from edgeasc.features import FeatureParams
+    from edgeasc.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(width=8, n_classes=3)).eval()
+    state = model.state_dict()
+    first = next(k for k, v in state.items() if k.endswith("weight") and v.dim() == 4)  # the stem conv
+    state[first] = state[first] * scale
+    save_checkpoint(path, {"model_config": model.config.to_dict(), "labels": ["a", "b", "c"],
+                           "feature_params": FeatureParams(clip_seconds=1.0).to_dict(), "channels": 2,
+                           "normalization": {"mean": [-30.0] * 256, "std": [10.0] * 256},
+                           "model": state, "epoch": 1, "kind": "final"})
+    return path
+
+
+def _tiny_model(path):
+    from edgeasc.export.pipeline import export_checkpoint
+
+    if not path.exists():
+        export_checkpoint(_tiny_checkpoint(path.with_suffix(".pt")), path)
+    return path

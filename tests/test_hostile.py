@@ -118,14 +118,16 @@ def train(assets, ws, out="new-run", *extra, **kw):
                    "--out", str(ws / out), *extra, **kw)
 
 
-def tampered(ws: Path, key: str, value: str | None, name: str = "bad.onnx") -> Path:
-    """The model with metadata `edgeasc.KEY` set to the raw string `value` (None: removed)."""
+def tampered(ws: Path, key: str, value: str | None, name: str = "bad.onnx", **more: str | None) -> Path:
+    """The model with metadata `edgeasc.KEY` set to the raw string `value` (None: removed), and
+    likewise every KEY=value of `more`."""
     proto = onnx.load(ws / "model.onnx")
     props = {p.key: p.value for p in proto.metadata_props}
-    if value is None:
-        props.pop(f"edgeasc.{key}")
-    else:
-        props[f"edgeasc.{key}"] = value
+    for k, v in {key: value, **more}.items():
+        if v is None:
+            props.pop(f"edgeasc.{k}")
+        else:
+            props[f"edgeasc.{k}"] = v
     del proto.metadata_props[:]
     for k, v in props.items():
         entry = proto.metadata_props.add()
@@ -182,6 +184,14 @@ def test_predict_refuses_bad_metadata(ws, case):
     before = snapshot(ws)
     refused(run_cli("predict", str(bad), str(ws / "clip.wav"), "--csv", str(ws / "out.csv"),
                     python_prelude=DEVICE), ws, before, str(bad), needle, code=2)
+
+
+@pytest.mark.parametrize("key, value, needle", [("labels", '["indoor", "outdoor"]', "outputs 3 classes"),
+                                                ("channels", "1", "input axis 1 is 2")])
+def test_metadata_must_describe_the_graph(ws, key, value, needle):
+    bad = tampered(ws, key, value, model_config=None)  # no network description to disagree with first
+    before = snapshot(ws)
+    refused(run_cli("predict", str(bad), str(ws / "clip.wav"), python_prelude=DEVICE), ws, before, needle, code=2)
 
 
 def test_info_and_bench_refuse_bad_metadata_too(ws):
@@ -448,3 +458,14 @@ def test_ctrl_c_during_training_says_what_was_kept(assets, ws):
     resumed = train(assets, ws, "run", "--epochs", str(epoch + 1), "--resume", "--json")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["epochs"] == epoch + 1
+
+
+def test_ctrl_c_in_any_other_command_is_one_line_and_exit_130(ws):
+    proc = subprocess.Popen([sys.executable, "-c", DEVICE + "\nfrom edgeasc.cli import main; main()", "bench",
+                             str(ws / "model.onnx"), "--runs", "100000", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    before = snapshot(ws)
+    time.sleep(3)  # measuring
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    refused(subprocess.CompletedProcess([], proc.returncode, out, err), ws, before, "interrupted", code=130)
