@@ -7,11 +7,10 @@ resumed from its last completed epoch ends exactly where an uninterrupted run wo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from edgeasc.console import err, out
 from edgeasc.data.cache import FeatureCache, extract_features
 from edgeasc.data.dcase import open_dataset
 from edgeasc.data.loader import CachedFeatures, mixup, mixup_cross_entropy
+from edgeasc.distributed import Dist, average_buffers, is_oom, resolve_device, state_digest
 from edgeasc.errors import ConfigError, EdgeascError
 from edgeasc.evaluate import evaluate
 from edgeasc.features import FeatureParams
@@ -46,36 +46,6 @@ from edgeasc.train_config import TrainConfig, lr_at
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint-last.pt", "model-final.pt", "summary.json",
              "curves.png", "nonzero.png", "confusion.png")
 REPORT_LAST = 10  # the paper reports the mean evaluate accuracy of the last 10 epochs
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> Dist:
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                   int(os.environ.get("LOCAL_RANK", 0)))
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
-
-
-def resolve_device(name: str, dist: Dist) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda: no CUDA device is available")
-        return torch.device("cuda", dist.local_rank if dist.world > 1 else torch.device(name).index or 0)
-    return torch.device("cpu")
 
 
 def prepare_data(cfg: TrainConfig, dist: Dist, progress: bool, expected_labels: list[str] | None = None
@@ -126,28 +96,6 @@ class TrainingInterrupted(EdgeascError):
 
 class TrainingDiverged(EdgeascError):
     exit_code = 1
-
-
-def _is_oom(exc: BaseException) -> bool:
-    text = str(exc)
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
-
-
-@torch.no_grad()
-def _average_buffers(model: torch.nn.Module, world: int) -> None:
-    """Average BatchNorm running statistics over the ranks: each rank's last forward updated
-    them from its own shard, and evaluation (sharded) and the saved model need one set."""
-    for name, buf in model.named_buffers():
-        if buf is not None and buf.is_floating_point() and name.endswith(("running_mean", "running_var")):
-            torch.distributed.all_reduce(buf)
-            buf /= world
-
-
-def _state_digest(model: torch.nn.Module) -> int:
-    h = hashlib.sha256()
-    for t in model.state_dict().values():
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return int.from_bytes(h.digest()[:7], "little")
 
 
 def train(cfg: TrainConfig, resume: bool = False, force: bool = False, progress: bool = True) -> dict:
@@ -268,27 +216,16 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
         for name in RUN_FILES:
             (run_dir / name).unlink(missing_ok=True)
 
-    def wrap(model):
-        if dist.world > 1:
-            return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                             else None)
-        return model
-
-    net = wrap(model)
-    train_data = CachedFeatures(cache, "train", train=True, roll=cfg.roll, seed=cfg.seed)
-    per_rank = cfg.batch_size // dist.world
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp)
     payload_common = {"model_config": model_config.to_dict(), "labels": labels, "channels": channels,
                       "feature_params": cache.manifest["params"], "normalization": cache.manifest["normalization"],
                       "train_config": cfg.to_dict(), "devices": sorted({d for d in cache.devices("train") if d})}
+    loop = Loop(cfg, dist, device, run_dir, cache, model, optimizer, pruner, channel_pruner, make_pruner,
+                wants_magnitude, magnitude_start, history, payload_common)
 
     t_run, first_epoch = time.perf_counter(), start_epoch
     try:
         for epoch in range(start_epoch, cfg.epochs):
-            model, net, optimizer, pruner = _epoch(
-                cfg, dist, device, epoch, model, net, optimizer, pruner, channel_pruner, make_pruner, wants_magnitude,
-                magnitude_start, wrap, train_data, per_rank, scaler, cache, n_frames, history, payload_common,
-                run_dir, progress)
+            _epoch(loop, epoch, progress)
             if dist.main and epoch == first_epoch:
                 # written with the first checkpoint of this invocation: a run that fails or is killed
                 # before it leaves the folder as it was, and a refused --resume never rewrites it
@@ -297,12 +234,15 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
                 done = epoch + 1 - first_epoch
                 left = (time.perf_counter() - t_run) / done * (cfg.epochs - epoch - 1)
                 out.print(_epoch_line(history[-1], cfg.epochs) + (f"  ETA {_clock(left)}" if left else ""))
-        payload_common["model_config"] = model.config.to_dict()
-        return _finish(cfg, dist, run_dir, model, pruner, cache, history, payload_common, config_record, progress)
+        payload_common["model_config"] = loop.model.config.to_dict()
+        return _finish(cfg, dist, run_dir, loop.model, loop.pruner, cache, history, payload_common, config_record,
+                       progress)
     except KeyboardInterrupt:
         kept = (f"the checkpoint of epoch {len(history)} is kept: add --resume to the same command to continue"
                 if history else "no epoch had finished, so no checkpoint was written: run the command again")
-        raise TrainingInterrupted(f"interrupted in epoch {len(history) + 1} of {cfg.epochs}; {kept}") from None
+        where = (f"in epoch {len(history) + 1} of {cfg.epochs}" if len(history) < cfg.epochs else
+                 "while writing the final model")
+        raise TrainingInterrupted(f"interrupted {where}; {kept}") from None
 
 
 def _clock(seconds: float) -> str:
@@ -317,40 +257,102 @@ def _diverged(what: str, epoch: int, run_dir: Path, done: int) -> TrainingDiverg
                             "or --force to start over)")
 
 
-def _epoch(cfg, dist, device, epoch, model, net, optimizer, pruner, channel_pruner, make_pruner, wants_magnitude,
-           magnitude_start, wrap, train_data, per_rank, scaler, cache, n_frames, history, payload_common, run_dir,
-           progress):
-    """One epoch: prune, train, evaluate, checkpoint. Returns what pruning may have replaced."""
+@dataclass
+class Loop:
+    """What every epoch reads, and what channel pruning replaces (model, optimizer, net)."""
+
+    cfg: TrainConfig
+    dist: Dist
+    device: torch.device
+    run_dir: Path
+    cache: FeatureCache
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    pruner: Pruner | None
+    channel_pruner: ChannelPruner | None
+    make_pruner: Callable[[torch.nn.Module], Pruner]
+    wants_magnitude: bool
+    magnitude_start: int
+    history: list[dict]
+    payload_common: dict
+
+    def __post_init__(self) -> None:
+        self.net = self.wrap(self.model)
+        self.train_data = CachedFeatures(self.cache, "train", train=True, roll=self.cfg.roll, seed=self.cfg.seed)
+        self.per_rank = self.cfg.batch_size // self.dist.world
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cfg.amp)
+        self.n_frames = int(self.cache.manifest["frames"])
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.dist.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return model
+
+
+def _epoch(loop: Loop, epoch: int, progress: bool) -> None:
+    """One epoch: prune, train, evaluate, checkpoint."""
+    cfg, dist = loop.cfg, loop.dist
     t_epoch = time.perf_counter()
     removed = 0
-    if channel_pruner is not None and epoch <= cfg.prune_epochs:
-        model, optimizer, removed, _ = channel_pruner.step(model, epoch, optimizer)
+    if loop.channel_pruner is not None and epoch <= cfg.prune_epochs:
+        loop.model, loop.optimizer, removed, _ = loop.channel_pruner.step(loop.model, epoch, loop.optimizer)
         if removed:
             if cfg.channels_last:
-                model = model.to(memory_format=torch.channels_last)
-            net = wrap(model)
-    if wants_magnitude and pruner is None and epoch >= magnitude_start:
-        pruner = make_pruner(model)
+                loop.model = loop.model.to(memory_format=torch.channels_last)
+            loop.net = loop.wrap(loop.model)
+    if loop.wants_magnitude and loop.pruner is None and epoch >= loop.magnitude_start:
+        loop.pruner = loop.make_pruner(loop.model)
     lr = lr_at(cfg, epoch)
-    for group in optimizer.param_groups:
+    for group in loop.optimizer.param_groups:
         group["lr"] = lr
     prune_seconds, pruned = 0.0, 0
-    if pruner is not None:
+    if loop.pruner is not None:
         t0 = time.perf_counter()
-        pruned = pruner.update(epoch)
+        pruned = loop.pruner.update(epoch)
         prune_seconds = time.perf_counter() - t0
-    train_data.set_epoch(epoch)
+    t_train = time.perf_counter()
+    loss_sum = _train_steps(loop, epoch, progress)
+    train_seconds = time.perf_counter() - t_train
+    model = loop.model
     if dist.world > 1:
-        sampler = DistributedSampler(train_data, dist.world, dist.rank, shuffle=True, seed=cfg.seed)
+        torch.distributed.all_reduce(loss_sum)
+        average_buffers(model, dist.world)
+    result = evaluate(model, loop.cache, device=str(loop.device), rank=dist.rank, world=dist.world,
+                      channels_last=cfg.channels_last)
+    if not (math.isfinite(result.loss) and all(bool(torch.isfinite(p).all()) for p in model.parameters())):
+        raise _diverged("the weights became non-finite", epoch, loop.run_dir, len(loop.history))
+    loop.history.append({
+        "epoch": epoch + 1, "lr": lr, "train_loss": float(loss_sum[0] / loss_sum[1]),
+        "eval_loss": result.loss, "eval_accuracy": result.accuracy, "per_class": result.per_class,
+        "per_device": result.per_device, "nonzero_params": count_nonzero(model), "pruned": pruned,
+        "params": count_params(model), "macs": complexity(model.config, loop.n_frames)[1],
+        "channels_removed": removed, "prune_seconds": round(prune_seconds, 4),
+        "train_clips_per_s": float(loss_sum[1]) / train_seconds, "seconds": round(time.perf_counter() - t_epoch, 3)})
+    if dist.main:
+        save_checkpoint(loop.run_dir / "checkpoint-last.pt", {
+            **loop.payload_common, "model_config": model.config.to_dict(), "kind": "last",
+            "model": model.state_dict(), "epoch": epoch + 1, "optimizer": loop.optimizer.state_dict(),
+            "pruner": loop.pruner.state_dict() if loop.pruner else None, "history": loop.history})
+        atomic_write_text(loop.run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in loop.history))
+
+
+def _train_steps(loop: Loop, epoch: int, progress: bool) -> torch.Tensor:
+    """The optimisation steps of one epoch; returns (sum of loss × clips, clips) on this rank.
+    Stops at the first non-finite loss, on every rank at once."""
+    cfg, dist, device = loop.cfg, loop.dist, loop.device
+    data = loop.train_data
+    data.set_epoch(epoch)
+    if dist.world > 1:
+        sampler = DistributedSampler(data, dist.world, dist.rank, shuffle=True, seed=cfg.seed)
         sampler.set_epoch(epoch)
     else:
-        sampler = RandomSampler(train_data, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-    loader = DataLoader(train_data, batch_size=per_rank, sampler=sampler, num_workers=cfg.workers,
-                        drop_last=len(train_data) >= 2 * cfg.batch_size)
-    net.train()
+        sampler = RandomSampler(data, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+    loader = DataLoader(data, batch_size=loop.per_rank, sampler=sampler, num_workers=cfg.workers,
+                        drop_last=len(data) >= 2 * cfg.batch_size)
+    loop.net.train()
     loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
-    t_train = time.perf_counter()
-    with _epoch_bar(f"epoch {epoch + 1}/{cfg.epochs}", len(loader) * per_rank * dist.world,
+    with _epoch_bar(f"epoch {epoch + 1}/{cfg.epochs}", len(loader) * loop.per_rank * dist.world,
                     progress and dist.main) as advance:
         for step, (x, y) in enumerate(loader):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -360,47 +362,26 @@ def _epoch(cfg, dist, device, epoch, model, net, optimizer, pruner, channel_prun
             x, y_a, y_b, lam = mixup(x, y, rng, cfg.mixup_alpha)
             try:
                 with torch.autocast(device.type, dtype=torch.float16, enabled=cfg.amp):
-                    loss = mixup_cross_entropy(net(x).float(), y_a, y_b, lam)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                    loss = mixup_cross_entropy(loop.net(x).float(), y_a, y_b, lam)
+                loop.optimizer.zero_grad(set_to_none=True)
+                loop.scaler.scale(loss).backward()
+                loop.scaler.step(loop.optimizer)
+                loop.scaler.update()
             except RuntimeError as exc:  # torch.OutOfMemoryError is one too
-                if _is_oom(exc):
+                if is_oom(exc):
                     raise EdgeascError(f"out of memory at batch size {cfg.batch_size} on {device}: "
                                        f"try --batch-size {max(1, cfg.batch_size // 2)}") from None
                 raise
-            bad = (~torch.isfinite(loss.detach())).double()
+            loss = loss.detach()
+            bad = (~torch.isfinite(loss)).double()
             if dist.world > 1:  # every rank stops together, or the others wait forever in the next all-reduce
                 torch.distributed.all_reduce(bad)
             if bad.item():
-                raise _diverged(f"the loss is {float(loss.detach()):g} at step {step + 1}", epoch, run_dir, len(history))
-            loss_sum += torch.stack([loss.detach().double() * len(y), torch.tensor(len(y), device=device).double()])
+                raise _diverged(f"the loss is {float(loss):g} at step {step + 1}", epoch, loop.run_dir,
+                                len(loop.history))
+            loss_sum += torch.stack([loss.double() * len(y), torch.tensor(len(y), device=device).double()])
             advance(len(y) * dist.world)
-    train_seconds = time.perf_counter() - t_train
-    if dist.world > 1:
-        torch.distributed.all_reduce(loss_sum)
-        _average_buffers(model, dist.world)
-    result = evaluate(model, cache, device=str(device), rank=dist.rank, world=dist.world,
-                      channels_last=cfg.channels_last)
-    record = {"epoch": epoch + 1, "lr": lr, "train_loss": float(loss_sum[0] / loss_sum[1]),
-              "eval_loss": result.loss, "eval_accuracy": result.accuracy, "per_class": result.per_class,
-              "per_device": result.per_device, "nonzero_params": count_nonzero(model), "pruned": pruned,
-              "params": count_params(model), "macs": complexity(model.config, n_frames)[1],
-              "channels_removed": removed,
-              "prune_seconds": round(prune_seconds, 4), "train_clips_per_s": float(loss_sum[1]) / train_seconds,
-              "seconds": round(time.perf_counter() - t_epoch, 3)}
-    if not (math.isfinite(result.loss) and all(bool(torch.isfinite(p).all()) for p in model.parameters())):
-        raise _diverged("the weights became non-finite", epoch, run_dir, len(history))
-    history.append(record)
-    if dist.main:
-        save_checkpoint(run_dir / "checkpoint-last.pt", {
-            **payload_common, "model_config": model.config.to_dict(), "kind": "last",
-            "model": model.state_dict(), "epoch": epoch + 1,
-            "optimizer": optimizer.state_dict(), "pruner": pruner.state_dict() if pruner else None,
-            "history": history})
-        atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-    return model, net, optimizer, pruner
+    return loss_sum
 
 
 def _channel_pruner(cfg: TrainConfig, dense_config, n_frames: int) -> ChannelPruner | None:
@@ -416,7 +397,7 @@ def _channel_pruner(cfg: TrainConfig, dense_config, n_frames: int) -> ChannelPru
 def _finish(cfg, dist, run_dir, model, pruner, cache, history, payload_common, config_record, progress) -> dict:
     if pruner is not None:
         pruner.finalize()
-    digest = _state_digest(model)
+    digest = state_digest(model)
     in_sync = True
     if dist.world > 1:
         digests = [torch.zeros(1, dtype=torch.int64) for _ in range(dist.world)]
