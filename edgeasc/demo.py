@@ -74,7 +74,8 @@ def run_demo(workdir: Path, workers: int | None = None) -> dict:
     from edgeasc.bench import bench_models
     from edgeasc.cli_runtime import render_bench, render_predictions
 
-    bench = bench_models([exported["onnx"]], threads=(1, 2), runs=30, warmup=5)
+    threads = tuple(t for t in (1, 2) if t <= (os.cpu_count() or 1))  # a thread per core, at most
+    bench = bench_models([exported["onnx"]], threads=threads, runs=30, warmup=5)
     render_bench(bench)
     results["bench"] = bench
 
