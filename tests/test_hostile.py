@@ -435,13 +435,19 @@ def test_absurd_training_requests_are_refused(assets, ws, flag, value):
 
 
 # ----------------------------------------------------------------------------- 7. signals
+def _ctrl_c_enabled() -> None:
+    """A shell that starts a job in the background (CI runners, `cmd &`) makes it ignore SIGINT,
+    and Python then never raises KeyboardInterrupt: give the child the terminal's default back."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_training_says_what_was_kept(assets, ws):
     shutil.rmtree(ws / "run")
     args = ["train", str(assets / "scenes"), *TRAIN, "--cache-dir", str(assets / "cache"), "--out",
             str(ws / "run"), "--epochs", "50"]
     proc = subprocess.Popen([sys.executable, "-c", "from edgeasc.cli import main; main()", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
+                            env={**os.environ, "COLUMNS": "200"}, preexec_fn=_ctrl_c_enabled)
     for line in proc.stdout:  # the first epoch is done and checkpointed
         if line.startswith("epoch   1/50"):
             break
@@ -462,8 +468,8 @@ def test_ctrl_c_during_training_says_what_was_kept(assets, ws):
 
 def test_ctrl_c_in_any_other_command_is_one_line_and_exit_130(ws):
     proc = subprocess.Popen([sys.executable, "-c", DEVICE + "\nfrom edgeasc.cli import main; main()", "bench",
-                             str(ws / "model.onnx"), "--runs", "100000", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             str(ws / "model.onnx"), "--runs", "100000", "--batch", "256", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_enabled)
     before = snapshot(ws)
     time.sleep(3)  # measuring
     proc.send_signal(signal.SIGINT)
