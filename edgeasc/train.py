@@ -44,7 +44,7 @@ from edgeasc.models.presets import resolve_model
 from edgeasc.train_config import TrainConfig, lr_at
 
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint-last.pt", "model-final.pt", "summary.json",
-             "curves.png", "nonzero.png", "confusion.png")
+             "curves.png", "nonzero.png", "confusion.png", "confusion-eval.png")
 REPORT_LAST = 10  # the paper reports the mean evaluate accuracy of the last 10 epochs
 
 
@@ -212,9 +212,6 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
                      "dataset": {"root": cache.manifest["root"], "layout": cache.manifest["layout"],
                                  "cache": str(cache.directory)},
                      "world_size": dist.world, "device": str(device)}
-    if dist.main and force and not resume:
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
 
     payload_common = {"model_config": model_config.to_dict(), "labels": labels, "channels": channels,
                       "feature_params": cache.manifest["params"], "normalization": cache.manifest["normalization"],
@@ -227,8 +224,12 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
         for epoch in range(start_epoch, cfg.epochs):
             _epoch(loop, epoch, progress)
             if dist.main and epoch == first_epoch:
-                # written with the first checkpoint of this invocation: a run that fails or is killed
-                # before it leaves the folder as it was, and a refused --resume never rewrites it
+                # with the first checkpoint of this invocation, not before: a run that fails or is killed
+                # earlier leaves the folder as it was (with --force: the previous run, intact), and a
+                # refused --resume never rewrites config.json
+                if force and not resume:
+                    for name in set(RUN_FILES) - {"checkpoint-last.pt", "metrics.jsonl"}:
+                        (run_dir / name).unlink(missing_ok=True)
                 atomic_write_json(run_dir / "config.json", config_record)
             if dist.main and progress:
                 done = epoch + 1 - first_epoch

@@ -196,3 +196,16 @@ def _tiny_model(path):
     if not path.exists():
         export_checkpoint(_tiny_checkpoint(path.with_suffix(".pt")), path)
     return path
+
+
+def test_force_replaces_the_previous_run_only_once_the_new_one_has_a_checkpoint(scenes, tmp_path):
+    run = tmp_path / "run"
+    common = ["train", str(scenes / "scenes"), *TRAIN, "--epochs", "1", "--cache-dir", str(tmp_path / "c"),
+              "--out", str(run), "--json"]
+    assert run_cli(*common).returncode == 0
+    (run / "confusion-eval.png").write_bytes(b"a stale plot from `edgeasc eval`")
+    again = run_cli(*common, "--force", "--seed", "7")
+    assert again.returncode == 0, again.stderr
+    assert not (run / "confusion-eval.png").exists()
+    assert json.loads((run / "config.json").read_text())["train"]["seed"] == 7
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1

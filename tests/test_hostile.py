@@ -247,6 +247,8 @@ def test_training_that_diverges_stops_at_the_first_nan_and_keeps_the_last_checkp
             "training diverged", "the loss is nan at step 1 in epoch 2", "checkpoint of epoch 1 is kept")
     # a fresh run that diverges in its first epoch leaves no folder behind
     refused(run_cli(*args, "--out", str(ws / "fresh"), "--epochs", "2"), ws, before, "no checkpoint was written")
+    # and --force over a finished run that fails before its first checkpoint leaves the old run intact
+    refused(run_cli(*args, "--out", str(ws / "run"), "--epochs", "2", "--force"), ws, before, "training diverged")
 
 
 def test_export_refuses_a_network_that_outputs_nan(assets, ws):
