@@ -164,11 +164,31 @@ def test_export_refuses_an_fp16_file_whose_weights_overflow(tmp_path):
     from edgeasc.export.pipeline import export_checkpoint
 
     ckpt = _tiny_checkpoint(tmp_path / "m.pt", scale=1e6)  # finite in float32, inf in float16
-    with pytest.raises(EdgeascError, match="non-finite"):
+    with pytest.raises(EdgeascError, match="beyond float16's range"):
         export_checkpoint(ckpt, tmp_path / "m.onnx", precision="fp16")
     assert not (tmp_path / "m.onnx").exists()
     export_checkpoint(ckpt, tmp_path / "m32.onnx")  # float32 holds them
     del torch, save_checkpoint
+
+
+def test_verification_fails_on_non_finite_onnx_outputs_where_torch_is_finite(tmp_path):
+    """NaN compares false with everything: without the finite check, a NaN file 'agrees'."""
+    import onnx
+    import torch
+
+    from edgeasc.checkpoint import load_checkpoint, model_from_checkpoint
+    from edgeasc.export.onnx import verify
+
+    onnx_path = _tiny_model(tmp_path / "m.onnx")
+    model = model_from_checkpoint(load_checkpoint(tmp_path / "m.pt"))
+    good = verify(onnx_path.read_bytes(), model, 2, 256, frames=(44,))
+    assert good["finite"] and good["max_abs_logit_difference"] < 1e-4
+    proto = onnx.load(onnx_path)
+    conv = next(i for i in proto.graph.initializer if len(i.dims) == 4)
+    conv.raw_data = np.full(int(np.prod(conv.dims)), np.nan, np.float32).tobytes()
+    bad = verify(proto.SerializeToString(), model, 2, 256, frames=(44,))
+    assert not bad["finite"] and np.isnan(bad["max_abs_logit_difference"])
+    del torch
 
 
 def _tiny_checkpoint(path, scale: float = 1.0):

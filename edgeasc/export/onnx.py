@@ -12,6 +12,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from edgeasc.errors import EdgeascError
 from edgeasc.metadata import PREFIX as METADATA_PREFIX
 from edgeasc.metadata import parse_metadata
 
@@ -72,6 +73,9 @@ def strip_debug_info(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
 def to_float16_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Store float32 initializers as float16 with a Cast back to float32 in the graph: half the
     bytes at float32 compute speed (onnxruntime folds the Casts when the session starts;
@@ -83,7 +87,12 @@ def to_float16_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
         if init.data_type != TensorProto.FLOAT or init.name not in conv_inputs:
             keep.append(init)
             continue
-        half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), f"{init.name}__fp16")
+        weights = numpy_helper.to_array(init)
+        largest = float(np.abs(weights).max()) if weights.size else 0.0
+        if largest > FLOAT16_MAX:  # would be stored as inf
+            raise EdgeascError(f"weight {init.name} holds {largest:.3g}, beyond float16's range (±{FLOAT16_MAX:g}): "
+                               "export it as --precision fp32")
+        half = numpy_helper.from_array(weights.astype(np.float16), f"{init.name}__fp16")
         keep.append(half)
         casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT,
                                       name=f"{init.name}__cast"))
