@@ -177,6 +177,7 @@ def _render_stats(stats, config, preset, prune_target) -> None:
                         f"({100 * stats.macs / stats.dense_macs:.1f} % kept)")
     summary.add_row("MACs per second of audio", fmt_macs(stats.macs_per_second))
     summary.add_row("receptive field (freq × time)", fmt_shape(stats.receptive_field))
+    summary.add_row("  as the authors' scripts print it", fmt_shape(stats.receptive_field_authors))
     for stage, shape in stats.output_shapes.items():
         summary.add_row(f"shape after {stage}", fmt_shape(shape))
     for dtype, n in stats.bytes.items():

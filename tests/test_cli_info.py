@@ -22,6 +22,10 @@ PRESET_ROWS = {
     "d20-damped-rho4": (1_192_710, 7_328_436_992),
     "d18-damped-pruned-400k": (1_715_604, 7_774_698_624),
     "d20-damped-pruned-250k": (1_061_638, 7_113_085_696),
+    # the DCASE'20 task 1b submissions, 3 classes, stereo (the authors' counts)
+    "d20-submission-1": (18_390, 211_232_064),
+    "d20-submission-2": (268_166, 1_863_092_608),
+    "d20-submission-3": (245_958, 1_100_455_392),
     "demo": (18_022, 130_288_224),
 }
 

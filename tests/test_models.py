@@ -278,3 +278,31 @@ def test_pruned_preset_reports_target():
         analyse(PRESETS["d20-damped"].config, prune_target=2_000_000)
     with pytest.raises(ConfigError, match="prune target"):
         analyse(PRESETS["d20-damped"].config, prune_target=0)
+
+
+# ----------------------------------------------------------------------------- fidelity to the authors' code
+def test_decomposition_factor_one_is_one_plain_conv():
+    """The authors' code builds a single conv when Z = 1 (no 1x1 bottleneck): the same
+    parameters and MACs as the plain network, and no reduce/spatial channel groups."""
+    from edgeasc.models.channels import channel_groups, complexity
+
+    plain = ModelConfig(rho=3, width=48, depth_restriction=(0, 1, 3), n_classes=3, damping=False)
+    for damping in (False, True):
+        z1 = plain.replace(decomposition=1, damping=damping)
+        assert not z1.decomposed and z1.replace(decomposition=4).decomposed
+        assert analyse(z1).params == analyse(plain).params == 227_526
+        assert complexity(z1, 431) == complexity(plain, 431) == (227_526, 1_070_171_616)
+        assert [g.name for g in channel_groups(z1)] == [g.name for g in channel_groups(plain)]
+        model = build_model(z1)
+        assert not any(isinstance(m, DecomposedConv2d) for m in model.modules())
+        assert not any(isinstance(m, DampedConv2d) for m in model.modules())  # plain convs, as the authors'
+
+
+def test_receptive_field_as_the_authors_scripts_print_it():
+    from edgeasc.models.receptive_field import receptive_field, receptive_field_authors
+
+    full = [ModelConfig(rho=rho, depth_restriction=(0, 0, 0)) for rho in range(12)]
+    assert [receptive_field_authors(c) for c in full] == [9, 17, 33, 49, 65, 81, 113, 145, 177, 209, 241, 273]
+    assert [receptive_field(c) for c in full] == [23, 31, 39, 55, 71, 87, 103, 135, 167, 199, 231, 263]
+    stats = analyse(ModelConfig(rho=4, width=8, n_classes=3))
+    assert stats.receptive_field == [71, 71] and stats.to_dict()["receptive_field_authors"] == [65, 65]

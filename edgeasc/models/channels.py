@@ -87,7 +87,7 @@ def channel_groups(config: ModelConfig) -> list[Group]:
             if block["projection"]:
                 groups.append(Group(block["out_stream"], "stream", block["out_channels"]))
             groups.append(Group(block["name"], "block", block["out_channels"]))
-            if z is not None:
+            if config.decomposed:
                 for conv in _decomposed_convs(block):
                     mid = block["out_channels"] // z
                     groups += [Group(f"{conv}.reduce", "decomposed", mid), Group(f"{conv}.spatial", "decomposed", mid)]
@@ -105,7 +105,6 @@ def conv_layers(config: ModelConfig, n_frames: int) -> list[ConvLayer]:
     f = (config.n_mels + 2 * pad - k) // st + 1
     t = (n_frames + 2 * pad - k) // st + 1
     layers = [ConvLayer("stem.0", None, "stem", k, st, "stem.1", (f, t))]
-    z = config.decomposition
     for stage in dense_blocks(config):
         for block in stage:
             name, hw = block["name"], (f, t)
@@ -115,7 +114,7 @@ def conv_layers(config: ModelConfig, n_frames: int) -> list[ConvLayer]:
                 parts.append(("shortcut.0", block["in_stream"], block["out_stream"], 1, f"{name}.shortcut.1"))
             for part, gin, gout, kernel, bn in parts:
                 conv = f"{name}.{part}"
-                if z is None:
+                if not config.decomposed:
                     layers.append(ConvLayer(conv, gin, gout, kernel, 1, bn, hw))
                 else:  # 1x1 reduce -> kxk -> 1x1 expand; the BatchNorm follows the expand
                     layers += [ConvLayer(f"{conv}.reduce", gin, f"{conv}.reduce", 1, 1, None, hw),

@@ -18,7 +18,7 @@ from edgeasc.models.channels import complexity, conv_layers, widths
 from edgeasc.models.config import ModelConfig
 from edgeasc.models.cp_resnet import CPResNet, build_model
 from edgeasc.models.layers import Conv2d, DampedConv2d
-from edgeasc.models.receptive_field import output_shapes, receptive_field
+from edgeasc.models.receptive_field import output_shapes, receptive_field, receptive_field_authors
 
 BYTES_PER_VALUE = {"float32": 4, "float16": 2, "int8": 1}
 
@@ -52,6 +52,7 @@ class ModelStats:
     dense_params: int = 0    # before channel pruning (equal to params for a dense network)
     dense_macs: int = 0
     channel_plan: dict[str, int] | None = None
+    receptive_field_authors: list[int] = field(default_factory=list)  # as the authors' scripts print it
 
     @property
     def macs_per_second(self) -> float:
@@ -154,6 +155,7 @@ def analyse(model_or_config: CPResNet | ModelConfig, seconds: float = 10.0,
         output_shapes=shapes, bytes=stored_bytes(nonzero), layers=layers,
         dense_params=dense_params, dense_macs=dense_macs,
         channel_plan=dict(config.channels) if config.channels else None,
+        receptive_field_authors=[receptive_field_authors(config)] * 2,
     )
 
 

@@ -78,6 +78,12 @@ class ModelConfig:
                 raise ConfigError(f"channel plan: group {g.name!r} must keep 1..{g.dense_width} channels, got {v!r}")
         return tuple((n, int(given[n])) for n in names)
 
+    @property
+    def decomposed(self) -> bool:
+        """Whether block convs are factorised (1x1 reduce, kxk, 1x1 expand). Z = 1 factorises
+        nothing: like the authors' code, it builds one plain conv in place of the three."""
+        return self.decomposition is not None and self.decomposition > 1
+
     # ----- naming ---------------------------------------------------------------
     @property
     def variant(self) -> str:
@@ -141,7 +147,7 @@ class ModelConfig:
             specs = []
             for b in stage:
                 mids = ()
-                if self.decomposition is not None:
+                if self.decomposed:
                     convs = ["conv1", "conv2"] + (["shortcut.0"] if b["projection"] else [])
                     mids = tuple((w[f"{b['name']}.{c}.reduce"], w[f"{b['name']}.{c}.spatial"]) for c in convs)
                 specs.append(BlockSpec(w[b["in_stream"]], w[b["out_stream"]], b["k1"], b["k2"], b["pool_after"],

@@ -83,16 +83,17 @@ def build_model(config: ModelConfig, device: torch.device | str | None = None) -
 
 
 def _conv_factory(config: ModelConfig, in_blocks: bool):
-    """Convs of this network: decomposed inside the blocks when Z is set; damped per variant.
+    """Convs of this network: decomposed inside the blocks when Z > 1; damped per variant.
 
     In the damped-decomposed network only the middle kxk conv of each decomposed conv is
-    damped, and the stem and head are not damped at all.
+    damped, and the stem and head are not damped at all. Z = 1 builds one plain, undamped
+    conv where the three would be, in both decomposed variants (as the authors' code does).
     """
     z = config.decomposition
 
     def make(in_c: int, out_c: int, kernel: int, stride: int = 1, padding: int = 0,
              mids: tuple[int, int] | None = None) -> nn.Module:
-        if z is not None and in_blocks:
+        if config.decomposed and in_blocks:
             return DecomposedConv2d(in_c, out_c, kernel, stride, padding, factor=z,
                                     damped=config.damping, damping_floor=config.damping_floor, mids=mids)
         damped = config.damping and z is None

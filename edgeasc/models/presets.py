@@ -41,8 +41,18 @@ def _presets() -> dict[str, Preset]:
         Preset("d20-damped", _D20, "DCASE'20 damped CP-ResNet (Table 1: 1061.6K)"),
         Preset("d20-damped-restricted", _D20.replace(width=64), "DCASE'20 damped, width 64 (Table 1: 268.6K)"),
         Preset("d20-damped-decomp", _D20.replace(decomposition=4), "DCASE'20 damped-decomposed, Z=4 (Table 1: 361K)"),
-        Preset("d20-damped-pruned-250k", _D20, "DCASE'20 damped, pruned to 250 000 parameters: the challenge winner",
+        Preset("d20-damped-pruned-250k", _D20, "DCASE'20 damped rho 3 w128, pruned to 250 000 parameters (Table 1 "
+               "Damp.-Pruned row; not the submitted system, see d20-submission-2)", prune_target=250_000),
+        # the three DCASE'20 task 1b submissions (technical report), counts at 3 classes, stereo
+        Preset("d20-submission-1", _D20.replace(damping=False, rho=3, width=48, depth_restriction=(0, 4, 4),
+                                                decomposition=4),
+               "DCASE'20 1b submission 1: undamped decomposed rho 3 w48 '0,4,4' Z 4 (18,390)"),
+        Preset("d20-submission-2", _D20.replace(rho=4, width=64, depth_restriction=(0, 2, 4)),
+               "DCASE'20 1b submission 2 (the winner's shape): damped rho 4 w64 '0,2,4' (268,166), pruned to "
+               "250,000 non-zero with BatchNorm counted; the released model used gate pruning",
                prune_target=250_000),
+        Preset("d20-submission-3", _D20.replace(rho=4, width=48, depth_restriction=(0, 1, 3)),
+               "DCASE'20 1b submission 3: damped rho 4 w48 '0,1,3' (245,958)"),
         Preset("d20-damped-rho4", _D20.replace(rho=4), "DCASE'20 damped at the paper's stated rho = 4"),
         Preset("demo", _D20.replace(width=16), "small damped network for the synthetic demo, pruned by half",
                prune_target=8_500),

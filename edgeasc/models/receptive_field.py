@@ -44,6 +44,23 @@ def receptive_field(config: ModelConfig) -> int:
     return rf
 
 
+def receptive_field_authors(config: ModelConfig) -> int:
+    """The receptive field as the authors' scripts print it (kkoutini/cpjku_dcase20), to compare
+    with their logs and papers; `receptive_field` is the exact value. Their recursion starts
+    after the stem (RF 5, stride 2), counts only conv kernels (never a max-pool's window), and
+    applies the stride of a block's max-pool after the block's first conv instead of after
+    its second. Full depth, rho 0..11: 9, 17, 33, 49, 65, 81, 113, 145, 177, 209, 241, 273
+    (exact: 23, 31, 39, 55, 71, 87, 103, 135, 167, 199, 231, 263)."""
+    rf, jump = STEM[0], STEM[1]
+    for stage in config.stage_plan():
+        for block in stage:
+            rf += (block.k1 - 1) * jump
+            if block.pool_after:
+                jump *= POOL[1]
+            rf += (block.k2 - 1) * jump
+    return rf
+
+
 def _out(n: int, op: Op) -> int:
     return (n + 2 * op.padding - op.kernel) // op.stride + 1
 
