@@ -70,6 +70,8 @@ def info(
     channels: int | None = typer.Option(None, help="Input channels (1 mono, 2 stereo)."),
     decomp_factor: int | None = typer.Option(None, help="Compression factor Z of decomposed convs."),
     damping_floor: float | None = typer.Option(None, help="Damping λ at the kernel's outer rows."),
+    damp_stem: bool | None = typer.Option(None, "--damp-stem/--no-damp-stem",
+                                          help="Damp the 5×5 stem too (default; the released DCASE'20 winner did not)."),
     seconds: float | None = typer.Option(None, help="Clip length the shapes and MACs are computed for "
                                          "(default: a run's own clip length, else 10 s)."),
     list_presets: bool = typer.Option(False, "--list-presets", help="List the named presets and exit."),
@@ -110,7 +112,7 @@ def info(
     config, prune_target = resolve_model(
         preset, variant=variant, decomp_factor=decomp_factor, rho=rho, width=width,
         depth_restriction=depth_restriction, n_classes=classes, in_channels=channels,
-        damping_floor=damping_floor)
+        damping_floor=damping_floor, damp_stem=damp_stem)
     require_torch("`edgeasc info` on a model configuration")
     from edgeasc.models.complexity import analyse
 
@@ -278,6 +280,8 @@ def train(
     depth_restriction: str | None = typer.Option(None, help="e.g. 0,1,4"),
     decomp_factor: int | None = typer.Option(None, help="Z of decomposed convs."),
     damping_floor: float | None = typer.Option(None, help="Damping λ."),
+    damp_stem: bool | None = typer.Option(None, "--damp-stem/--no-damp-stem",
+                                          help="Damp the 5×5 stem too (default; the released DCASE'20 winner did not)."),
     prune_target: int | None = typer.Option(None, help="Non-zero parameters at the end (BatchNorm counted)."),
     prune_ratio: float | None = typer.Option(None, help="Fraction of conv weights to prune instead."),
     prune_schedule: str | None = typer.Option(None, help="exp (default) | linear | cubic"),
@@ -315,7 +319,7 @@ def train(
 
     cli = dict(dataset=str(dataset_dir) if dataset_dir else None, preset=preset, variant=variant, rho=rho,
                width=width, depth_restriction=depth_restriction, decomp_factor=decomp_factor,
-               damping_floor=damping_floor, prune_target=prune_target, prune_ratio=prune_ratio,
+               damping_floor=damping_floor, damp_stem=damp_stem, prune_target=prune_target, prune_ratio=prune_ratio,
                prune_schedule=prune_schedule, prune_epochs=prune_epochs, prune_monotone=prune_monotone,
                macs_target=macs_target, params_target=params_target, channel_importance=channel_importance,
                channel_multiple=channel_multiple,

@@ -144,7 +144,7 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
     channels = cache.manifest["channels"]
     model_config, preset_target = resolve_model(
         cfg.preset, variant=cfg.variant, decomp_factor=cfg.decomp_factor, rho=cfg.rho, width=cfg.width,
-        depth_restriction=cfg.depth_restriction, damping_floor=cfg.damping_floor,
+        depth_restriction=cfg.depth_restriction, damping_floor=cfg.damping_floor, damp_stem=cfg.damp_stem,
         n_classes=len(labels), in_channels=channels)
     if ckpt is not None:
         try:  # the checkpoint's own config: after channel pruning it carries the channel plan

@@ -28,6 +28,7 @@ class TrainConfig:
     depth_restriction: str | None = None
     decomp_factor: int | None = None
     damping_floor: float | None = None
+    damp_stem: bool | None = None
     # pruning
     prune_target: int | None = None
     prune_ratio: float | None = None

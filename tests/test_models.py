@@ -306,3 +306,22 @@ def test_receptive_field_as_the_authors_scripts_print_it():
     assert [receptive_field(c) for c in full] == [23, 31, 39, 55, 71, 87, 103, 135, 167, 199, 231, 263]
     stats = analyse(ModelConfig(rho=4, width=8, n_classes=3))
     assert stats.receptive_field == [71, 71] and stats.to_dict()["receptive_field_authors"] == [65, 65]
+
+
+def test_a_plain_stem_in_a_damped_network_as_the_released_winner():
+    from edgeasc.export.fold import fold_model, max_abs_difference
+
+    damped = ModelConfig(rho=4, width=8, depth_restriction=(0, 2, 4), n_classes=3)
+    plain_stem = damped.replace(damp_stem=False)
+    assert PRESETS["d20-submission-2"].config.damp_stem is False
+    a, b = build_model(damped), build_model(plain_stem)
+    assert isinstance(a.stem[0], DampedConv2d) and not isinstance(b.stem[0], DampedConv2d)
+    blocks = [m for name, m in b.named_modules() if name.startswith("stage") and isinstance(m, DampedConv2d)]
+    assert blocks  # the blocks stay damped
+    assert analyse(plain_stem).params == analyse(damped).params
+    assert ModelConfig.from_dict({k: v for k, v in damped.to_dict().items() if k != "damp_stem"}) == damped
+    b.eval()
+    x = torch.randn(2, 2, 256, 40)
+    assert max_abs_difference(b, fold_model(b, fold_damping=True, fold_bn=True), x) < 1e-4
+    with pytest.raises(ConfigError, match="damp_stem"):
+        damped.replace(damp_stem="no")

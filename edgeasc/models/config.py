@@ -29,6 +29,7 @@ class ModelConfig:
     damping_floor: float = 0.1
     decomposition: int | None = None  # compression factor Z, None = plain convs
     n_mels: int = 256
+    damp_stem: bool = True  # False: a plain 5x5 stem in a damped network (the released DCASE'20 winner)
     # channel plan: width of every channel group (models/channels.py); None = dense
     channels: tuple[tuple[str, int], ...] | None = None
 
@@ -45,6 +46,8 @@ class ModelConfig:
             value = getattr(self, name)
             if not _is_int(value) or value < low:
                 raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not isinstance(self.damp_stem, bool):
+            raise ConfigError(f"damp_stem must be true or false, got {self.damp_stem!r}")
         if not 0.0 <= float(self.damping_floor) <= 1.0:
             raise ConfigError(f"damping floor must be in [0, 1], got {self.damping_floor!r}")
         z = self.decomposition

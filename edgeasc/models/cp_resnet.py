@@ -43,8 +43,9 @@ class CPResNet(nn.Module):
         self.config = config
         make = _conv_factory(config, in_blocks=False)
         stem = config.stem_channels
-        self.stem = nn.Sequential(make(config.in_channels, stem, 5, stride=2, padding=1),
-                                  nn.BatchNorm2d(stem), nn.ReLU(inplace=True))
+        stem_conv = (make(config.in_channels, stem, 5, stride=2, padding=1) if config.damp_stem else
+                     conv2d(config.in_channels, stem, 5, 2, 1, False, config.damping_floor))
+        self.stem = nn.Sequential(stem_conv, nn.BatchNorm2d(stem), nn.ReLU(inplace=True))
         self.stage_names: list[str] = []
         for s, stage in enumerate(config.stage_plan(), start=1):
             if not stage:

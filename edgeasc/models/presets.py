@@ -47,9 +47,9 @@ def _presets() -> dict[str, Preset]:
         Preset("d20-submission-1", _D20.replace(damping=False, rho=3, width=48, depth_restriction=(0, 4, 4),
                                                 decomposition=4),
                "DCASE'20 1b submission 1: undamped decomposed rho 3 w48 '0,4,4' Z 4 (18,390)"),
-        Preset("d20-submission-2", _D20.replace(rho=4, width=64, depth_restriction=(0, 2, 4)),
-               "DCASE'20 1b submission 2 (the winner's shape): damped rho 4 w64 '0,2,4' (268,166), pruned to "
-               "250,000 non-zero with BatchNorm counted; the released model used gate pruning",
+        Preset("d20-submission-2", _D20.replace(rho=4, width=64, depth_restriction=(0, 2, 4), damp_stem=False),
+               "DCASE'20 1b submission 2 (the winner's shape): damped rho 4 w64 '0,2,4', plain stem (268,166), "
+               "pruned to 250,000 non-zero with BatchNorm counted; the released model used gate pruning",
                prune_target=250_000),
         Preset("d20-submission-3", _D20.replace(rho=4, width=48, depth_restriction=(0, 1, 3)),
                "DCASE'20 1b submission 3: damped rho 4 w48 '0,1,3' (245,958)"),
