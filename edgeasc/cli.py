@@ -295,6 +295,9 @@ def train(
     channel_importance: str | None = typer.Option(None, help="Channel ranking: l2 (group L2 norm, default) | bn (|γ|)."),
     channel_multiple: int | None = typer.Option(None, help="Kept widths are multiples of this (default 16: "
                                                 "onnxruntime's fast conv block on AVX-512 and ARM64; 8 on AVX2; 1 = any)."),
+    swa_start: int | None = typer.Option(None, help="Average the weights from this epoch on (the authors' "
+                                         "submissions: 250); saved as model-swa.pt."),
+    swa_every: int | None = typer.Option(None, help="Average every N-th epoch (default 3)."),
     epochs: int | None = typer.Option(None, help="Epochs (paper: 400)."),
     batch_size: int | None = typer.Option(None, help="Global batch size (paper: 10)."),
     lr: float | None = typer.Option(None, help="Adam learning rate (paper: 1e-4)."),
@@ -322,7 +325,7 @@ def train(
                damping_floor=damping_floor, damp_stem=damp_stem, prune_target=prune_target, prune_ratio=prune_ratio,
                prune_schedule=prune_schedule, prune_epochs=prune_epochs, prune_monotone=prune_monotone,
                macs_target=macs_target, params_target=params_target, channel_importance=channel_importance,
-               channel_multiple=channel_multiple,
+               channel_multiple=channel_multiple, swa_start=swa_start, swa_every=swa_every,
                epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, workers=workers,
                feature_workers=feature_workers, cache_dir=str(cache_dir) if cache_dir else None, seconds=seconds,
                amp=amp, channels_last=channels_last, out=str(out_dir) if out_dir else None)
@@ -346,6 +349,10 @@ def _render_summary(summary: dict) -> None:
         table.add_row(f"accuracy (mean of last {summary['reported_over_epochs']} epochs)",
                       f"{100 * summary['reported_accuracy']:.2f} %")
     table.add_row("final accuracy", f"{100 * summary['final']['accuracy']:.2f} %")
+    if summary.get("swa"):
+        s = summary["swa"]
+        table.add_row(f"weight average of {len(s['epochs_averaged'])} epochs (model-swa.pt)",
+                      f"{100 * s['accuracy']:.2f} %")
     pruned = summary.get("channel_plan") is not None
     table.add_row("parameters" + (" (dense → pruned)" if pruned else ""),
                   (f"{fmt_int(summary['dense_params'])} → " if pruned else "") + fmt_int(summary["params"]))
@@ -423,12 +430,20 @@ def export(
     rules: str = typer.Option("dcase2020", help="dcase2020 | dcase2021 | dcase2022 | dcase2024"),
     count_bn: bool | None = typer.Option(None, "--count-bn/--no-count-bn", help="Count BatchNorm (default: per rules)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
+    swa: bool = typer.Option(False, "--swa", help="Export the run's weight average (model-swa.pt)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Fold, export a verified single-file ONNX with its metadata, and check its size against a budget."""
     require_torch("`edgeasc export`")
     from edgeasc.export.pipeline import export_checkpoint
 
+    if swa:
+        if not source.is_dir():
+            raise ConfigError(f"--swa takes a run directory, not {source}")
+        if not (source / "model-swa.pt").is_file():
+            raise ConfigError(f"{source} has no model-swa.pt: train it with --swa-start")
+        source = source / "model-swa.pt"
+        output = output or source.parent / "model-swa.onnx"
     result = export_checkpoint(source, output, fold_damping, fold_bn, precision, check_budget, rules, count_bn,
                                force, sparse, calibration, cache_dir, with_frontend)
     report = result["report"]

@@ -41,10 +41,11 @@ from edgeasc.models import ModelConfig, build_model
 from edgeasc.models.channels import channel_groups, complexity
 from edgeasc.models.complexity import count_nonzero, count_params
 from edgeasc.models.presets import resolve_model
+from edgeasc.swa import WeightAverage, reestimate_batchnorm
 from edgeasc.train_config import TrainConfig, lr_at
 
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint-last.pt", "model-final.pt", "summary.json",
-             "curves.png", "nonzero.png", "confusion.png", "confusion-eval.png")
+             "curves.png", "nonzero.png", "confusion.png", "confusion-eval.png", "model-best.pt", "model-swa.pt")
 REPORT_LAST = 10  # the paper reports the mean evaluate accuracy of the last 10 epochs
 
 
@@ -216,8 +217,16 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
     payload_common = {"model_config": model_config.to_dict(), "labels": labels, "channels": channels,
                       "feature_params": cache.manifest["params"], "normalization": cache.manifest["normalization"],
                       "train_config": cfg.to_dict(), "devices": sorted({d for d in cache.devices("train") if d})}
+    swa = None
+    if cfg.swa_start is not None:
+        if channel_pruner is not None and cfg.swa_start <= cfg.prune_epochs + 1:
+            raise ConfigError(f"--swa-start {cfg.swa_start} averages weights while channel pruning still changes their "
+                              f"shapes (until epoch {cfg.prune_epochs + 1}): start after it")
+        swa = WeightAverage(cfg.swa_start, cfg.swa_every)
+        if ckpt is not None and ckpt.get("swa"):
+            swa.load_state_dict(ckpt["swa"], device)
     loop = Loop(cfg, dist, device, run_dir, cache, model, optimizer, pruner, channel_pruner, make_pruner,
-                wants_magnitude, magnitude_start, history, payload_common)
+                wants_magnitude, magnitude_start, history, payload_common, swa)
 
     t_run, first_epoch = time.perf_counter(), start_epoch
     try:
@@ -228,7 +237,7 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
                 # earlier leaves the folder as it was (with --force: the previous run, intact), and a
                 # refused --resume never rewrites config.json
                 if force and not resume:
-                    for name in set(RUN_FILES) - {"checkpoint-last.pt", "metrics.jsonl"}:
+                    for name in set(RUN_FILES) - {"checkpoint-last.pt", "metrics.jsonl", "model-best.pt"}:
                         (run_dir / name).unlink(missing_ok=True)
                 atomic_write_json(run_dir / "config.json", config_record)
             if dist.main and progress:
@@ -236,8 +245,7 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
                 left = (time.perf_counter() - t_run) / done * (cfg.epochs - epoch - 1)
                 out.print(_epoch_line(history[-1], cfg.epochs) + (f"  ETA {_clock(left)}" if left else ""))
         payload_common["model_config"] = loop.model.config.to_dict()
-        return _finish(cfg, dist, run_dir, loop.model, loop.pruner, cache, history, payload_common, config_record,
-                       progress)
+        return _finish(cfg, dist, run_dir, loop, config_record)
     except KeyboardInterrupt:
         kept = (f"the checkpoint of epoch {len(history)} is kept: add --resume to the same command to continue"
                 if history else "no epoch had finished, so no checkpoint was written: run the command again")
@@ -276,6 +284,7 @@ class Loop:
     magnitude_start: int
     history: list[dict]
     payload_common: dict
+    swa: WeightAverage | None = None
 
     def __post_init__(self) -> None:
         self.net = self.wrap(self.model)
@@ -323,6 +332,7 @@ def _epoch(loop: Loop, epoch: int, progress: bool) -> None:
                       channels_last=cfg.channels_last)
     if not (math.isfinite(result.loss) and all(bool(torch.isfinite(p).all()) for p in model.parameters())):
         raise _diverged("the weights became non-finite", epoch, loop.run_dir, len(loop.history))
+    best = min((h["eval_loss"] for h in loop.history), default=math.inf)
     loop.history.append({
         "epoch": epoch + 1, "lr": lr, "train_loss": float(loss_sum[0] / loss_sum[1]),
         "eval_loss": result.loss, "eval_accuracy": result.accuracy, "per_class": result.per_class,
@@ -330,11 +340,19 @@ def _epoch(loop: Loop, epoch: int, progress: bool) -> None:
         "params": count_params(model), "macs": complexity(model.config, loop.n_frames)[1],
         "channels_removed": removed, "prune_seconds": round(prune_seconds, 4),
         "train_clips_per_s": float(loss_sum[1]) / train_seconds, "seconds": round(time.perf_counter() - t_epoch, 3)})
+    if loop.swa is not None and loop.swa.due(epoch + 1):
+        loop.swa.update(model, epoch + 1)
     if dist.main:
+        if result.loss < best:  # the authors' trainer kept the best-by-evaluate-loss model too
+            save_checkpoint(loop.run_dir / "model-best.pt", {
+                **loop.payload_common, "model_config": model.config.to_dict(), "kind": "best",
+                "model": model.state_dict(), "epoch": epoch + 1, "history": loop.history,
+                "pruner": loop.pruner.state_dict() if loop.pruner else None})
         save_checkpoint(loop.run_dir / "checkpoint-last.pt", {
             **loop.payload_common, "model_config": model.config.to_dict(), "kind": "last",
             "model": model.state_dict(), "epoch": epoch + 1, "optimizer": loop.optimizer.state_dict(),
-            "pruner": loop.pruner.state_dict() if loop.pruner else None, "history": loop.history})
+            "pruner": loop.pruner.state_dict() if loop.pruner else None, "history": loop.history,
+            "swa": loop.swa.state_dict() if loop.swa is not None else None})
         atomic_write_text(loop.run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in loop.history))
 
 
@@ -395,9 +413,18 @@ def _channel_pruner(cfg: TrainConfig, dense_config, n_frames: int) -> ChannelPru
                          cfg.prune_epochs, cfg.channel_importance, cfg.channel_multiple)
 
 
-def _finish(cfg, dist, run_dir, model, pruner, cache, history, payload_common, config_record, progress) -> dict:
+def _finish(cfg: TrainConfig, dist: Dist, run_dir: Path, loop: Loop, config_record: dict) -> dict:
+    model, pruner, cache, history, payload_common = loop.model, loop.pruner, loop.cache, loop.history, loop.payload_common
+    averaged = loop.swa.averaged_model(model) if loop.swa is not None and loop.swa.count else None
+    if loop.swa is not None and averaged is None and dist.main:
+        err.print(f"edgeasc: note: no epoch was averaged yet (--swa-start {cfg.swa_start}, --epochs {cfg.epochs}): "
+                  "no model-swa.pt", markup=False, soft_wrap=True)
     if pruner is not None:
         pruner.finalize()
+        if averaged is not None:  # the final masks: exactly the target's non-zeros
+            for module in averaged.modules():
+                if getattr(module, "weight_mask", None) is not None:
+                    module.fold_mask()
     digest = state_digest(model)
     in_sync = True
     if dist.world > 1:
@@ -419,8 +446,20 @@ def _finish(cfg, dist, run_dir, model, pruner, cache, history, payload_common, c
                "macs": complexity(config, n_frames)[1], "dense_params": dense_params, "dense_macs": dense_macs,
                "seconds": cfg.seconds, "channel_plan": dict(config.channels) if config.channels else None,
                "dense_channels": {g.name: g.dense_width for g in channel_groups(config)} if config.channels else None,
-               "channel_pruning": config_record["channel_pruning"]}
+               "channel_pruning": config_record["channel_pruning"], "swa": None}
+    if averaged is not None:
+        device = next(model.parameters()).device
+        loader = DataLoader(loop.train_data, batch_size=loop.per_rank, num_workers=cfg.workers,
+                            sampler=RandomSampler(loop.train_data, generator=torch.Generator().manual_seed(cfg.seed)))
+        reestimate_batchnorm(averaged, loader, device)
+        swa_eval = evaluate(averaged, cache, device=str(device), rank=dist.rank, world=dist.world)
+        summary["swa"] = {"epochs_averaged": list(loop.swa.epochs), "start": loop.swa.start, "every": loop.swa.every,
+                          "accuracy": swa_eval.accuracy, "loss": swa_eval.loss,
+                          "nonzero_params": count_nonzero(averaged), "final": swa_eval.to_dict()}
     if dist.main:
+        if averaged is not None:
+            save_checkpoint(run_dir / "model-swa.pt", {**payload_common, "kind": "swa", "model": averaged.state_dict(),
+                                                       "epoch": len(history), "history": history, "summary": summary})
         atomic_write_json(run_dir / "config.json", config_record)
         save_checkpoint(run_dir / "model-final.pt", {**payload_common, "kind": "final",
                                                       "model": model.state_dict(), "epoch": len(history),

@@ -40,6 +40,9 @@ class TrainConfig:
     params_target: int | None = None
     channel_importance: str = "l2"
     channel_multiple: int = 16
+    # stochastic weight averaging (swa.py): every swa_every-th epoch from epoch swa_start (1-based) on
+    swa_start: int | None = None
+    swa_every: int = 3
     # optimisation (docs/method.md §3)
     epochs: int = 400
     batch_size: int = 10
@@ -111,11 +114,14 @@ def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = N
     if values.get("channel_importance", "l2") not in ("l2", "bn"):
         raise ConfigError(f"--channel-importance must be l2 or bn, got {values['channel_importance']!r}")
     for name in ("epochs", "batch_size", "prune_epochs", "lr_hold", "lr_decay_end", "roll", "workers", "seed",
-                 "channel_multiple"):
-        low = 1 if name in ("epochs", "batch_size", "channel_multiple") else 0
+                 "channel_multiple", "swa_every"):
+        low = 1 if name in ("epochs", "batch_size", "channel_multiple", "swa_every") else 0
         v = values.get(name, getattr(TrainConfig, name))
         if not isinstance(v, int) or isinstance(v, bool) or v < low:
             raise ConfigError(f"{name.replace('_', '-')} must be an integer >= {low}, got {v!r}")
+    swa = values.get("swa_start")
+    if swa is not None and (not isinstance(swa, int) or isinstance(swa, bool) or swa < 1):
+        raise ConfigError(f"--swa-start must be an epoch >= 1, got {swa!r}")
     for name in ("lr", "lr_final", "seconds"):
         v = values.get(name, getattr(TrainConfig, name))
         if not isinstance(v, int | float) or isinstance(v, bool) or not (math.isfinite(v) and v > 0):

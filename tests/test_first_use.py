@@ -229,3 +229,41 @@ def test_force_replaces_the_previous_run_only_once_the_new_one_has_a_checkpoint(
     assert not (run / "confusion-eval.png").exists()
     assert json.loads((run / "config.json").read_text())["train"]["seed"] == 7
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_swa_averages_the_saved_weights_and_is_exported(scenes, tmp_path):
+    """Epoch by epoch with --resume, so every epoch's weights are on disk: model-swa.pt's
+    parameters are the hand-computed mean of the weights the network computed with (W ⊙ mask)
+    at epochs 2 and 4 (--swa-start 2 --swa-every 2), under the final mask; its BatchNorm
+    statistics are estimated afresh; it exports with --swa."""
+    import torch
+
+    run = tmp_path / "run"
+    args = ["train", str(scenes / "scenes"), *TRAIN, "--cache-dir", str(tmp_path / "c"), "--out", str(run),
+            "--swa-start", "2", "--swa-every", "2", "--json"]
+    states = {}
+    for epoch in (1, 2, 3, 4):
+        proc = run_cli(*args, "--epochs", str(epoch), *(["--resume"] if epoch > 1 else []))
+        assert proc.returncode == 0, proc.stderr
+        ckpt = torch.load(run / "checkpoint-last.pt", weights_only=True)
+        masks = {f"{name}.weight": m.to(torch.float64) for name, m in ckpt["pruner"]["masks"].items()}
+        states[epoch] = {k: v.double() * masks.get(k, 1.0) for k, v in ckpt["model"].items()}
+    final_masks = masks
+    summary = json.loads(proc.stdout)
+    assert summary["swa"]["epochs_averaged"] == [2, 4]
+    swa = torch.load(run / "model-swa.pt", weights_only=True)
+    assert swa["kind"] == "swa"
+    params = [k for k in swa["model"] if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert params
+    for k in params:
+        want = (states[2][k] + states[4][k]) / 2 * final_masks.get(k, 1.0)
+        torch.testing.assert_close(swa["model"][k].double(), want, rtol=0, atol=1e-6)
+    bn = next(k for k in swa["model"] if k.endswith("running_var"))
+    assert not torch.equal(swa["model"][bn], states[4][bn])  # re-estimated, not copied
+    best = torch.load(run / "model-best.pt", weights_only=True)
+    losses = [h["eval_loss"] for h in best["history"]]
+    assert best["kind"] == "best" and losses[-1] == min(losses)
+    exported = run_cli("export", str(run), "--swa", "--json")
+    assert exported.returncode == 0, exported.stderr
+    assert (run / "model-swa.onnx").is_file()
+    assert json.loads(exported.stdout)["checkpoint"].endswith("model-swa.pt")
