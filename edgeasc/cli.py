@@ -285,6 +285,8 @@ def train(
     prune_target: int | None = typer.Option(None, help="Non-zero parameters at the end (BatchNorm counted)."),
     prune_ratio: float | None = typer.Option(None, help="Fraction of conv weights to prune instead."),
     prune_schedule: str | None = typer.Option(None, help="exp (default) | linear | cubic"),
+    prune_method: str | None = typer.Option(None, help="magnitude (default: all convs by |W|) | gate (the released "
+                                            "DCASE'20 winner: 1×1 convs only, learned scores)"),
     prune_epochs: int | None = typer.Option(None, help="Epochs over which pruning ramps up (default 100)."),
     prune_monotone: bool | None = typer.Option(None, "--prune-monotone/--prune-revivable",
                                                help="Freeze pruned weights (default: they may come back)."),
@@ -323,7 +325,7 @@ def train(
     cli = dict(dataset=str(dataset_dir) if dataset_dir else None, preset=preset, variant=variant, rho=rho,
                width=width, depth_restriction=depth_restriction, decomp_factor=decomp_factor,
                damping_floor=damping_floor, damp_stem=damp_stem, prune_target=prune_target, prune_ratio=prune_ratio,
-               prune_schedule=prune_schedule, prune_epochs=prune_epochs, prune_monotone=prune_monotone,
+               prune_schedule=prune_schedule, prune_method=prune_method, prune_epochs=prune_epochs, prune_monotone=prune_monotone,
                macs_target=macs_target, params_target=params_target, channel_importance=channel_importance,
                channel_multiple=channel_multiple, swa_start=swa_start, swa_every=swa_every,
                epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, workers=workers,

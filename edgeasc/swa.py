@@ -19,10 +19,8 @@ def effective_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
     """Every parameter as the forward pass uses it (masked conv weights multiplied out)."""
     out = {name: p.detach() for name, p in model.named_parameters()}
     for name, module in model.named_modules():
-        mask = getattr(module, "weight_mask", None)
-        if mask is not None:
-            key = f"{name}.weight" if name else "weight"
-            out[key] = out[key] * mask
+        if hasattr(module, "masked_weight"):  # magnitude masks and gates alike
+            out[f"{name}.weight" if name else "weight"] = module.masked_weight().detach()
     return out
 
 

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from edgeasc.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from edgeasc.compress.gate import GatePruner
 from edgeasc.compress.pruning import Pruner
 from edgeasc.compress.structured import ChannelPruner
 from edgeasc.console import err, out
@@ -179,8 +180,12 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
 
     def make_pruner(model):
         try:
-            pruner = Pruner(model, target=target, ratio=cfg.prune_ratio, schedule=cfg.prune_schedule,
-                            epochs=ramp_epochs, monotone=cfg.prune_monotone, start=magnitude_start)
+            if cfg.prune_method == "gate":
+                pruner = GatePruner(model, target, schedule=cfg.prune_schedule, epochs=ramp_epochs,
+                                    start=magnitude_start)
+            else:
+                pruner = Pruner(model, target=target, ratio=cfg.prune_ratio, schedule=cfg.prune_schedule,
+                                epochs=ramp_epochs, monotone=cfg.prune_monotone, start=magnitude_start)
             if ramp_epochs != cfg.prune_epochs and dist.main:
                 err.print(f"edgeasc: note: --epochs {cfg.epochs} ends before the pruning ramp of --prune-epochs "
                           f"{cfg.prune_epochs}: pruning ramps over {ramp_epochs} epoch(s) instead, so that the "
@@ -195,6 +200,8 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
     wants_magnitude = target is not None or cfg.prune_ratio is not None
     pruner = make_pruner(model) if wants_magnitude and not channel_pruner else None
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=0.0)
+    if isinstance(pruner, GatePruner):  # the gate scores train with the network (and resume with it)
+        optimizer.add_param_group({"params": pruner.parameters()})
     start_epoch, history = 0, []
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -423,7 +430,7 @@ def _finish(cfg: TrainConfig, dist: Dist, run_dir: Path, loop: Loop, config_reco
         pruner.finalize()
         if averaged is not None:  # the final masks: exactly the target's non-zeros
             for module in averaged.modules():
-                if getattr(module, "weight_mask", None) is not None:
+                if hasattr(module, "fold_mask"):
                     module.fold_mask()
     digest = state_digest(model)
     in_sync = True

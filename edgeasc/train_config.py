@@ -35,6 +35,7 @@ class TrainConfig:
     prune_schedule: str = "exp"
     prune_epochs: int = 100
     prune_monotone: bool = False
+    prune_method: str = "magnitude"  # or "gate" (compress/gate.py): 1x1 convs only, learned scores
     # channel pruning (compress/structured.py): MACs per clip ("25%" or "460M") and/or all parameters
     macs_target: str | None = None
     params_target: int | None = None
@@ -111,6 +112,12 @@ def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = N
     pt = values.get("params_target")
     if pt is not None and (not isinstance(pt, int) or isinstance(pt, bool) or pt < 1):
         raise ConfigError(f"--params-target must be a positive integer (all parameters), got {pt!r}")
+    method = values.get("prune_method", "magnitude")
+    if method not in ("magnitude", "gate"):
+        raise ConfigError(f"--prune-method must be magnitude or gate, got {method!r}")
+    if method == "gate" and (structured or values.get("prune_ratio") is not None):
+        raise ConfigError("--prune-method gate takes --prune-target (non-zero parameters), not "
+                          + (" or ".join(structured) if structured else "--prune-ratio"))
     if values.get("channel_importance", "l2") not in ("l2", "bn"):
         raise ConfigError(f"--channel-importance must be l2 or bn, got {values['channel_importance']!r}")
     for name in ("epochs", "batch_size", "prune_epochs", "lr_hold", "lr_decay_end", "roll", "workers", "seed",

@@ -140,3 +140,43 @@ def test_mask_state_round_trips():
 def test_bad_targets(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         Pruner(build_model(ModelConfig(width=4, n_classes=3)), **kwargs)
+
+
+# ----------------------------------------------------------------------------- gate pruning (the released winner)
+def test_gate_pruning_hits_the_target_exactly_with_zeros_only_in_1x1_weights():
+    from edgeasc.compress.gate import GatePruner
+
+    model = _dense(ModelConfig(rho=4, width=16, depth_restriction=(0, 2, 4), n_classes=3, damp_stem=False))
+    total = count_params(model)
+    one_by_one = {n: m for n, m in model.named_modules()
+                  if isinstance(m, Conv2d) and n.startswith("stage") and m.kernel_size == (1, 1)}
+    prunable = sum(m.weight.numel() for m in one_by_one.values())
+    assert prunable and any(isinstance(m, Conv2d) and m.kernel_size != (1, 1) for m in model.modules())
+    target = total - prunable // 2
+    pruner = GatePruner(model, target, schedule="linear", epochs=4)
+    assert count_params(model) == total  # the scores are not parameters of the network
+    assert not any("gate" in k for k in model.state_dict())
+    assert (pruner.k_at(0), pruner.k_at(4), pruner.k_at(7)) == (0, total - target, total - target)
+    for epoch in (0, 2, 4):
+        assert pruner.update(epoch) == pruner.k_at(epoch)
+        assert count_nonzero(model) == total - pruner.k_at(epoch)  # exact at every step of the ramp
+    assert count_nonzero(model) == target
+    # training moves the scores: the gate's backward is the sigmoid's derivative times dL/d(W ⊙ gate) ⊙ W
+    x = torch.randn(2, 2, 256, 24)
+    model(x).sum().backward()
+    name, conv = next(iter(one_by_one.items()))
+    s = pruner.scores[name]
+    assert s.grad is not None and s.grad.abs().sum() > 0
+    pruner.finalize()
+    for n, m in model.named_modules():
+        if isinstance(m, Conv2d) and (n, m) not in pruner.convs:
+            assert int((m.weight == 0).sum()) == 0, n  # dense: stem, kxk convs, head
+    assert count_nonzero(model) == target and conv.gate_scores is None
+
+
+def test_gate_pruning_refuses_a_target_the_1x1_convs_cannot_reach():
+    from edgeasc.compress.gate import GatePruner
+
+    model = _dense(ModelConfig(rho=4, width=16, depth_restriction=(0, 2, 4), n_classes=3))
+    with pytest.raises(ConfigError, match="only the 1x1 convs"):
+        GatePruner(model, 1000)

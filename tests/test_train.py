@@ -196,3 +196,30 @@ def test_out_of_memory_is_one_clear_error(data, tmp_path, monkeypatch):
                                     feature_workers=1, out=str(tmp_path / "oom")))
     with pytest.raises(EdgeascError, match=r"out of memory at batch size 4 on cpu: try --batch-size 2"):
         train_module.train(cfg, progress=False)
+
+
+def test_gate_pruning_trains_to_its_exact_target_and_resumes_bit_exactly(data, tmp_path):
+    """--prune-method gate: the target non-zero count exactly, zeros only in 1x1 weights, the
+    scores neither counted nor exported; killed after epoch 2 and resumed, the run ends where
+    an uninterrupted one does."""
+    args = ["--rho", "4", "--no-damp-stem", "--prune-method", "gate", "--prune-target", "1350",
+            "--prune-epochs", "1", "--json"]
+    whole = train_cli(data, tmp_path / "whole", "--epochs", "3", *args)
+    assert whole.returncode == 0, whole.stderr
+    summary = json.loads(whole.stdout)
+    assert summary["nonzero_params"] == 1350 and summary["prune_target"] == 1350
+    final = torch.load(tmp_path / "whole" / "model-final.pt", weights_only=True)
+    assert not any("gate" in k for k in final["model"])
+    for name, w in final["model"].items():
+        if w.dim() == 4 and (w == 0).any():
+            assert name.startswith("stage") and tuple(w.shape[2:]) == (1, 1), name
+    part = train_cli(data, tmp_path / "part", "--epochs", "2", *args)
+    assert part.returncode == 0, part.stderr
+    resumed = train_cli(data, tmp_path / "part", "--epochs", "3", "--resume", *args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _metrics(tmp_path / "part") == _metrics(tmp_path / "whole")
+    exported = run_cli("export", str(tmp_path / "whole"), "--json")
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(exported.stdout)["report"]["nonzero_params"] == 1350
+    assert_one_line_error(train_cli(data, tmp_path / "x", "--prune-method", "gate", "--prune-ratio", "0.5"), 2,
+                          "--prune-method gate takes --prune-target")

@@ -20,6 +20,22 @@ def damping_matrix(kernel_h: int, kernel_w: int, floor: float = 0.1) -> torch.Te
     return profile.float().unsqueeze(1).expand(kernel_h, kernel_w).contiguous()
 
 
+class PruneGate(torch.autograd.Function):
+    """Gate pruning's gate: 1 where the score is >= 0, else 0; the backward pass goes straight
+    through with the derivative of a sigmoid, so that scores near 0 learn fastest."""
+
+    @staticmethod
+    def forward(ctx, scores: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(scores)
+        return (scores >= 0).to(scores.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (scores,) = ctx.saved_tensors
+        s = torch.sigmoid(scores)
+        return grad * s * (1 - s)
+
+
 class Conv2d(nn.Conv2d):
     """nn.Conv2d whose applied weight may carry a pruning mask: conv(x, W * M).
 
@@ -31,12 +47,16 @@ class Conv2d(nn.Conv2d):
     The mask is a non-persistent buffer owned by the pruner, which saves it itself.
     """
 
+    gate_scores: torch.Tensor | None = None  # gate pruning (compress/gate.py): not a parameter of the network
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.register_buffer("weight_mask", None, persistent=False)
 
     def masked_weight(self) -> torch.Tensor:
         """W * M: what pruning leaves (damping excluded)."""
+        if self.gate_scores is not None:
+            return self.weight * PruneGate.apply(self.gate_scores)
         if self.weight_mask is None:
             return self.weight
         w = self.weight
@@ -51,6 +71,9 @@ class Conv2d(nn.Conv2d):
 
     @torch.no_grad()
     def fold_mask(self) -> None:
+        if self.gate_scores is not None:
+            self.weight.mul_((self.gate_scores >= 0).to(self.weight.dtype))
+            self.gate_scores = None
         if self.weight_mask is not None:
             self.weight.mul_(self.weight_mask)
             self.weight_mask = None
