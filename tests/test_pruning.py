@@ -168,8 +168,9 @@ def test_gate_pruning_hits_the_target_exactly_with_zeros_only_in_1x1_weights():
     s = pruner.scores[name]
     assert s.grad is not None and s.grad.abs().sum() > 0
     pruner.finalize()
+    assert [n for n, _ in pruner.convs] == list(one_by_one)
     for n, m in model.named_modules():
-        if isinstance(m, Conv2d) and (n, m) not in pruner.convs:
+        if isinstance(m, Conv2d) and n not in one_by_one:
             assert int((m.weight == 0).sum()) == 0, n  # dense: stem, kxk convs, head
     assert count_nonzero(model) == target and conv.gate_scores is None
 
