@@ -350,16 +350,16 @@ def _epoch(loop: Loop, epoch: int, progress: bool) -> None:
     if loop.swa is not None and loop.swa.due(epoch + 1):
         loop.swa.update(model, epoch + 1)
     if dist.main:
+        save_checkpoint(loop.run_dir / "checkpoint-last.pt", {  # the resume point first
+            **loop.payload_common, "model_config": model.config.to_dict(), "kind": "last",
+            "model": model.state_dict(), "epoch": epoch + 1, "optimizer": loop.optimizer.state_dict(),
+            "pruner": loop.pruner.state_dict() if loop.pruner else None, "history": loop.history,
+            "swa": loop.swa.state_dict() if loop.swa is not None else None})
         if result.loss < best:  # the authors' trainer kept the best-by-evaluate-loss model too
             save_checkpoint(loop.run_dir / "model-best.pt", {
                 **loop.payload_common, "model_config": model.config.to_dict(), "kind": "best",
                 "model": model.state_dict(), "epoch": epoch + 1, "history": loop.history,
                 "pruner": loop.pruner.state_dict() if loop.pruner else None})
-        save_checkpoint(loop.run_dir / "checkpoint-last.pt", {
-            **loop.payload_common, "model_config": model.config.to_dict(), "kind": "last",
-            "model": model.state_dict(), "epoch": epoch + 1, "optimizer": loop.optimizer.state_dict(),
-            "pruner": loop.pruner.state_dict() if loop.pruner else None, "history": loop.history,
-            "swa": loop.swa.state_dict() if loop.swa is not None else None})
         atomic_write_text(loop.run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in loop.history))
 
 
