@@ -297,6 +297,8 @@ def train(
     channel_importance: str | None = typer.Option(None, help="Channel ranking: l2 (group L2 norm, default) | bn (|γ|)."),
     channel_multiple: int | None = typer.Option(None, help="Kept widths are multiples of this (default 16: "
                                                 "onnxruntime's fast conv block on AVX-512 and ARM64; 8 on AVX2; 1 = any)."),
+    freq_mixstyle: str | None = typer.Option(None, help="Freq-MixStyle P,ALPHA (the DCASE 2022-2025 baselines: "
+                                             "0.4,0.3): mixes per-band statistics across the batch."),
     swa_start: int | None = typer.Option(None, help="Average the weights from this epoch on (the authors' "
                                          "submissions: 250); saved as model-swa.pt."),
     swa_every: int | None = typer.Option(None, help="Average every N-th epoch (default 3)."),
@@ -327,7 +329,7 @@ def train(
                damping_floor=damping_floor, damp_stem=damp_stem, prune_target=prune_target, prune_ratio=prune_ratio,
                prune_schedule=prune_schedule, prune_method=prune_method, prune_epochs=prune_epochs, prune_monotone=prune_monotone,
                macs_target=macs_target, params_target=params_target, channel_importance=channel_importance,
-               channel_multiple=channel_multiple, swa_start=swa_start, swa_every=swa_every,
+               channel_multiple=channel_multiple, swa_start=swa_start, swa_every=swa_every, freq_mixstyle=freq_mixstyle,
                epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, workers=workers,
                feature_workers=feature_workers, cache_dir=str(cache_dir) if cache_dir else None, seconds=seconds,
                amp=amp, channels_last=channels_last, out=str(out_dir) if out_dir else None)

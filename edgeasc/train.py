@@ -25,7 +25,13 @@ from edgeasc.compress.structured import ChannelPruner
 from edgeasc.console import err, out
 from edgeasc.data.cache import FeatureCache, extract_features
 from edgeasc.data.dcase import open_dataset
-from edgeasc.data.loader import CachedFeatures, mixup, mixup_cross_entropy
+from edgeasc.data.loader import (
+    CachedFeatures,
+    freq_mixstyle,
+    mixup,
+    mixup_cross_entropy,
+    parse_freq_mixstyle,
+)
 from edgeasc.distributed import Dist, average_buffers, is_oom, resolve_device, state_digest
 from edgeasc.errors import ConfigError, EdgeascError
 from edgeasc.evaluate import evaluate
@@ -377,6 +383,7 @@ def _train_steps(loop: Loop, epoch: int, progress: bool) -> torch.Tensor:
     loader = DataLoader(data, batch_size=loop.per_rank, sampler=sampler, num_workers=cfg.workers,
                         drop_last=len(data) >= 2 * cfg.batch_size)
     loop.net.train()
+    style = parse_freq_mixstyle(cfg.freq_mixstyle)
     loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
     with _epoch_bar(f"epoch {epoch + 1}/{cfg.epochs}", len(loader) * loop.per_rank * dist.world,
                     progress and dist.main) as advance:
@@ -384,6 +391,8 @@ def _train_steps(loop: Loop, epoch: int, progress: bool) -> torch.Tensor:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+            if style is not None:  # its own stream: runs without it draw exactly what they drew before
+                x = freq_mixstyle(x, np.random.default_rng([cfg.seed, epoch, step, dist.rank, 1]), *style)
             rng = np.random.default_rng([cfg.seed, epoch, step, dist.rank])
             x, y_a, y_b, lam = mixup(x, y, rng, cfg.mixup_alpha)
             try:

@@ -52,6 +52,7 @@ class TrainConfig:
     lr_decay_end: int = 250   # then linear to 0 at this epoch, then lr_final
     lr_final: float = 1e-6
     mixup_alpha: float = 0.3
+    freq_mixstyle: str | None = None  # "P,ALPHA", e.g. "0.4,0.3" (data/loader.freq_mixstyle)
     roll: int = 50
     seed: int = 0
     # data and machinery
@@ -112,6 +113,11 @@ def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = N
     pt = values.get("params_target")
     if pt is not None and (not isinstance(pt, int) or isinstance(pt, bool) or pt < 1):
         raise ConfigError(f"--params-target must be a positive integer (all parameters), got {pt!r}")
+    if values.get("freq_mixstyle") is not None:
+        from edgeasc.data.loader import parse_freq_mixstyle
+
+        values["freq_mixstyle"] = str(values["freq_mixstyle"])
+        parse_freq_mixstyle(values["freq_mixstyle"])
     method = values.get("prune_method", "magnitude")
     if method not in ("magnitude", "gate"):
         raise ConfigError(f"--prune-method must be magnitude or gate, got {method!r}")

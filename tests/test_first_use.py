@@ -267,3 +267,14 @@ def test_swa_averages_the_saved_weights_and_is_exported(scenes, tmp_path):
     assert exported.returncode == 0, exported.stderr
     assert (run / "model-swa.onnx").is_file()
     assert json.loads(exported.stdout)["checkpoint"].endswith("model-swa.pt")
+
+
+def test_freq_mixstyle_trains_and_changes_the_run_only_when_asked(scenes, tmp_path):
+    common = ["train", str(scenes / "scenes"), *TRAIN, "--epochs", "1", "--cache-dir", str(tmp_path / "c"), "--json"]
+    plain = run_cli(*common, "--out", str(tmp_path / "plain"))
+    styled = run_cli(*common, "--out", str(tmp_path / "styled"), "--freq-mixstyle", "1,0.3")
+    assert plain.returncode == 0 and styled.returncode == 0, styled.stderr
+    loss = {r: json.loads((tmp_path / r / "metrics.jsonl").read_text())["train_loss"] for r in ("plain", "styled")}
+    assert loss["plain"] != loss["styled"]
+    cfg = json.loads((tmp_path / "styled" / "config.json").read_text())["train"]
+    assert cfg["freq_mixstyle"] == "1,0.3"

@@ -430,7 +430,8 @@ def test_absurd_runtime_requests_are_refused_at_once(ws, args, needle):
     assert time.perf_counter() - t0 < 30
 
 
-@pytest.mark.parametrize("flag, value", [("--seconds", "1e9"), ("--epochs", "-3"), ("--damping-floor", "nan")])
+@pytest.mark.parametrize("flag, value", [("--seconds", "1e9"), ("--epochs", "-3"), ("--damping-floor", "nan"),
+                                         ("--freq-mixstyle", "2,0.3")])
 def test_absurd_training_requests_are_refused(assets, ws, flag, value):
     before = snapshot(ws)
     refused(train(assets, ws, "new-run", flag, value), ws, before, flag.lstrip("-").split("-")[0], code=2)

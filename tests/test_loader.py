@@ -64,3 +64,39 @@ def test_mixup():
     manual = torch.stack([lam[i] * ce(logits[i:i + 1], ya[i:i + 1]) + (1 - lam[i]) * ce(logits[i:i + 1], yb[i:i + 1])
                           for i in range(6)]).mean()
     assert torch.allclose(mixup_cross_entropy(logits, ya, yb, lam), manual)
+
+
+# ----------------------------------------------------------------------------- Freq-MixStyle
+def test_freq_mixstyle_mixes_per_band_statistics_without_their_gradient():
+    from edgeasc.data.loader import freq_mixstyle
+
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(6, 2, 8, 30, generator=gen) * torch.linspace(0.5, 3, 8).view(1, 1, 8, 1)
+         + torch.arange(6.0).view(6, 1, 1, 1)).requires_grad_()
+    rng = np.random.default_rng(7)
+    out = freq_mixstyle(x, rng, p=1.0, alpha=0.3)
+    # the same draws by hand: the coin, then λ, then the partner permutation
+    twin = np.random.default_rng(7)
+    assert twin.random() < 1.0
+    lam = torch.tensor(twin.beta(0.3, 0.3, size=6), dtype=x.dtype).view(6, 1, 1, 1)
+    perm = torch.from_numpy(twin.permutation(6))
+    mu = x.detach().mean(dim=(1, 3), keepdim=True)
+    sig = (x.detach().var(dim=(1, 3), keepdim=True) + 1e-6).sqrt()
+    mu_mix, sig_mix = lam * mu + (1 - lam) * mu[perm], lam * sig + (1 - lam) * sig[perm]
+    torch.testing.assert_close(out.detach().mean(dim=(1, 3), keepdim=True), mu_mix, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.detach().std(dim=(1, 3), keepdim=True), sig_mix, rtol=1e-3, atol=1e-4)
+    out.sum().backward()  # statistics detached: d out / d x = sig_mix / sig, elementwise
+    torch.testing.assert_close(x.grad, (sig_mix / sig).expand_as(x), rtol=1e-5, atol=1e-6)
+    again = freq_mixstyle(x.detach(), np.random.default_rng(7), p=1.0, alpha=0.3)
+    assert torch.equal(again, out.detach())  # deterministic under the seed
+    assert freq_mixstyle(x, np.random.default_rng(7), p=0.0, alpha=0.3) is x
+
+
+def test_freq_mixstyle_settings_are_checked():
+    from edgeasc.data.loader import parse_freq_mixstyle
+    from edgeasc.errors import ConfigError
+
+    assert parse_freq_mixstyle("0.4,0.3") == (0.4, 0.3) and parse_freq_mixstyle(None) is None
+    for bad in ("0.4", "1.5,0.3", "0.4,0", "nan,1", "a,b"):
+        with pytest.raises(ConfigError, match="--freq-mixstyle"):
+            parse_freq_mixstyle(bad)

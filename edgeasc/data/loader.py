@@ -67,6 +67,40 @@ def mixup(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, alpha: flo
     return mixed, y, y[perm.to(y.device)], lam_t
 
 
+def freq_mixstyle(x: torch.Tensor, rng: np.random.Generator, p: float, alpha: float, eps: float = 1e-6
+                  ) -> torch.Tensor:
+    """Freq-MixStyle (Schmid et al.; the DCASE 2022-2025 task-1 baselines): with probability `p`
+    per batch, normalise every example by its per-frequency-band mean and std (over channels
+    and time) and re-scale it with a Beta(α, α) mix of its own statistics and those of a
+    shuffled partner, so that device-specific frequency responses are mixed across the batch.
+    The statistics carry no gradient. x: (batch, channels, mels, frames)."""
+    if rng.random() >= p:
+        return x
+    n = x.shape[0]
+    lam = torch.as_tensor(rng.beta(alpha, alpha, size=n), dtype=x.dtype, device=x.device).view(n, 1, 1, 1)
+    perm = torch.from_numpy(rng.permutation(n)).to(x.device)
+    mu = x.mean(dim=(1, 3), keepdim=True).detach()
+    sig = (x.var(dim=(1, 3), keepdim=True) + eps).sqrt().detach()
+    mu_mix = lam * mu + (1 - lam) * mu[perm]
+    sig_mix = lam * sig + (1 - lam) * sig[perm]
+    return (x - mu) / sig * sig_mix + mu_mix
+
+
+def parse_freq_mixstyle(text: str | None) -> tuple[float, float] | None:
+    """"P,ALPHA" (e.g. "0.4,0.3") -> (p, alpha); None stays None."""
+    from edgeasc.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        p, alpha = (float(v) for v in str(text).split(","))
+    except ValueError:
+        raise ConfigError(f"--freq-mixstyle takes P,ALPHA like 0.4,0.3, got {text!r}") from None
+    if not (np.isfinite(p) and 0 <= p <= 1 and np.isfinite(alpha) and alpha > 0):
+        raise ConfigError(f"--freq-mixstyle needs 0 <= P <= 1 and ALPHA > 0, got {text!r}")
+    return p, alpha
+
+
 def mixup_cross_entropy(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor,
                         lam: torch.Tensor) -> torch.Tensor:
     ce = torch.nn.functional.cross_entropy
