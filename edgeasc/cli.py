@@ -392,8 +392,14 @@ def _render_eval(result: dict, labels: list[str]) -> None:
         per_device.add_column("device")
         per_device.add_column("clips", justify="right")
         per_device.add_column("accuracy", justify="right")
+        per_device.add_column("in training", justify="left")
+        unseen = set(result.get("unseen_devices") or [])
         for name, acc in result["per_device"].items():
-            per_device.add_row(name, str(result["device_counts"][name]), f"{100 * acc:.1f} %")
+            per_device.add_row(name, str(result["device_counts"][name]), f"{100 * acc:.1f} %",
+                               "unseen" if name in unseen else "seen")
+        for group in ("seen", "unseen"):
+            if result.get(f"{group}_accuracy") is not None:
+                per_device.add_row(f"mean, {group} devices", "", f"{100 * result[f'{group}_accuracy']:.1f} %", "")
         out.print(per_device)
 
 

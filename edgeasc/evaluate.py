@@ -6,7 +6,7 @@ one all-reduce (no padded duplicates, unlike DistributedSampler).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -25,6 +25,12 @@ class EvalResult:
     per_device: dict[str, float]
     device_counts: dict[str, int]
     n: int
+    # devices the model trained on, and the mean of the per-device accuracies over each group
+    # (DCASE 2022+ reports seen and unseen devices apart: s4-s6 never appear in training)
+    seen_devices: list[str] = field(default_factory=list)
+    unseen_devices: list[str] = field(default_factory=list)
+    seen_accuracy: float | None = None
+    unseen_accuracy: float | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -32,7 +38,9 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, cache: FeatureCache, split: str = "evaluate", device: str = "cpu",
-             batch_size: int = 32, rank: int = 0, world: int = 1, channels_last: bool = False) -> EvalResult:
+             batch_size: int = 32, rank: int = 0, world: int = 1, channels_last: bool = False,
+             seen_devices: list[str] | None = None) -> EvalResult:
+    """`seen_devices`: the devices the model was trained on (default: this cache's training split)."""
     labels_names = cache.label_names
     data = CachedFeatures(cache, split, train=False)
     devices = cache.devices(split)
@@ -75,6 +83,12 @@ def evaluate(model: torch.nn.Module, cache: FeatureCache, split: str = "evaluate
                  for i, name in enumerate(labels_names)}
     dc, dt = dev_correct.cpu().numpy(), dev_total.cpu().numpy()
     per_device = {d: float(dc[i] / dt[i]) for i, d in enumerate(device_names) if dt[i]}
+    trained = set(seen_devices if seen_devices is not None else (d for d in cache.devices("train") if d))
+    seen = [d for d in per_device if d in trained]
+    unseen = [d for d in per_device if d not in trained]
     return EvalResult(loss=float(loss_sum) / max(n, 1), accuracy=float(np.trace(conf)) / max(n, 1),
                       confusion=conf.tolist(), per_class=per_class, per_device=per_device,
-                      device_counts={d: int(dt[i]) for i, d in enumerate(device_names) if dt[i]}, n=n)
+                      device_counts={d: int(dt[i]) for i, d in enumerate(device_names) if dt[i]}, n=n,
+                      seen_devices=seen, unseen_devices=unseen,
+                      seen_accuracy=float(np.mean([per_device[d] for d in seen])) if seen else None,
+                      unseen_accuracy=float(np.mean([per_device[d] for d in unseen])) if unseen else None)

@@ -38,7 +38,8 @@ def evaluate_run(run: Path, dataset_dir: Path | None = None, cache_dir: Path | N
     # normalise with the statistics the model was trained with, not this dataset's
     cache.manifest = {**cache.manifest, "normalization": ckpt["normalization"]}
     dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    result = evaluate(model.to(dev), cache, device=dev).to_dict()
+    # seen = the devices of the model's own training data, whatever dataset it is evaluated on
+    result = evaluate(model.to(dev), cache, device=dev, seen_devices=ckpt.get("devices")).to_dict()
     run_dir = Path(ckpt["path"]).parent
     png = run_dir / "confusion-eval.png"
     from edgeasc.plots import plot_confusion

@@ -100,3 +100,25 @@ def test_freq_mixstyle_settings_are_checked():
     for bad in ("0.4", "1.5,0.3", "0.4,0", "nan,1", "a,b"):
         with pytest.raises(ConfigError, match="--freq-mixstyle"):
             parse_freq_mixstyle(bad)
+
+
+def test_evaluation_reports_seen_and_unseen_devices_apart(tmp_path):
+    """Per-device accuracy, marked seen (in the model's training data) or unseen, and the mean
+    accuracy over each group, as DCASE 2022+ reports them."""
+    from edgeasc.evaluate import evaluate
+    from edgeasc.models import ModelConfig, build_model
+
+    ds = open_dataset(make_dcase(tmp_path / "d", "tau2020-mobile"))
+    cache = extract_features(ds, FeatureParams(clip_seconds=0.5), workers=1, root=tmp_path / "c", progress=False)[0]
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(width=4, n_classes=3))
+    default = evaluate(model, cache)
+    train_devices = {d for d in cache.devices("train") if d}
+    assert set(default.seen_devices) == set(default.per_device) & train_devices
+    assert set(default.unseen_devices) == set(default.per_device) - train_devices
+    r = evaluate(model, cache, seen_devices=["a"])
+    assert r.seen_devices == ["a"] and sorted(r.unseen_devices) == sorted(set(r.per_device) - {"a"})
+    assert r.seen_accuracy == r.per_device["a"]
+    assert r.unseen_accuracy == pytest.approx(np.mean([r.per_device[d] for d in r.unseen_devices]))
+    none_seen = evaluate(model, cache, seen_devices=[])
+    assert none_seen.seen_accuracy is None and none_seen.unseen_accuracy is not None
