@@ -122,3 +122,8 @@ def test_evaluation_reports_seen_and_unseen_devices_apart(tmp_path):
     assert r.unseen_accuracy == pytest.approx(np.mean([r.per_device[d] for d in r.unseen_devices]))
     none_seen = evaluate(model, cache, seen_devices=[])
     assert none_seen.seen_accuracy is None and none_seen.unseen_accuracy is not None
+    # by default "seen" means this cache's training split: a training set recorded on device a only
+    train_split = {**cache.manifest["splits"]["train"], "devices": ["a"] * len(cache.clips("train"))}
+    cache.manifest = {**cache.manifest, "splits": {**cache.manifest["splits"], "train": train_split}}
+    only_a = evaluate(model, cache)
+    assert only_a.seen_devices == ["a"] and only_a.unseen_devices and "a" not in only_a.unseen_devices
