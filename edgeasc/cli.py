@@ -228,6 +228,7 @@ def features(
     channels: int | None = typer.Option(None, help="1 or 2 input channels (default: as the audio)."),
     seconds: float = typer.Option(10.0, help="Clip length: shorter clips are zero-padded, longer cropped."),
     fold: int = typer.Option(1, help="Official fold to read."),
+    split: int | None = typer.Option(None, help="TAU 2022 Mobile: train on split_setup/splitN.csv (5, 10, 25, 50, 100)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Extract (once) and cache the perceptual mel features of a dataset, with normalisation stats."""
@@ -239,7 +240,7 @@ def features(
         raise ConfigError(f"--channels must be 1 or 2, got {channels}")
     if not 0 < seconds <= 600:
         raise ConfigError(f"--seconds must be in (0, 600], got {seconds}")
-    dataset = open_dataset(dataset_dir, fold=fold)
+    dataset = open_dataset(dataset_dir, fold=fold, split=split)
     cache, extracted = extract_features(dataset, FeatureParams(clip_seconds=seconds), channels, workers,
                                         cache_dir, progress=not as_json)
     m = cache.manifest
@@ -274,6 +275,7 @@ def train(
     dataset_dir: Path | None = typer.Argument(None, help="A dataset (DCASE layout, folders, CSV). "
                                               "None: the built-in synthetic scenes and a small demo setup."),
     preset: str | None = typer.Option(None, help="Named network (see `edgeasc info --list-presets`)."),
+    split: int | None = typer.Option(None, help="TAU 2022 Mobile: train on split_setup/splitN.csv (5, 10, 25, 50, 100)."),
     variant: str | None = typer.Option(None, help="cp-resnet | damped | decomposed | damped-decomposed"),
     rho: int | None = typer.Option(None, help="Receptive-field hyper-parameter ρ."),
     width: int | None = typer.Option(None, help="Base channels."),
@@ -324,7 +326,7 @@ def train(
     from edgeasc.train import train as run_training
     from edgeasc.train_config import resolve_train_config
 
-    cli = dict(dataset=str(dataset_dir) if dataset_dir else None, preset=preset, variant=variant, rho=rho,
+    cli = dict(dataset=str(dataset_dir) if dataset_dir else None, split=split, preset=preset, variant=variant, rho=rho,
                width=width, depth_restriction=depth_restriction, decomp_factor=decomp_factor,
                damping_floor=damping_floor, damp_stem=damp_stem, prune_target=prune_target, prune_ratio=prune_ratio,
                prune_schedule=prune_schedule, prune_method=prune_method, prune_epochs=prune_epochs, prune_monotone=prune_monotone,

@@ -28,7 +28,9 @@ def evaluate_run(run: Path, dataset_dir: Path | None = None, cache_dir: Path | N
             from edgeasc.data.synth import default_dataset
 
             data = default_dataset(Path(cfg["cache_dir"]) if cfg.get("cache_dir") else cache_root(), progress)
-    dataset = open_dataset(data)
+    # the run's own train subset (TAU 2022 --split) when evaluating on its own dataset
+    split = (ckpt.get("train_config") or {}).get("split") if dataset_dir is None else None
+    dataset = open_dataset(data, split=split)
     if dataset.labels != ckpt["labels"]:
         raise CheckpointError(f"{data}: classes {dataset.labels} differ from the model's {ckpt['labels']}")
     params = FeatureParams(**ckpt["feature_params"])

@@ -67,7 +67,7 @@ def prepare_data(cfg: TrainConfig, dist: Dist, progress: bool, expected_labels: 
     for turn in ((True,) if dist.world == 1 else (True, False)):
         if (dist.main if turn else not dist.main):
             data_dir = Path(cfg.dataset) if cfg.dataset else default_dataset(root, progress=progress and dist.main)
-            dataset = open_dataset(data_dir)
+            dataset = open_dataset(data_dir, split=cfg.split)
             if expected_labels is not None and dataset.labels != expected_labels:
                 raise CheckpointError(f"{cfg.out}: the dataset's classes {dataset.labels} differ from the "
                                       f"run's {expected_labels}")

@@ -20,6 +20,7 @@ else:  # pragma: no cover
 @dataclass(frozen=True)
 class TrainConfig:
     dataset: str | None = None
+    split: int | None = None  # TAU 2022 Mobile train subset, percent (split_setup/split{N}.csv)
     preset: str | None = None
     # model overrides (None = the preset's value)
     variant: str | None = None

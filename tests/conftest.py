@@ -78,16 +78,19 @@ def make_dcase(root: Path, layout: str, scenes=("airport", "bus", "park"), secon
     """A tiny development set in the exact official layout (docs/method.md §5).
 
     Per scene: two locations in two cities, two segments each; the first city trains,
-    the second evaluates (so no location is in both splits)."""
-    devices = ["a", "b", "s1"] if layout == "tau2020-mobile" else ["a"]
+    the second evaluates (so no location is in both splits). tau2022-mobile: 1-s mono 44.1 kHz
+    pieces named with a subsegment, plus split_setup/split{5..100}.csv and test.csv."""
+    devices = ["a", "b", "s1"] if layout in ("tau2020-mobile", "tau2022-mobile") else ["a"]
+    tau22 = layout == "tau2022-mobile"
     rows, train, evaluate = [], [], []
     for i, scene in enumerate(scenes):
         for j, city in enumerate(("barcelona", "helsinki")):
             for seg in range(2):
                 device = devices[(i + seg) % len(devices)]
-                name = f"audio/{scene}-{city}-{j}-{seg}-{device}.wav"
+                name = f"audio/{scene}-{city}-{j}-{seg}{'-0' if tau22 else ''}-{device}.wav"
                 label = GROUP[scene] if layout == "dcase2020-1b" else scene
-                write_wav(root / name, seconds=seconds, seed=i * 10 + j * 2 + seg, freq=200 + 100 * i)
+                write_wav(root / name, seconds=seconds, seed=i * 10 + j * 2 + seg, freq=200 + 100 * i,
+                          **({"sr": 44100, "channels": 1} if tau22 else {}))
                 rows.append((name, label, f"{city}-{j}", device))
                 (evaluate if city == "helsinki" else train).append((name, label))
     (root / "meta.csv").write_text("filename\tscene_label\tidentifier\tsource_label\n"
@@ -100,4 +103,12 @@ def make_dcase(root: Path, layout: str, scenes=("airport", "bus", "park"), secon
             (setup / f"fold1_{split}.txt").write_text(body)
         else:
             (setup / f"fold1_{split}.csv").write_text("filename\tscene_label\n" + body)
+    if tau22:  # DCASE 2024/2025: train subsets (every k-th training clip) and the test list
+        subsets = root / "split_setup"
+        subsets.mkdir(exist_ok=True)
+        for percent in (5, 10, 25, 50, 100):
+            picked = train[::100 // percent]
+            (subsets / f"split{percent}.csv").write_text("filename\tscene_label\n"
+                                                          + "".join(f"{n}\t{label}\n" for n, label in picked))
+        (subsets / "test.csv").write_text("filename\n" + "".join(f"{n}\n" for n, _ in evaluate))
     return root

@@ -104,3 +104,34 @@ def test_cli_reports_bad_dataset_in_one_line(tmp_path):
     assert_one_line_error(proc, 2, "fold1_evaluate.csv:2", "outside the dataset root")
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.npy"))
     assert_one_line_error(run_cli("features", str(tmp_path / "nowhere")), 2, "no such file")
+
+
+# ----------------------------------------------------------------------------- TAU 2022 Mobile (DCASE 2022-2025)
+def test_tau2022_mobile_layout_and_train_subsets(tmp_path):
+    root = make_dcase(tmp_path / "tau22", "tau2022-mobile", seconds=1.0)
+    full = open_dataset(root)
+    assert full.layout == "tau2022-mobile" and len(full.splits["train"]) == 6
+    clip = full.splits["train"][0]
+    assert clip.name == "audio/airport-barcelona-0-0-0-a.wav" and clip.device == "a"
+    assert parse_clip_name("airport-lisbon-1000-40000-3-s5.wav") == ("lisbon-1000", "s5")
+    assert parse_clip_name("bus-lyon-1-12-s2.wav") == ("lyon-1", "s2")  # the 2020 names still parse
+    half = open_dataset(root, split=50)
+    assert [c.name for c in half.splits["train"]] == [c.name for c in full.splits["train"]][::2]
+    assert len({c.label for c in half.splits["train"]}) == 3
+    assert [c.name for c in half.splits["evaluate"]] == [c.name for c in full.splits["evaluate"]]  # test.csv
+    assert open_dataset(root, split=100).splits["train"] == full.splits["train"]
+
+
+def test_tau2022_bad_splits_are_one_line(tmp_path):
+    root = make_dcase(tmp_path / "tau22", "tau2022-mobile", seconds=1.0)
+    cache = ["--cache-dir", str(tmp_path / "c"), "--json"]
+    assert_one_line_error(run_cli("features", str(root), "--split", "7", *cache), 2, "--split must be one of")
+    (root / "split_setup" / "split10.csv").unlink()
+    assert_one_line_error(run_cli("features", str(root), "--split", "10", *cache), 2, "split10.csv: missing")
+    split25 = root / "split_setup" / "split25.csv"
+    split25.write_text(split25.read_text() + "audio/tram-oslo-9-9-0-a.wav\tbus\n")
+    assert_one_line_error(run_cli("features", str(root), "--split", "25", *cache), 2, "split25.csv:", "not in meta")
+    assert_one_line_error(run_cli("features", str(root), "--split", "5", *cache), 2, "no training clips")
+    old = make_dcase(tmp_path / "tau20", "tau2020-mobile")
+    assert_one_line_error(run_cli("features", str(old), "--split", "50", *cache), 2, "TAU 2022 Mobile layout")
+    assert not (tmp_path / "c").exists()

@@ -20,8 +20,11 @@ from edgeasc.errors import EdgeascError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 DCASE20_1B_LABELS = ("indoor", "outdoor", "transportation")
-# scene-city-location-segment-device.wav, e.g. airport-barcelona-0-0-a.wav, bus-lyon-1-12-s2.wav
-_DCASE_NAME = re.compile(r"^(?P<scene>[a-z_]+)-(?P<city>[a-z]+)-(?P<loc>\d+)-(?P<seg>\d+)-(?P<device>[a-z0-9]+)$")
+# scene-city-location-segment[-subsegment]-device.wav, e.g. airport-barcelona-0-0-a.wav, bus-lyon-1-12-s2.wav,
+# and TAU 2022's 1-s pieces airport-lisbon-1000-40000-3-a.wav
+_DCASE_NAME = re.compile(r"^(?P<scene>[a-z_]+)-(?P<city>[a-z]+)-(?P<loc>\d+)-(?P<seg>\d+)(-(?P<sub>\d+))?"
+                         r"-(?P<device>[a-z0-9]+)$")
+TRAIN_SUBSETS = (5, 10, 25, 50, 100)  # DCASE 2024/2025: split_setup/split{N}.csv
 EVALUATE_EVERY = 5  # plain layouts without a split: every 5th clip of a class (or location) evaluates
 
 
@@ -55,6 +58,11 @@ class Dataset:
                 "splits": {k: len(v) for k, v in self.splits.items()}, "devices": self.devices}
 
 
+def _subsegment(name: str) -> bool:
+    m = _DCASE_NAME.match(Path(name).stem)
+    return bool(m and m["sub"] is not None)
+
+
 def parse_clip_name(name: str) -> tuple[str | None, str | None]:
     """(location, device) from a DCASE-style file name, or (None, None)."""
     m = _DCASE_NAME.match(Path(name).stem)
@@ -63,12 +71,45 @@ def parse_clip_name(name: str) -> tuple[str | None, str | None]:
     return f"{m['city']}-{m['loc']}", m["device"]
 
 
-def open_dataset(path: str | Path, fold: int = 1) -> Dataset:
+def open_dataset(path: str | Path, fold: int = 1, split: int | None = None) -> Dataset:
     """Detect the layout of `path` (a folder, or a labels CSV) and read it, checking every entry
-    and, whatever the layout, that the lists do not contradict each other (check_consistent)."""
+    and, whatever the layout, that the lists do not contradict each other (check_consistent).
+    `split` (TAU 2022 Mobile, DCASE 2024/2025): train on split_setup/split{N}.csv only."""
+    if split is not None and split not in TRAIN_SUBSETS:
+        raise DatasetError(f"--split must be one of {', '.join(map(str, TRAIN_SUBSETS))} (percent of the "
+                           f"training set), got {split}")
     dataset = _open(path, fold)
+    if split is not None:
+        dataset = _train_subset(dataset, split)
     check_consistent(dataset)
     return dataset
+
+
+def _train_subset(dataset: Dataset, split: int) -> Dataset:
+    """The DCASE 2024/2025 train subsets: split_setup/split{N}.csv lists the training clips, and
+    split_setup/test.csv (when present) the evaluation clips; both must be in meta.csv."""
+    if dataset.layout != "tau2022-mobile":
+        raise DatasetError(f"{dataset.root}: --split needs the TAU 2022 Mobile layout (split_setup/), "
+                           f"not {dataset.layout}")
+    by_name = {c.name: c for s in dataset.splits.values() for c in s}
+    splits = dict(dataset.splits)
+    for part, file in (("train", f"split{split}.csv"), ("evaluate", "test.csv")):
+        path = dataset.root / "split_setup" / file
+        if not path.is_file():
+            if part == "evaluate":
+                continue
+            raise DatasetError(f"{path}: missing (--split {split} reads it)")
+        clips = []
+        for line_no, row in _rows(path, header=True, columns=("filename",)):
+            name = row.get("filename") or ""
+            if name not in by_name:
+                raise DatasetError(f"{path}:{line_no}: {name!r} is not in meta.csv's fold lists")
+            clip = by_name[name]
+            clips.append(Clip(clip.name, clip.path, clip.label, clip.location, clip.device, f"{path}:{line_no}"))
+        if not clips:
+            raise DatasetError(f"{path}: lists no clips")
+        splits[part] = clips
+    return Dataset(dataset.root, dataset.layout, dataset.labels, splits)
 
 
 def _open(path: str | Path, fold: int) -> Dataset:
@@ -119,7 +160,12 @@ def _read_official(root: Path, layout: str | None, ext: str, fold: int) -> Datas
         folds[split] = list(_rows(fold_path, header=ext == ".csv", columns=("filename", "scene_label")))
     labels = sorted({m[0] for m in meta.values()})
     if layout is None:
-        layout = "dcase2020-1b" if set(labels) <= set(DCASE20_1B_LABELS) else "tau2020-mobile"
+        if set(labels) <= set(DCASE20_1B_LABELS):
+            layout = "dcase2020-1b"
+        elif (root / "split_setup").is_dir() or any(_subsegment(name) for name in meta):
+            layout = "tau2022-mobile"
+        else:
+            layout = "tau2020-mobile"
     index = {label: i for i, label in enumerate(labels)}
     splits: dict[str, list[Clip]] = {}
     for split, rows in folds.items():
