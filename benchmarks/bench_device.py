@@ -6,7 +6,7 @@ Weights are synthetic (no trained DCASE network can be made here): every conv at
 1/sqrt(fan-in) scale of its initialisation, pruned networks pruned by the paper's global
 magnitude rule. Latency does not depend on the values (dense kernels); int8 agreement is
 measured on the synthetic set's evaluate clips, which with random weights says only that
-quantisation keeps the argmax; `bench_accuracy` measures it on a trained network.
+quantisation keeps the argmax; `bench_int8` measures it on a trained network.
 
 The compute limit: onnxruntime, 1 thread, a large 3x3 conv (128 -> 128 channels on 128 x 215),
 measured in the same run: limit latency = network MACs / that conv's MACs per second.

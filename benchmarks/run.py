@@ -16,10 +16,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-import bench_accuracy  # noqa: E402
+import bench_dcase2022  # noqa: E402
 import bench_device  # noqa: E402
 import bench_export  # noqa: E402
 import bench_features  # noqa: E402
+import bench_int8  # noqa: E402
 import bench_structured  # noqa: E402
 import bench_training  # noqa: E402
 
@@ -27,7 +28,8 @@ from edgeasc.bench import machine as bench_machine  # noqa: E402
 from edgeasc.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 MODULES = {"features": bench_features, "training": bench_training, "export": bench_export, "device": bench_device,
-           "accuracy": bench_accuracy, "structured": bench_structured}
+           "structured": bench_structured, "dcase2022": bench_dcase2022,
+           "int8": bench_int8}
 
 
 def machine() -> str:

@@ -8,8 +8,10 @@ recordings in sliding windows instead of cropping them.
 
 from __future__ import annotations
 
+import io
 import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +33,19 @@ def load(path: str | Path, sample_rate: int = 22050, channels: int | None = None
          ) -> tuple[np.ndarray, int]:
     """Decode `path` and resample it: returns (float32 array (channels, samples), sample_rate).
 
-    channels=None keeps the file's channels (mono stays 1, stereo 2); channels=2 duplicates
+    `path` "-" reads one recording from stdin. channels=None keeps the file's channels (mono stays 1, stereo 2); channels=2 duplicates
     a mono file; channels=1 averages a stereo file. More than two channels are refused.
     """
     path = Path(path)
-    if not path.is_file():
+    if str(path) == "-":  # one recording on stdin, read whole: the decoders need to seek
+        source: str | io.BytesIO = io.BytesIO(sys.stdin.buffer.read())
+        path = Path("stdin")
+    elif not path.is_file():
         raise AudioError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    else:
+        source = str(path)
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        data, sr = sf.read(source, dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types; all mean "unreadable"
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AudioError(f"{path}: cannot read audio ({reason})") from None

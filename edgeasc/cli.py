@@ -199,25 +199,45 @@ def _channels_cell(layer) -> str:
 # ----------------------------------------------------------------------------- data
 @app.command()
 def synth(
-    out_dir: Path = typer.Argument(..., help="Folder to write the dataset into (DCASE'20 layout)."),
-    classes: int = typer.Option(3, help="3 (indoor/outdoor/transportation, DCASE'20 1b) or 10 (DCASE'18 scenes)."),
-    clips_per_class: int = typer.Option(40, help="Clips per class."),
-    seconds: float = typer.Option(10.0, help="Clip length in seconds."),
+    out_dir: Path = typer.Argument(..., help="Folder to write the dataset into."),
+    profile: str = typer.Option("dcase2020", help="dcase2020: 10-s 48 kHz stereo clips in the DCASE'20 layout; "
+                                "dcase2022: 1-s 44.1 kHz mono clips, 10 scenes, 9 devices (3 unseen), in the "
+                                "TAU 2022 Mobile layout with its split_setup/ train subsets."),
+    classes: int | None = typer.Option(None, help="dcase2020: 3 (indoor/outdoor/transportation, DCASE'20 1b, the "
+                                       "default) or 10 (DCASE'18 scenes); dcase2022 has 10."),
+    clips_per_class: int | None = typer.Option(None, help="Clips per class (default 40; dcase2022: about 500)."),
+    seconds: float | None = typer.Option(None, help="Clip length in seconds (dcase2020, default 10; dcase2022 is 1)."),
     seed: int = typer.Option(0, help="Random seed: the same seed writes the same audio."),
     workers: int | None = typer.Option(None, help="Worker processes (default: all cores)."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty OUT_DIR."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Write a synthetic acoustic-scene dataset (48 kHz stereo WAV, meta.csv, fold files)."""
-    from edgeasc.data.synth import write_dataset
+    """Write a synthetic acoustic-scene dataset (WAV clips, meta.csv, the official split files)."""
+    if profile == "dcase2022":
+        from edgeasc.data.synth2022 import DEFAULT_CLIPS_PER_CLASS, write_dataset_2022
 
-    summary = write_dataset(out_dir, classes, clips_per_class, seconds, seed, workers, force,
-                            progress=not as_json)
+        if classes not in (None, 10):
+            raise ConfigError(f"--profile dcase2022 has 10 classes (TAU 2022 Mobile), not {classes}")
+        if seconds not in (None, 1.0):
+            raise ConfigError(f"--profile dcase2022 writes 1-s clips (TAU 2022 Mobile), not {seconds:g} s")
+        summary = write_dataset_2022(out_dir, DEFAULT_CLIPS_PER_CLASS if clips_per_class is None else clips_per_class,
+                                     seed, workers, force,
+                                     progress=not as_json)
+    elif profile == "dcase2020":
+        from edgeasc.data.synth import write_dataset
+
+        summary = write_dataset(out_dir, classes or 3, 40 if clips_per_class is None else clips_per_class,
+                                10.0 if seconds is None else seconds, seed, workers, force, progress=not as_json)
+    else:
+        raise ConfigError(f"--profile must be dcase2020 or dcase2022, got {profile!r}")
     if as_json:
         print_json(summary)
         return
-    out.print(f"wrote {summary['clips']} clips ({summary['train']} train, {summary['evaluate']} evaluate; "
-              f"classes: {', '.join(summary['labels'])}) to {summary['path']}")
+    devices = (f"; devices {', '.join(summary['seen_devices'])} seen, {', '.join(summary['unseen_devices'])} "
+               "only in evaluate") if "seen_devices" in summary else ""
+    out.print(f"wrote {summary['clips']} clips of {summary['seconds']:g} s ({summary['train']} train, "
+              f"{summary['evaluate']} evaluate; classes: {', '.join(summary['labels'])}{devices}) to "
+              f"{summary['path']}", soft_wrap=True)
 
 
 @app.command()
@@ -226,21 +246,23 @@ def features(
     workers: int | None = typer.Option(None, help="Worker processes (default: all cores)."),
     cache_dir: Path | None = typer.Option(None, help="Cache root (default: $EDGEASC_CACHE or ~/.cache/edgeasc)."),
     channels: int | None = typer.Option(None, help="1 or 2 input channels (default: as the audio)."),
-    seconds: float = typer.Option(10.0, help="Clip length: shorter clips are zero-padded, longer cropped."),
+    seconds: float | None = typer.Option(None, help="Clip length: shorter clips are zero-padded, longer cropped "
+                                         "(default: the data's own, e.g. 1 s for TAU 2022, 10 s for TAU 2020)."),
     fold: int = typer.Option(1, help="Official fold to read."),
     split: int | None = typer.Option(None, help="TAU 2022 Mobile: train on split_setup/splitN.csv (5, 10, 25, 50, 100)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Extract (once) and cache the perceptual mel features of a dataset, with normalisation stats."""
-    from edgeasc.data.cache import extract_features
+    from edgeasc.data.cache import extract_features, probe_clip_seconds
     from edgeasc.data.dcase import open_dataset
     from edgeasc.features import FeatureParams
 
     if channels not in (None, 1, 2):
         raise ConfigError(f"--channels must be 1 or 2, got {channels}")
-    if not 0 < seconds <= 600:
+    if seconds is not None and not 0 < seconds <= 600:
         raise ConfigError(f"--seconds must be in (0, 600], got {seconds}")
     dataset = open_dataset(dataset_dir, fold=fold, split=split)
+    seconds = seconds or probe_clip_seconds(dataset)
     cache, extracted = extract_features(dataset, FeatureParams(clip_seconds=seconds), channels, workers,
                                         cache_dir, progress=not as_json)
     m = cache.manifest
@@ -312,7 +334,7 @@ def train(
     workers: int | None = typer.Option(None, help="DataLoader worker processes (default 0)."),
     feature_workers: int | None = typer.Option(None, help="Feature-extraction processes (default: all cores)."),
     cache_dir: Path | None = typer.Option(None, help="Cache root for features and the synthetic set."),
-    seconds: float | None = typer.Option(None, help="Clip length in seconds (default 10)."),
+    seconds: float | None = typer.Option(None, help="Clip length in seconds (default: the data's own)."),
     amp: bool | None = typer.Option(None, "--amp/--no-amp", help="Mixed precision (CUDA)."),
     channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help="channels_last memory format."),
     out_dir: Path | None = typer.Option(None, "--out", help="Run directory (default runs/train, demo: runs/demo)."),
@@ -422,7 +444,8 @@ def eval_command(
         print_json(result)
         return
     out.print(f"{result['checkpoint']}: accuracy {100 * result['accuracy']:.2f} % on {result['n']} clips of "
-              f"{result['dataset']} (loss {result['loss']:.4f}); confusion matrix: {result['confusion_png']}")
+              f"{result['dataset']} (loss {result['loss']:.4f}); confusion matrix: {result['confusion_png']}"
+              + (f"; per device: {result['devices_png']}" if result["devices_png"] else ""), soft_wrap=True)
     _render_eval(result, result["labels"])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from pathlib import Path
 
@@ -123,7 +124,8 @@ def render_bench(result: dict) -> None:
 # ----------------------------------------------------------------------------- predict
 def predict(
     model: Path = typer.Argument(..., help="An .onnx file written by `edgeasc export`."),
-    audio_files: list[Path] = typer.Argument(..., help="WAV/FLAC/OGG recordings (any rate, mono or stereo)."),
+    audio_files: list[Path] = typer.Argument(..., help="WAV/FLAC/OGG recordings (any rate, mono or stereo), "
+                                             "folders (searched for them), or '-' for one on stdin."),
     top_k: int = typer.Option(1, "--top-k", help="Classes to show per file."),
     window: float | None = typer.Option(None, help="Window seconds (default: the model's clip length)."),
     hop: float | None = typer.Option(None, help="Hop between windows in seconds (default: the window)."),
@@ -137,8 +139,9 @@ def predict(
     from edgeasc.deployed import load_model
     from edgeasc.io import atomic_write_text
     from edgeasc.parallel import progress_bar
-    from edgeasc.predict import predict_files
+    from edgeasc.predict import expand_inputs, predict_files
 
+    audio_files = expand_inputs(audio_files)
     m = load_model(model, threads)
     m.require_metadata("predict")
     if not 1 <= top_k <= len(m.labels):
@@ -200,9 +203,81 @@ def render_predictions(results, top_k: int) -> None:
     out.print(table)
 
 
+# ----------------------------------------------------------------------------- listen
+def listen(
+    model: Path = typer.Argument(..., help="An .onnx file written by `edgeasc export`."),
+    source: str = typer.Argument("-", help="'-': a WAV stream on stdin (arecord -t wav ... | edgeasc listen M -), "
+                                 "or raw PCM with --rate/--channels/--format; or a path (a FIFO, a file)."),
+    rate: int | None = typer.Option(None, help="Raw PCM: sample rate in Hz (without it the stream must be WAV)."),
+    channels: int | None = typer.Option(None, help="Raw PCM: 1 or 2 channels."),
+    fmt: str = typer.Option("S16_LE", "--format", help="Raw PCM sample format: S16_LE, S32_LE or F32_LE."),
+    window: float | None = typer.Option(None, help="Window seconds (default: the model's clip length)."),
+    hop: float = typer.Option(1.0, help="Seconds between windows."),
+    smooth: int = typer.Option(1, help="Report the mean probabilities of the last N windows."),
+    threads: int = typer.Option(1, help="onnxruntime intra-op threads."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per window (JSON lines)."),
+) -> None:
+    """Classify a live stream, window by window, torch-free; Ctrl-C or the end of the stream stops."""
+    import sys
+
+    from edgeasc.deployed import load_model
+    from edgeasc.stream import listen as listen_stream
+    from edgeasc.stream import raw_format
+
+    fmt_spec = raw_format(rate, channels, fmt) if rate is not None or channels is not None else None
+    m = load_model(model, threads)
+    m.require_metadata("listen")
+    name = "stdin" if source == "-" else source
+    if source != "-" and not Path(source).exists():
+        raise ConfigError(f"{source}: no such file or FIFO")
+    if source != "-" and Path(source).is_dir():
+        raise ConfigError(f"{source}: a folder; `edgeasc predict` classifies folders")
+    live = not as_json and sys.stdout.isatty()
+    windows, latencies, labels = 0, [], {}
+    last_end = 0.0
+
+    def emit(w) -> None:
+        nonlocal windows, last_end
+        windows += 1
+        latencies.append(w.latency_ms)
+        best = int(w.smoothed.argmax())
+        label = m.labels[best]
+        labels[label] = labels.get(label, 0) + 1
+        last_end = w.start + (window or m.clip_seconds)
+        if as_json:
+            line = {"time": round(w.start, 3), "end": round(last_end, 3), "label": label,
+                    "probability": float(w.smoothed[best]),
+                    "probabilities": {lab: float(v) for lab, v in zip(m.labels, w.smoothed, strict=True)},
+                    "window_label": m.labels[int(w.probabilities.argmax())],
+                    "window_probabilities": [float(v) for v in w.probabilities], "latency_ms": round(w.latency_ms, 3)}
+            sys.stdout.write(json.dumps(line) + "\n")
+        else:
+            text = f"{w.start:9.1f} s  {label:<20} {100 * w.smoothed[best]:5.1f} %   {w.latency_ms:6.1f} ms"
+            sys.stdout.write(("\r" + text) if live else text + "\n")
+        sys.stdout.flush()
+
+    stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115 (closed below)
+    stopped = "end of stream"
+    try:
+        for w in listen_stream(m, stream, fmt_spec, window, hop, smooth, name):
+            emit(w)
+    except KeyboardInterrupt:
+        stopped = "stopped"
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+        if live:
+            sys.stdout.write("\n")
+    common = ", ".join(f"{lab} {n}" for lab, n in sorted(labels.items(), key=lambda kv: -kv[1])[:3])
+    median = f"; median latency {sorted(latencies)[len(latencies) // 2]:.1f} ms per window" if latencies else ""
+    err.print(f"edgeasc: {stopped}: {windows} windows over {last_end:.1f} s of {name}"
+              + (f" ({common})" if common else "") + median, markup=False, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(bench)
     app.command()(predict)
+    app.command()(listen)
 
 
 

@@ -44,11 +44,14 @@ def evaluate_run(run: Path, dataset_dir: Path | None = None, cache_dir: Path | N
     result = evaluate(model.to(dev), cache, device=dev, seen_devices=ckpt.get("devices")).to_dict()
     run_dir = Path(ckpt["path"]).parent
     png = run_dir / "confusion-eval.png"
-    from edgeasc.plots import plot_confusion
+    from edgeasc.plots import plot_confusion, plot_devices
 
     plot_confusion(result["confusion"], ckpt["labels"], png, f"accuracy {100 * result['accuracy']:.1f} %")
+    devices_png = run_dir / "devices-eval.png"
+    if not plot_devices(result, devices_png, f"accuracy per device on {dataset.root.name}"):
+        devices_png.unlink(missing_ok=True)  # a plot of another dataset would mislead
     return {**result, "labels": ckpt["labels"], "checkpoint": ckpt["path"], "dataset": str(dataset.root),
-            "confusion_png": str(png)}
+            "confusion_png": str(png), "devices_png": str(devices_png) if devices_png.exists() else None}
 
 
 def describe_checkpoint(path: Path, seconds: float | None = None) -> tuple[dict, object]:

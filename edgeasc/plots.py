@@ -85,3 +85,33 @@ def plot_confusion(confusion: list[list[int]], labels: list[str], path: Path, ti
                     color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
     ax.set_title(title)
     save_png(fig, path)
+
+
+def plot_devices(result: dict, path: Path, title: str = "") -> bool:
+    """Accuracy per recording device, seen (trained on) and unseen devices apart, with the mean
+    of each group as DCASE reports it. Returns False (and writes nothing) for fewer than two
+    devices: a single bar says nothing."""
+    per_device = result.get("per_device") or {}
+    if len(per_device) < 2:
+        return False
+    plt = pyplot()
+    unseen = set(result.get("unseen_devices") or [])
+    names = sorted(per_device, key=lambda d: (d in unseen, d))
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.6 * len(names) + 2.5), 3.6))
+    colours = ["tab:orange" if d in unseen else "tab:blue" for d in names]
+    ax.bar(names, [100 * per_device[d] for d in names], color=colours)
+    for d, x in zip(names, range(len(names)), strict=True):
+        ax.text(x, 100 * per_device[d] + 1, f"{result['device_counts'][d]}", ha="center", fontsize=7, color="dimgray")
+    for group, colour, key in (("seen", "tab:blue", "seen_accuracy"), ("unseen", "tab:orange", "unseen_accuracy")):
+        if result.get(key) is not None:
+            ax.axhline(100 * result[key], color=colour, ls="--", lw=1,
+                       label=f"mean over {group} devices: {100 * result[key]:.1f} %")
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_xlabel("device (clip counts above the bars)")
+    ax.grid(axis="y", alpha=0.3)
+    if result.get("seen_accuracy") is not None or result.get("unseen_accuracy") is not None:
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title)
+    save_png(fig, path)
+    return True

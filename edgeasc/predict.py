@@ -3,8 +3,8 @@ torch-free: decode + resample (audio.py), the numpy frontend (or the graph's own
 exported --with-frontend), normalisation from the metadata, onnxruntime.
 
 Recordings longer than the window are classified in sliding windows (default: the model's
-clip length, no overlap); the last window is aligned to the end of the recording so that no
-window is padded. The file's result is the mean of its windows' class probabilities. A
+clip length, no overlap); what the hops leave at the end gets one more window aligned to the
+end of the recording (so no window is padded), unless it is shorter than one STFT hop. The file's result is the mean of its windows' class probabilities. A
 recording shorter than the window is zero-padded, as the training clips were.
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeasc import audio
+from edgeasc.data.dcase import AUDIO_SUFFIXES
 from edgeasc.deployed import DeployedModel
 from edgeasc.errors import ConfigError, EdgeascError
 from edgeasc.features import perceptual_mel
@@ -56,14 +57,37 @@ class Prediction:
         }
 
 
-def window_starts(n: int, window: int, hop: int) -> list[int]:
-    """Sample offsets of the windows over `n` samples; the last one ends at `n`."""
+def window_starts(n: int, window: int, hop: int, min_overhang: int = 1) -> list[int]:
+    """Sample offsets of the windows over `n` samples. What the hop grid leaves uncovered at the
+    end gets one more window, aligned to end at `n`, when it is at least `min_overhang`
+    samples (one STFT hop: less moves no feature frame, and recorders often overshoot a clip
+    by a few samples); so no two windows ever share a span."""
     if n <= window:
         return [0]
     starts = list(range(0, n - window + 1, hop))
-    if starts[-1] + window < n:
+    if n - (starts[-1] + window) >= max(1, min_overhang):
         starts.append(n - window)
     return starts
+
+
+def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
+    """The recordings to classify: files as given, "-" (stdin, once), and every audio file
+    under a folder (recursively, sorted, hidden files and folders skipped)."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if str(path) == "-":
+            if any(str(p) == "-" for p in found):
+                raise ConfigError("'-' (stdin) can be given once")
+            found.append(path)
+        elif path.is_dir():
+            files = sorted(f for f in path.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file()
+                           and not any(part.startswith(".") for part in f.relative_to(path).parts))
+            if not files:
+                raise ConfigError(f"{path}: a folder with no audio files ({', '.join(AUDIO_SUFFIXES)})")
+            found += files
+        else:
+            found.append(path)
+    return found
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -87,7 +111,7 @@ def recording_windows(model: DeployedModel, path: str | Path, window: float | No
     if (x.shape[-1] - n_window) / n_hop > MAX_WINDOWS:
         raise ConfigError(f"{path}: --hop {hop:g} s cuts this {x.shape[-1] / sr:.0f}-s recording into more than "
                           f"{MAX_WINDOWS:,} windows; use a longer hop")
-    return x, window_starts(x.shape[-1], n_window, n_hop), n_window, x.shape[-1] / sr
+    return x, window_starts(x.shape[-1], n_window, n_hop, params.hop_length), n_window, x.shape[-1] / sr
 
 
 def model_inputs(model: DeployedModel, path: str | Path, window: float | None = None, hop: float | None = None

@@ -52,15 +52,17 @@ from edgeasc.swa import WeightAverage, reestimate_batchnorm
 from edgeasc.train_config import TrainConfig, lr_at
 
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint-last.pt", "model-final.pt", "summary.json",
-             "curves.png", "nonzero.png", "confusion.png", "confusion-eval.png", "model-best.pt", "model-swa.pt")
+             "curves.png", "nonzero.png", "confusion.png", "confusion-eval.png", "devices.png", "devices-eval.png",
+             "model-best.pt", "model-swa.pt")
 REPORT_LAST = 10  # the paper reports the mean evaluate accuracy of the last 10 epochs
 
 
-def prepare_data(cfg: TrainConfig, dist: Dist, progress: bool, expected_labels: list[str] | None = None
-                 ) -> FeatureCache:
-    """The feature cache of the run's dataset (the built-in synthetic set when none is given).
-    Rank 0 extracts; the others wait, then find it complete."""
-    from edgeasc.data.cache import cache_root
+def prepare_data(cfg: TrainConfig, dist: Dist, progress: bool, expected_labels: list[str] | None = None,
+                 seconds: float | None = None) -> FeatureCache:
+    """The feature cache of the run's dataset (the built-in synthetic set when none is given), at
+    `seconds` per clip, else --seconds, else the data's own clip length. Rank 0 extracts; the
+    others wait, then find it complete."""
+    from edgeasc.data.cache import cache_root, probe_clip_seconds
     from edgeasc.data.synth import default_dataset
 
     root = Path(cfg.cache_dir) if cfg.cache_dir else cache_root()
@@ -71,7 +73,8 @@ def prepare_data(cfg: TrainConfig, dist: Dist, progress: bool, expected_labels: 
             if expected_labels is not None and dataset.labels != expected_labels:
                 raise CheckpointError(f"{cfg.out}: the dataset's classes {dataset.labels} differ from the "
                                       f"run's {expected_labels}")
-            cache, _ = extract_features(dataset, FeatureParams(clip_seconds=cfg.seconds), workers=cfg.feature_workers,
+            seconds = seconds or cfg.seconds or probe_clip_seconds(dataset)
+            cache, _ = extract_features(dataset, FeatureParams(clip_seconds=seconds), workers=cfg.feature_workers,
                                         root=root, progress=progress and dist.main)
         dist.barrier()
     return cache
@@ -147,7 +150,8 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
             raise ConfigError(f"{run_dir} has trained {ckpt['epoch']} epochs already: --epochs {cfg.epochs} would end "
                               "before its checkpoint (give --epochs >= that, or --force to start over)")
 
-    cache = prepare_data(cfg, dist, progress, ckpt["labels"] if ckpt is not None else None)
+    cache = prepare_data(cfg, dist, progress, ckpt["labels"] if ckpt is not None else None,
+                         ckpt["feature_params"]["clip_seconds"] if ckpt is not None else None)
     labels = cache.label_names
     channels = cache.manifest["channels"]
     model_config, preset_target = resolve_model(
@@ -460,7 +464,7 @@ def _finish(cfg: TrainConfig, dist: Dist, run_dir: Path, loop: Loop, config_reco
                "world_size": dist.world, "ranks_in_sync": in_sync, "run_dir": str(run_dir),
                "variant": config_record["variant"], "model": config_record["model"],
                "macs": complexity(config, n_frames)[1], "dense_params": dense_params, "dense_macs": dense_macs,
-               "seconds": cfg.seconds, "channel_plan": dict(config.channels) if config.channels else None,
+               "seconds": cache.manifest["params"]["clip_seconds"], "channel_plan": dict(config.channels) if config.channels else None,
                "dense_channels": {g.name: g.dense_width for g in channel_groups(config)} if config.channels else None,
                "channel_pruning": config_record["channel_pruning"], "swa": None}
     if averaged is not None:
@@ -481,12 +485,13 @@ def _finish(cfg: TrainConfig, dist: Dist, run_dir: Path, loop: Loop, config_reco
                                                       "model": model.state_dict(), "epoch": len(history),
                                                       "history": history, "summary": summary})
         atomic_write_json(run_dir / "summary.json", summary)
-        from edgeasc.plots import plot_confusion, plot_curves, plot_nonzero
+        from edgeasc.plots import plot_confusion, plot_curves, plot_devices, plot_nonzero
 
         plot_curves(history, run_dir / "curves.png")
         plot_nonzero(history, summary["prune_target"], run_dir / "nonzero.png")
         plot_confusion(final_eval.confusion, cache.label_names, run_dir / "confusion.png",
                        f"evaluate accuracy {100 * final_eval.accuracy:.1f} %")
+        plot_devices(final_eval.to_dict(), run_dir / "devices.png", "evaluate accuracy per device")
     dist.barrier()  # ranks leave together: tearing down gloo while rank 0 still writes aborts the others
     return summary
 

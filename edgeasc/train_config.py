@@ -57,7 +57,7 @@ class TrainConfig:
     roll: int = 50
     seed: int = 0
     # data and machinery
-    seconds: float = 10.0
+    seconds: float | None = None  # None: the data's own clip length (data/cache.probe_clip_seconds)
     cache_dir: str | None = None
     feature_workers: int | None = None
     workers: int = 0
@@ -138,12 +138,14 @@ def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = N
         raise ConfigError(f"--swa-start must be an epoch >= 1, got {swa!r}")
     for name in ("lr", "lr_final", "seconds"):
         v = values.get(name, getattr(TrainConfig, name))
+        if v is None and name == "seconds":
+            continue
         if not isinstance(v, int | float) or isinstance(v, bool) or not (math.isfinite(v) and v > 0):
             raise ConfigError(f"{name.replace('_', '-')} must be a finite number > 0, got {v!r}")
     for name in ("lr", "lr_final"):  # Adam's step is about lr: above 1 it overflows float32, not a schedule
         if values.get(name, getattr(TrainConfig, name)) > 1:
             raise ConfigError(f"{name.replace('_', '-')} must be at most 1 (Adam), got {values[name]!r}")
-    if values.get("seconds", TrainConfig.seconds) > 600:
+    if (values.get("seconds") or 0) > 600:
         raise ConfigError(f"seconds must be at most 600 (a clip, not a recording), got {values['seconds']!r}")
     for name, low, high in (("mixup_alpha", 0.0, 100.0), ("damping_floor", 0.0, 1.0), ("prune_ratio", 0.0, 1.0)):
         v = values.get(name, getattr(TrainConfig, name))

@@ -9,14 +9,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None,
-            timeout: float = 300, python_prelude: str | None = None) -> subprocess.CompletedProcess:
-    """Run `edgeasc ARGS` in a real subprocess (the installed entry point's code path)."""
+            timeout: float = 300, python_prelude: str | None = None,
+            stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    """Run `edgeasc ARGS` in a real subprocess (the installed entry point's code path);
+    `stdin`: bytes fed to its standard input (stdout and stderr still come back as text)."""
     code = "from edgeasc.cli import main; main()"
     if python_prelude:
         code = python_prelude + "\n" + code
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd, timeout=timeout)
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, input=stdin,
+                          text=stdin is None, env=full_env, cwd=cwd, timeout=timeout)
+    if stdin is not None:
+        proc.stdout, proc.stderr = proc.stdout.decode(), proc.stderr.decode()
+    return proc
 
 
 # Importing torch raises ImportError, as on a device install without the train extra.

@@ -135,3 +135,18 @@ def test_tau2022_bad_splits_are_one_line(tmp_path):
     old = make_dcase(tmp_path / "tau20", "tau2020-mobile")
     assert_one_line_error(run_cli("features", str(old), "--split", "50", *cache), 2, "TAU 2022 Mobile layout")
     assert not (tmp_path / "c").exists()
+
+
+def test_tau2022_with_ten_second_clips_or_without_source_label_is_refused(tmp_path):
+    cache = ["--cache-dir", str(tmp_path / "c"), "--json"]
+    long = make_dcase(tmp_path / "long", "tau2022-mobile", seconds=10.0)
+    for seconds in ([], ["--seconds", "1"]):  # --seconds does not make 10-s audio TAU 2022
+        assert_one_line_error(run_cli("features", str(long), *cache, *seconds), 2,
+                              "holds 1-s clips", "10 s long")
+    nosource = make_dcase(tmp_path / "nosource", "tau2022-mobile", seconds=1.0)
+    meta = nosource / "meta.csv"
+    meta.write_text("".join("\t".join(line.split("\t")[:3]) + "\n" for line in meta.read_text().splitlines()))
+    assert_one_line_error(run_cli("features", str(nosource), *cache), 2, "meta.csv: no source_label column")
+    assert not (tmp_path / "c").exists()
+    ok = make_dcase(tmp_path / "ok", "tau2022-mobile", seconds=1.0)
+    assert open_dataset(ok).layout == "tau2022-mobile"

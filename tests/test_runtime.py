@@ -76,6 +76,15 @@ def test_window_starts_cover_the_recording_without_padding():
     assert window_starts(250, 100, 100) == [0, 100, 150]  # last window ends at the end
     assert window_starts(250, 100, 50) == [0, 50, 100, 150]
     assert window_starts(300, 100, 100) == [0, 100, 200]
+    # an overshoot shorter than one STFT hop adds no window (it moved no frame, and the end
+    # would count twice in the mean); from one hop on, it gets its own end-aligned window
+    assert window_starts(101, 100, 100, min_overhang=8) == [0]
+    assert window_starts(107, 100, 100, min_overhang=8) == [0]
+    assert window_starts(108, 100, 100, min_overhang=8) == [0, 8]
+    assert window_starts(101, 100, 100) == [0, 1]
+    for n in range(100, 400):
+        starts = window_starts(n, 100, 30, min_overhang=8)
+        assert len(set(starts)) == len(starts) and starts[-1] + 100 >= n - 7
 
 
 def test_predict_matches_the_pytorch_model_without_torch(exported, tmp_path):
@@ -111,6 +120,19 @@ def test_long_recordings_are_classified_in_sliding_windows(exported, tmp_path):
     assert len(batched[0]["windows"]) == 4  # batching changes nothing beyond float rounding
     for a, b in zip(batched[0]["windows"], r["windows"], strict=True):
         assert np.abs(np.array(a["probabilities"]) - b["probabilities"]).max() < 1e-6
+
+
+def test_an_overshoot_shorter_than_one_stft_hop_adds_no_window(exported, tmp_path):
+    """A recorder's overshoot (one sample here) used to add a second window with the same printed
+    span, counted twice in the mean; from one STFT hop (512 samples at 22 050 Hz) on it gets one."""
+    _, paths = exported
+    over = write_wav(tmp_path / "over.wav", seconds=48001 / 48000)
+    proc, r = predict_json(paths["fp32"], over)
+    assert proc.returncode == 0, proc.stderr
+    assert [(w["start"], w["end"]) for w in r[0]["windows"]] == [(0.0, 1.0)]
+    longer = write_wav(tmp_path / "longer.wav", seconds=1.05)  # 1,103 samples over at 22 050 Hz
+    _, r = predict_json(paths["fp32"], longer)
+    assert [(w["start"], w["end"]) for w in r[0]["windows"]] == [(0.0, 1.0), (0.05, 1.05)]
 
 
 def test_unreadable_files_are_reported_and_the_rest_classified(exported, tmp_path):

@@ -9,7 +9,7 @@ RUNTIME_MODULES = ["edgeasc", "edgeasc.cli", "edgeasc.audio", "edgeasc.features"
                    "edgeasc.console", "edgeasc.io", "edgeasc.parallel", "edgeasc.data.dcase",
                    "edgeasc.data.cache", "edgeasc.data.synth", "edgeasc.models", "edgeasc.models.config",
                    "edgeasc.models.presets", "edgeasc.models.receptive_field", "edgeasc.deployed",
-                   "edgeasc.predict", "edgeasc.bench", "edgeasc.cli_runtime"]
+                   "edgeasc.predict", "edgeasc.bench", "edgeasc.cli_runtime", "edgeasc.stream"]
 
 
 def test_runtime_modules_do_not_import_torch():

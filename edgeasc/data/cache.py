@@ -112,6 +112,34 @@ def probe_channels(dataset: Dataset) -> int:
     return n
 
 
+PROBE_CLIPS = 25
+TAU2022_SECONDS = 1.0
+
+
+def probe_clip_seconds(dataset: Dataset) -> float:
+    """The data's own clip length: the median duration of up to 25 training clips spread over
+    the list, to the millisecond (1.0 for TAU 2022 Mobile, 10.0 for the 2018/2020 sets)."""
+    clips = dataset.splits["train"]
+    picks = sorted(set(np.linspace(0, len(clips) - 1, min(PROBE_CLIPS, len(clips))).astype(int).tolist()))
+    durations = []
+    for i in picks:
+        try:
+            info = sf.info(str(clips[i].path))
+        except Exception:
+            raise DatasetError(f"{clips[i].path}: cannot read audio") from None
+        if info.samplerate <= 0 or info.frames <= 0:
+            raise DatasetError(f"{clips[i].path}: holds no audio")
+        durations.append(info.frames / info.samplerate)
+    seconds = round(float(np.median(durations)), 3)
+    if not 0 < seconds <= 600:
+        raise DatasetError(f"{dataset.root}: clips are {seconds:g} s long; edgeasc takes clips of up to 600 s "
+                           "(give --seconds to cut them)")
+    if dataset.layout == "tau2022-mobile" and abs(seconds - TAU2022_SECONDS) > 0.05:
+        raise DatasetError(f"{dataset.root}: the TAU 2022 Mobile layout holds 1-s clips, but its clips are "
+                           f"{seconds:g} s long (10-s TAU 2020 audio under 2022 names?)")
+    return seconds
+
+
 def find_cache(dataset: Dataset, params: FeatureParams, channels: int, root: Path | None = None
                ) -> FeatureCache | None:
     """The complete cache of exactly this dataset, these parameters and channels, if one exists."""
@@ -137,6 +165,8 @@ def extract_features(dataset: Dataset, params: FeatureParams | None = None, chan
                      progress: bool = True) -> tuple[FeatureCache, bool]:
     """Build (or reuse) the cache for `dataset`; returns (cache, whether anything was extracted)."""
     params = params or FeatureParams()
+    if dataset.layout == "tau2022-mobile":
+        probe_clip_seconds(dataset)  # refuses 10-s audio under 2022 names, whatever --seconds says
     channels = channels or probe_channels(dataset)
     found = find_cache(dataset, params, channels, root)
     if found is not None:

@@ -142,7 +142,9 @@ def _open(path: str | Path, fold: int) -> Dataset:
 def _read_official(root: Path, layout: str | None, ext: str, fold: int) -> Dataset:
     meta_path = root / "meta.csv"
     meta: dict[str, tuple[str, str | None, str | None, int]] = {}
+    has_source = True
     for line_no, row in _rows(meta_path, header=True):
+        has_source = has_source and "source_label" in row
         name, label = row.get("filename"), row.get("scene_label")
         if not name or not label:
             raise DatasetError(f"{meta_path}:{line_no}: needs 'filename' and 'scene_label'")
@@ -166,6 +168,10 @@ def _read_official(root: Path, layout: str | None, ext: str, fold: int) -> Datas
             layout = "tau2022-mobile"
         else:
             layout = "tau2020-mobile"
+    if layout == "tau2022-mobile" and not has_source:
+        raise DatasetError(f"{meta_path}: no source_label column; TAU 2022 Mobile is evaluated per recording "
+                           "device (seen and unseen), so meta.csv needs filename, scene_label, identifier and "
+                           "source_label")
     index = {label: i for i, label in enumerate(labels)}
     splits: dict[str, list[Clip]] = {}
     for split, rows in folds.items():

@@ -29,6 +29,12 @@ def run_dataset_dir(ckpt: dict) -> Path:
         f"scenes-{d['classes']}c-{d['clips_per_class']}-s{d['seed']}"
 
 
+def run_split(ckpt: dict) -> int | None:
+    """The TAU 2022 train subset (--split N) the run trained on: its own dataset opens with it,
+    so the feature cache is the run's and calibration draws from the clips it trained on."""
+    return (ckpt.get("train_config") or {}).get("split")
+
+
 def run_cache_root(ckpt: dict) -> Path | None:
     cfg = ckpt.get("train_config") or {}
     return Path(cfg["cache_dir"]) if cfg.get("cache_dir") else None
@@ -53,7 +59,7 @@ def cached_evaluate_clips(ckpt: dict, cache_dir: Path | None = None, clips: int 
     from edgeasc.features import FeatureParams
 
     try:
-        dataset = open_dataset(run_dataset_dir(ckpt))
+        dataset = open_dataset(run_dataset_dir(ckpt), split=run_split(ckpt))
         cache = find_cache(dataset, FeatureParams(**ckpt["feature_params"]), ckpt["channels"],
                            Path(cache_dir) if cache_dir else run_cache_root(ckpt))
     except (DatasetError, OSError):
@@ -72,9 +78,10 @@ def calibration_features(ckpt: dict, dataset_dir: Path | None, cache_dir: Path |
     from edgeasc.data.dcase import DatasetError, open_dataset
     from edgeasc.features import FeatureParams
 
+    split = None if dataset_dir else run_split(ckpt)
     dataset_dir = dataset_dir or run_dataset_dir(ckpt)
     try:
-        dataset = open_dataset(dataset_dir)
+        dataset = open_dataset(dataset_dir, split=split)
     except DatasetError as exc:
         raise CalibrationError(f"int8 needs calibration clips: {exc} (give --calibration DATASET_DIR)") from None
     cache, _ = extract_features(dataset, FeatureParams(**ckpt["feature_params"]), channels=ckpt["channels"],

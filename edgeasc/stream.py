@@ -1,0 +1,226 @@
+"""Live classification of an unbounded audio stream (`edgeasc listen`). torch-free.
+
+A stream is read in blocks (a WAV stream such as `arecord ... -t wav` writes, or raw PCM
+of a stated rate, channel count and sample format), resampled to the model's rate by soxr's
+streaming resampler, and classified in windows of the model's clip length every hop. Memory
+is bounded whatever the stream's length: one block, the resampler's state and at most one
+window plus one block of samples are held.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+import soxr
+
+from edgeasc.audio import AudioError, select_channels
+from edgeasc.deployed import DeployedModel
+from edgeasc.errors import ConfigError
+from edgeasc.features import perceptual_mel
+from edgeasc.predict import softmax
+
+BLOCK_SECONDS = 0.1
+RAW_FORMATS = {"S16_LE": ("<i2", 32768.0), "S32_LE": ("<i4", 2147483648.0), "F32_LE": ("<f4", 1.0)}
+_WAV_INTEGER = {16: ("<i2", 32768.0), 32: ("<i4", 2147483648.0)}
+
+
+@dataclass(frozen=True)
+class StreamFormat:
+    rate: int
+    channels: int
+    dtype: str        # numpy dtype of one sample, or "s24" (packed 24-bit little-endian)
+    scale: float      # full scale of that type
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.channels * (3 if self.dtype == "s24" else np.dtype(self.dtype).itemsize)
+
+
+def raw_format(rate: int | None, channels: int | None, fmt: str) -> StreamFormat:
+    if rate is None or not 1000 <= rate <= 384_000:
+        raise ConfigError(f"--rate must be a sample rate between 1000 and 384000 Hz for raw PCM, got {rate}")
+    if channels not in (1, 2):
+        raise ConfigError(f"--channels must be 1 or 2, got {channels}")
+    if fmt not in RAW_FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(RAW_FORMATS)}, got {fmt!r}")
+    dtype, scale = RAW_FORMATS[fmt]
+    return StreamFormat(rate, channels, dtype, scale)
+
+
+def _read_exactly(stream: BinaryIO, n: int) -> bytes:
+    parts, have = [], 0
+    while have < n:
+        part = stream.read(n - have)
+        if not part:
+            break
+        parts.append(part)
+        have += len(part)
+    return b"".join(parts)
+
+
+def read_wav_header(stream: BinaryIO, name: str = "stdin") -> StreamFormat:
+    """Parse a RIFF/WAVE header from a non-seekable stream, stopping at the start of the data.
+    Streams written live declare an unknown length (0 or 0xFFFFFFFF); it is not trusted."""
+    head = _read_exactly(stream, 12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        raise AudioError(f"{name}: not a WAV stream (no RIFF/WAVE header); for raw PCM give --rate, --channels "
+                         "and --format")
+    fmt = None
+    for _ in range(64):  # chunks before "data": fmt, LIST, fact...
+        chunk = _read_exactly(stream, 8)
+        if len(chunk) < 8:
+            break
+        kind, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        if kind == b"data":
+            if fmt is None:
+                raise AudioError(f"{name}: the WAV stream has no fmt chunk before its data")
+            return fmt
+        if size > 1 << 20:
+            raise AudioError(f"{name}: a {size:,}-byte {kind!r} chunk before the audio; not a WAV stream edgeasc reads")
+        body = _read_exactly(stream, size + (size & 1))
+        if kind == b"fmt ":
+            fmt = _parse_fmt(body, name)
+    raise AudioError(f"{name}: the WAV stream ended before its audio data")
+
+
+def _parse_fmt(body: bytes, name: str) -> StreamFormat:
+    if len(body) < 16:
+        raise AudioError(f"{name}: a truncated WAV fmt chunk")
+    tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
+    if tag == 0xFFFE and len(body) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the sub-format's first two bytes
+        tag = struct.unpack("<H", body[24:26])[0]
+    if channels not in (1, 2):
+        raise AudioError(f"{name}: {channels} channels; edgeasc takes mono or stereo audio")
+    if not 1000 <= rate <= 384_000:
+        raise AudioError(f"{name}: a sample rate of {rate} Hz")
+    if tag == 1 and bits in _WAV_INTEGER:
+        return StreamFormat(rate, channels, *_WAV_INTEGER[bits])
+    if tag == 1 and bits == 24:
+        return StreamFormat(rate, channels, "s24", 8388608.0)
+    if tag == 3 and bits == 32:
+        return StreamFormat(rate, channels, "<f4", 1.0)
+    raise AudioError(f"{name}: WAV format {tag} with {bits}-bit samples; edgeasc listens to 16/24/32-bit PCM "
+                     "or 32-bit float")
+
+
+def read_blocks(stream: BinaryIO, fmt: StreamFormat, block_frames: int) -> Iterator[np.ndarray]:
+    """(channels, frames) float32 blocks until the stream ends; a last partial frame is dropped."""
+    n_bytes = block_frames * fmt.frame_bytes
+    while True:
+        data = _read_exactly(stream, n_bytes)
+        usable = len(data) - len(data) % fmt.frame_bytes
+        if usable == 0:
+            return
+        yield _decode(data[:usable], fmt)
+        if len(data) < n_bytes:
+            return
+
+
+def _decode(data: bytes, fmt: StreamFormat) -> np.ndarray:
+    if fmt.dtype == "s24":
+        b = np.frombuffer(data, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+        samples = (b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)) << 8 >> 8  # sign-extend
+    else:
+        samples = np.frombuffer(data, dtype=fmt.dtype)
+    x = (samples.astype(np.float32) / np.float32(fmt.scale)).reshape(-1, fmt.channels).T
+    if not np.isfinite(x).all():
+        raise AudioError("the stream holds NaN or infinite samples")
+    return x
+
+
+@dataclass
+class Window:
+    index: int
+    start: float                 # stream time of the window's first sample, seconds
+    probabilities: np.ndarray    # this window's class probabilities
+    smoothed: np.ndarray         # mean over the last `smooth` windows (this one included)
+    latency_ms: float            # frontend + network for this window
+
+
+class StreamClassifier:
+    """Windows of `window` seconds every `hop` seconds over samples pushed at the model's rate."""
+
+    def __init__(self, model: DeployedModel, window: float | None = None, hop: float = 1.0, smooth: int = 1):
+        model.require_metadata("listen")
+        if smooth < 1 or smooth > 10_000:
+            raise ConfigError(f"--smooth must be between 1 and 10000 windows, got {smooth}")
+        params = model.feature_params
+        self.model = model
+        self.window_seconds = model.clip_seconds if window is None else window
+        frame = params.hop_length / params.sample_rate
+        if not (np.isfinite(hop) and frame <= hop <= 3600):
+            raise ConfigError(f"--hop must be between one feature frame ({frame:.4f} s) and 3600 s, got {hop}")
+        if not (np.isfinite(self.window_seconds) and (params.n_fft // 2 + 1) / params.sample_rate
+                < self.window_seconds <= 600):
+            raise ConfigError(f"--window must be at most 600 s and longer than one FFT, got {self.window_seconds}")
+        self.n_window = params.n_samples(self.window_seconds)
+        self.n_hop = max(1, params.n_samples(hop))
+        self.buffer = np.zeros((model.channels, 0), dtype=np.float32)
+        self.consumed = 0            # stream samples before the buffer's first one
+        self.skip = 0                # samples still to drop (a hop longer than the window)
+        self.recent: deque[np.ndarray] = deque(maxlen=smooth)
+        self.count = 0
+        self.samples = 0
+
+    def push(self, x: np.ndarray) -> list[Window]:
+        """Add (channels, n) samples at the model's rate; returns the windows they complete."""
+        self.samples += x.shape[-1]
+        if self.skip:
+            dropped = min(self.skip, x.shape[-1])
+            x, self.skip, self.consumed = x[:, dropped:], self.skip - dropped, self.consumed + dropped
+        self.buffer = np.concatenate([self.buffer, x], axis=1) if self.buffer.size else x
+        done = []
+        while self.buffer.shape[-1] >= self.n_window:
+            done.append(self._classify(self.buffer[:, :self.n_window]))
+            drop = min(self.n_hop, self.buffer.shape[-1])
+            self.buffer, self.skip = self.buffer[:, drop:], self.n_hop - drop
+            self.consumed += drop
+        return done
+
+    def finish(self) -> list[Window]:
+        """At the end of the stream: a stream shorter than one window still gets one (zero-padded)."""
+        if self.count == 0 and self.samples > 0:
+            pad = np.zeros((self.buffer.shape[0], self.n_window - self.buffer.shape[-1]), dtype=np.float32)
+            return [self._classify(np.concatenate([self.buffer, pad], axis=1))]
+        return []
+
+    def _classify(self, piece: np.ndarray) -> Window:
+        t0 = time.perf_counter()
+        m = self.model
+        x = piece if m.takes_waveform else m.normalize(perceptual_mel(piece, m.feature_params))
+        logits = np.asarray(m.run(x[None].astype(np.float32, copy=False))[0], dtype=np.float64)
+        if not np.isfinite(logits).all():
+            raise AudioError(f"{m.path}: the model output a non-finite value (NaN or inf) at "
+                             f"{self.consumed / m.feature_params.sample_rate:.2f} s")
+        p = softmax(logits)
+        self.recent.append(p)
+        window = Window(self.count, self.consumed / m.feature_params.sample_rate, p,
+                        np.mean(self.recent, axis=0), 1000 * (time.perf_counter() - t0))
+        self.count += 1
+        return window
+
+
+def listen(model: DeployedModel, stream: BinaryIO, fmt: StreamFormat | None = None, window: float | None = None,
+           hop: float = 1.0, smooth: int = 1, name: str = "stdin") -> Iterator[Window]:
+    """Classify a byte stream (WAV unless `fmt` describes raw PCM) window by window."""
+    classifier = StreamClassifier(model, window, hop, smooth)
+    fmt = fmt or read_wav_header(stream, name)
+    rate = model.feature_params.sample_rate
+    resampler = None if fmt.rate == rate else soxr.ResampleStream(fmt.rate, rate, model.channels,
+                                                                   dtype="float32", quality="HQ")
+    for block in read_blocks(stream, fmt, max(1, int(fmt.rate * BLOCK_SECONDS))):
+        x = select_channels(block, model.channels, name)
+        if resampler is not None:
+            x = np.ascontiguousarray(resampler.resample_chunk(np.ascontiguousarray(x.T)).T)
+        yield from classifier.push(x)
+    if resampler is not None:
+        tail = resampler.resample_chunk(np.zeros((0, model.channels), dtype=np.float32), last=True)
+        if len(tail):
+            yield from classifier.push(np.ascontiguousarray(tail.T))
+    yield from classifier.finish()

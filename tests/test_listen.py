@@ -1,0 +1,141 @@
+"""`edgeasc listen` on real streams (a WAV stream as arecord writes it, raw PCM), `predict -`
+and folders: real subprocesses with torch and onnx hidden, on the exported files of
+test_runtime."""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import soundfile as sf
+import test_runtime
+from test_runtime import DEVICE, LABELS, predict_json
+
+from conftest import assert_one_line_error, run_cli, write_wav
+
+exported = test_runtime.exported  # the same module-scoped fixture: three exports of one small model
+
+
+def wav_stream(x: np.ndarray, sr: int, subtype: str = "PCM_16") -> bytes:
+    """A WAV as a live recorder streams it: the RIFF and data sizes are unknown (0xFFFFFFFF)."""
+    buf = io.BytesIO()
+    sf.write(buf, x, sr, subtype=subtype, format="WAV")
+    data = bytearray(buf.getvalue())
+    data[4:8] = b"\xff\xff\xff\xff"
+    pos = data.index(b"data")
+    data[pos + 4:pos + 8] = b"\xff\xff\xff\xff"
+    return bytes(data)
+
+
+def listen_json(model, *args, stdin: bytes):
+    proc = run_cli("listen", str(model), *args, "--json", python_prelude=DEVICE, stdin=stdin)
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    return proc, lines
+
+
+def test_a_wav_stream_is_classified_window_by_window_like_predict(exported, tmp_path):
+    _, paths = exported
+    wav = write_wav(tmp_path / "r.wav", seconds=3.5, seed=5)  # 48 kHz stereo: resampled as it streams
+    x, sr = sf.read(str(wav), dtype="float32")
+    proc, lines = listen_json(paths["fp32"], "-", stdin=wav_stream(x, sr))
+    assert proc.returncode == 0, proc.stderr
+    assert [(w["time"], w["end"]) for w in lines] == [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)]
+    _, whole = predict_json(paths["fp32"], wav, "--hop", "1")
+    for w, ref in zip(lines, whole[0]["windows"][:3], strict=True):
+        # the streaming resampler and the whole-file one agree away from the stream's ends
+        assert np.abs(np.array(w["window_probabilities"]) - ref["probabilities"]).max() < 1e-4
+        assert list(w["probabilities"]) == LABELS and w["latency_ms"] > 0
+    summary = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(summary) == 1 and "end of stream: 3 windows over 3.0 s of stdin" in summary[0]
+
+
+def test_raw_pcm_smoothing_and_hops(exported, tmp_path):
+    _, paths = exported
+    rng = np.random.default_rng(0)
+    t = np.arange(int(4.2 * 22050)) / 22050
+    x = (0.2 * np.sin(2 * np.pi * 300 * t * (1 + t))[:, None] + 0.05 * rng.standard_normal((len(t), 2)))
+    raw = x.astype("<f4").tobytes()
+    args = ("-", "--rate", "22050", "--channels", "2", "--format", "F32_LE")
+    proc, plain = listen_json(paths["fp32"], *args, stdin=raw)
+    assert proc.returncode == 0, proc.stderr
+    assert [w["time"] for w in plain] == [0.0, 1.0, 2.0, 3.0]
+    wav = tmp_path / "same.wav"
+    sf.write(str(wav), x.astype(np.float32), 22050, subtype="FLOAT")
+    _, whole = predict_json(paths["fp32"], wav, "--hop", "1")
+    for w, ref in zip(plain, whole[0]["windows"][:4], strict=True):  # no resampling: the same numbers
+        assert np.abs(np.array(w["window_probabilities"]) - ref["probabilities"]).max() < 1e-5
+    _, smooth = listen_json(paths["fp32"], *args, "--smooth", "2", stdin=raw)
+    raws = np.array([w["window_probabilities"] for w in smooth])
+    for k, w in enumerate(smooth):  # the linear mean of this window and the one before
+        want = raws[max(0, k - 1):k + 1].mean(axis=0)
+        assert np.abs(np.array(list(w["probabilities"].values())) - want).max() < 1e-12
+        assert w["label"] == LABELS[int(want.argmax())]
+    _, sparse = listen_json(paths["fp32"], *args, "--hop", "1.5", stdin=raw)
+    assert [w["time"] for w in sparse] == [0.0, 1.5, 3.0]
+    _, short = listen_json(paths["fp32"], *args, stdin=raw[:len(raw) // 10])  # 0.42 s: one padded window
+    assert [(w["time"], w["end"]) for w in short] == [(0.0, 1.0)]
+
+
+def test_listen_bad_input_is_one_line(exported, tmp_path):
+    _, paths = exported
+    m = str(paths["fp32"])
+
+    def refused(*args, stdin=b"", needle=""):
+        assert_one_line_error(run_cli("listen", *args, python_prelude=DEVICE, stdin=stdin), 2, needle)
+
+    refused(m, "-", stdin=b"hello, this is not audio" * 10, needle="not a WAV stream")
+    refused(m, "-", "--rate", "44100", "--channels", "3", needle="--channels must be 1 or 2")
+    refused(m, "-", "--rate", "44100", "--channels", "1", "--format", "U8", needle="--format must be one of")
+    refused(m, "-", "--rate", "12", "--channels", "1", needle="--rate must be")
+    refused(m, "-", "--smooth", "0", stdin=wav_stream(np.zeros((100, 1), np.float32), 8000), needle="--smooth")
+    refused(m, str(tmp_path / "nowhere"), needle="no such file or FIFO")
+    refused(str(paths["bare"]), "-", needle="not an edgeasc export")
+    x = np.zeros((100, 3), np.float32)
+    refused(m, "-", stdin=wav_stream(x, 8000), needle="3 channels")
+    refused(m, "-", stdin=wav_stream(np.zeros((100, 1), np.float32), 8000, "PCM_U8"), needle="8-bit")
+
+
+def test_ctrl_c_ends_listening_cleanly_with_a_summary(exported, tmp_path):
+    _, paths = exported
+    fifo = tmp_path / "mic"
+    os.mkfifo(fifo)
+    code = DEVICE + "\nfrom edgeasc.cli import main; main()"
+    proc = subprocess.Popen([sys.executable, "-c", code, "listen", str(paths["fp32"]), str(fifo), "--rate", "22050",
+                             "--channels", "1", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    with open(fifo, "wb") as writer:  # a live source: 2.5 s now, then silence without an end
+        writer.write(np.zeros(int(2.5 * 22050), "<i2").tobytes())
+        writer.flush()
+        first = proc.stdout.readline()
+        assert json.loads(first)["time"] == 0.0
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, errs = proc.communicate(timeout=60)
+    assert proc.returncode == 0, errs
+    lines = [line for line in errs.decode().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("edgeasc: stopped: 2 windows"), lines
+    assert "Traceback" not in errs.decode()
+
+
+def test_predict_reads_stdin_and_folders(exported, tmp_path):
+    _, paths = exported
+    folder = tmp_path / "recordings"
+    a = write_wav(folder / "b.wav", seconds=1.0, seed=1)
+    b = write_wav(folder / "sub" / "a.wav", seconds=1.0, seed=2)
+    write_wav(folder / ".hidden" / "c.wav", seconds=1.0)
+    (folder / "notes.txt").write_text("not audio")
+    proc, results = predict_json(paths["fp32"], folder)
+    assert proc.returncode == 0, proc.stderr
+    assert [r["file"] for r in results] == [str(a), str(b)]
+    piped = run_cli("predict", str(paths["fp32"]), "-", "--json", python_prelude=DEVICE, stdin=a.read_bytes())
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout)[0]["probabilities"] == results[0]["probabilities"]
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(run_cli("predict", str(paths["fp32"]), str(tmp_path / "empty"), python_prelude=DEVICE),
+                          2, "no audio files")
+    assert_one_line_error(run_cli("predict", str(paths["fp32"]), "-", "-", python_prelude=DEVICE, stdin=b""),
+                          2, "once")

@@ -1,0 +1,170 @@
+"""The synthetic TAU 2022 Mobile profile: layout, device split, clip lengths, train subsets,
+and the data-driven clip length downstream (1-s features, MACs per second)."""
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import assert_one_line_error, run_cli
+from edgeasc.data.cache import probe_clip_seconds
+from edgeasc.data.dcase import open_dataset, parse_clip_name
+from edgeasc.data.synth import CITIES, SCENES
+from edgeasc.data.synth2022 import (
+    DEVICES,
+    SEEN,
+    SUBSEGMENTS,
+    UNSEEN,
+    hear,
+    plan_recordings,
+    synthesize_recording,
+    train_subsets,
+)
+
+
+@pytest.fixture(scope="module")
+def profile(tmp_path_factory):
+    """The smallest profile (4 locations per scene), written by the real CLI."""
+    root = tmp_path_factory.mktemp("p22") / "data"
+    proc = run_cli("synth", str(root), "--profile", "dcase2022", "--clips-per-class", "40", "--json")
+    assert proc.returncode == 0, proc.stderr
+    return root, json.loads(proc.stdout)
+
+
+def test_plan_device_split_and_locations():
+    recs = plan_recordings(500, seed=0)
+    train = [r for r in recs if r.split == "train"]
+    evaluate = [r for r in recs if r.split == "evaluate"]
+    assert {d for r in train for d in r.devices} == set(SEEN)  # s4-s6 never trained on
+    assert all(len(r.devices) == 1 for r in train)
+    assert Counter(r.devices[0] for r in train)["a"] == sum(1 for i in range(len(train)) if i % 3 != 2)
+    for r in evaluate:  # one seen and one unseen device hear every evaluate recording
+        assert len(r.devices) == 2 and r.devices[0] in SEEN and r.devices[1] in UNSEEN
+    per_device = Counter(d for r in evaluate for d in r.devices)
+    assert set(per_device) == set(SEEN) | set(UNSEEN)
+    assert max(per_device[d] for d in UNSEEN) - min(per_device[d] for d in UNSEEN) <= 1
+    assert max(per_device[d] for d in SEEN) - min(per_device[d] for d in SEEN) <= 1
+    assert {r.location for r in train}.isdisjoint({r.location for r in evaluate})
+    assert len({r.segment for r in recs}) == len(recs)
+    eval_only = {r.city for r in evaluate} - {r.city for r in train}
+    assert eval_only == {"stockholm", "vienna"} and {r.city for r in recs} <= set(CITIES)
+    for scene in SCENES:  # ~30 % of every scene's locations evaluate
+        locs = {(r.location, r.split) for r in recs if r.scene == scene}
+        assert sum(s == "evaluate" for _, s in locs) == round(0.3 * len(locs))
+    assert plan_recordings(500, seed=0) == recs and plan_recordings(500, seed=1) != recs
+
+
+def test_train_subsets_are_nested_whole_recordings_with_every_scene():
+    recs = plan_recordings(500, seed=0)
+    subsets = train_subsets(recs, seed=0)
+    assert list(subsets) == [5, 10, 25, 50, 100]
+    previous: set = set()
+    for subset in subsets.values():
+        assert {r.scene for r in subset} == set(SCENES) and all(r.split == "train" for r in subset)
+        assert previous <= set(subset)
+        previous = set(subset)
+    assert set(subsets[100]) == {r for r in recs if r.split == "train"}
+    per_scene = sum(1 for r in recs if r.split == "train" and r.scene == "bus")
+    assert sum(1 for r in subsets[25] if r.scene == "bus") == -(-25 * per_scene // 100)
+
+
+def test_devices_are_distinct_filters_with_their_own_noise():
+    f = np.fft.rfftfreq(44100, 1 / 44100)
+    responses = np.stack([d.gain(f) for d in DEVICES])
+    for i in range(len(DEVICES)):
+        for j in range(i + 1, len(DEVICES)):
+            db = 20 * np.log10(responses[i, 100:16000] / responses[j, 100:16000])
+            assert np.abs(db).max() > 3, (DEVICES[i].name, DEVICES[j].name)
+    by_name = {d.name: d for d in DEVICES}
+    tone = np.sin(2 * np.pi * 1000 * np.arange(44100) / 44100)
+
+    def noise_db(name):  # power away from the tone, relative to all of it
+        spec = np.abs(np.fft.rfft(hear(by_name[name], tone, np.random.default_rng(1)))) ** 2
+        return 10 * np.log10(spec[np.abs(f - 1000) > 50].sum() / spec.sum())
+
+    assert noise_db("s4") - noise_db("a") > 15  # 36 dB vs 65 dB of self-noise
+    rec = next(r for r in plan_recordings(40, seed=0) if r.split == "evaluate")
+    heard = synthesize_recording(rec, seed=0)
+    assert set(heard) == set(rec.devices) and all(x.shape == (SUBSEGMENTS * 44100,) for x in heard.values())
+    a, b = heard.values()
+    assert abs(np.corrcoef(a, b)[0, 1]) > 0.1  # the same scene through two devices, not two scenes
+
+
+def test_profile_layout_clip_lengths_and_split_files(profile):
+    root, summary = profile
+    assert summary["classes"] == 10 and summary["seconds"] == 1.0 and summary["sample_rate"] == 44100
+    assert summary["seen_devices"] == list(SEEN) and summary["unseen_devices"] == list(UNSEEN)
+    assert (root / "meta.csv").read_text().splitlines()[0] == "filename\tscene_label\tidentifier\tsource_label"
+    assert (root / "split_setup" / "test.csv").read_text().splitlines()[0] == "filename"
+    assert (root / "evaluation_setup" / "fold1_evaluate.csv").read_text().startswith("filename\tscene_label\n")
+    ds = open_dataset(root)
+    assert ds.layout == "tau2022-mobile" and ds.labels == sorted(SCENES)
+    assert (len(ds.splits["train"]), len(ds.splits["evaluate"])) == (summary["train"], summary["evaluate"])
+    assert {c.device for c in ds.splits["train"]} == set(SEEN)
+    assert {c.device for c in ds.splits["evaluate"]} == set(SEEN) | set(UNSEEN)
+    for clip in ds.splits["train"][::97] + ds.splits["evaluate"][::97]:
+        info = sf.info(str(clip.path))
+        assert (info.samplerate, info.channels, info.frames, info.subtype) == (44100, 1, 44100, "PCM_24")
+        location, device = parse_clip_name(clip.name)
+        assert (location, device) == (clip.location, clip.device)
+    assert probe_clip_seconds(ds) == 1.0
+    for percent in (5, 10, 25, 50, 100):
+        subset = open_dataset(root, split=percent)
+        assert len(subset.splits["train"]) == summary["splits"][str(percent)]
+        assert [c.name for c in subset.splits["evaluate"]] == [c.name for c in ds.splits["evaluate"]]
+
+
+def test_features_follow_the_data_clip_length(profile, tmp_path):
+    """1-s clips give 1-s features (44 frames at 22 050 Hz, hop 512) without --seconds; --seconds
+    overrides; MACs are counted per clip of that length."""
+    root, _ = profile
+    cache = ["--cache-dir", str(tmp_path / "c"), "--json", "--split", "5"]
+    auto = json.loads(run_cli("features", str(root), *cache).stdout)
+    assert auto["frames"] == 44 and auto["layout"] == "tau2022-mobile"
+    longer = json.loads(run_cli("features", str(root), *cache, "--seconds", "2").stdout)
+    assert longer["frames"] == 87
+
+
+def test_synth_profile_bad_input_is_one_line(tmp_path):
+    out = tmp_path / "x"
+    assert_one_line_error(run_cli("synth", str(out), "--profile", "dcase2023"), 2, "--profile must be")
+    assert_one_line_error(run_cli("synth", str(out), "--profile", "dcase2022", "--classes", "3"), 2, "10 classes")
+    assert_one_line_error(run_cli("synth", str(out), "--profile", "dcase2022", "--seconds", "10"), 2, "1-s clips")
+    assert_one_line_error(run_cli("synth", str(out), "--profile", "dcase2022", "--clips-per-class", "0"), 2,
+                          "--clips-per-class must be positive")
+    for profile in ("dcase2020", "dcase2022"):
+        assert_one_line_error(run_cli("synth", str(out), "--profile", profile, "--seed", "-1"), 2, "--seed must be")
+    assert not out.exists()
+
+
+def test_one_second_pipeline_train_export_predict(profile, tmp_path):
+    """Downstream at 1 s: a run on a TAU 2022 train subset has 1-s features, MACs per 1-s clip,
+    seen/unseen devices and their plot; its int8 export calibrates on the subset's own cached
+    clips (no second extraction); predict windows 1-s clips as one window."""
+    root, _ = profile
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    proc = run_cli("train", str(root), "--split", "5", "--preset", "demo", "--width", "8", "--prune-ratio", "0",
+                   "--epochs", "1", "--batch-size", "32", "--cache-dir", str(cache), "--out", str(run), "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["seconds"] == 1.0
+    final = summary["final"]
+    assert final["unseen_devices"] == list(UNSEEN) and final["seen_devices"] == list(SEEN)
+    assert final["n"] == 1200 and sum(final["device_counts"].values()) == 1200
+    assert (run / "devices.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    stats = json.loads(run_cli("info", str(run / "model-final.pt"), "--json").stdout)
+    assert stats["seconds"] == 1.0 and stats["input_shape"][-1] == 44
+    assert summary["macs"] == stats["macs"]
+    features_dirs = sorted((cache / "features").iterdir())
+    onnx = tmp_path / "m.onnx"
+    proc = run_cli("export", str(run), "-o", str(onnx), "--precision", "int8", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["report"]["clip_seconds"] == 1.0
+    assert report["report"]["macs_per_second"] == report["report"]["macs_per_clip"]
+    assert sorted((cache / "features").iterdir()) == features_dirs  # calibrated from the run's own cache
+    clip = next((root / "audio").glob("*-s5.wav"))
+    pred = json.loads(run_cli("predict", str(onnx), str(clip), "--json").stdout)
+    assert len(pred[0]["windows"]) == 1 and pred[0]["windows"][0]["end"] == 1.0
