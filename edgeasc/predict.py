@@ -2,7 +2,9 @@
 torch-free: decode + resample (audio.py), the numpy frontend (or the graph's own, for models
 exported --with-frontend), normalisation from the metadata, onnxruntime.
 
-Recordings longer than the window are classified in sliding windows (default: the model's
+Files are read block by block (memory: one block and one window, whatever the length; the
+samples equal the whole-file path's exactly). Recordings longer than the window are
+classified in sliding windows (default: the model's
 clip length, no overlap); what the hops leave at the end gets one more window aligned to the
 end of the recording (so no window is padded), unless it is shorter than one STFT hop. The file's result is the mean of its windows' class probabilities. A
 recording shorter than the window is zero-padded, as the training clips were.
@@ -16,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
+import soxr
 
 from edgeasc import audio
 from edgeasc.data.dcase import AUDIO_SUFFIXES
@@ -101,17 +105,102 @@ MAX_WINDOWS = 100_000  # per recording: a 10-s hop over a day, or one frame's ho
 
 def recording_windows(model: DeployedModel, path: str | Path, window: float | None = None,
                       hop: float | None = None) -> tuple[np.ndarray, list[int], int, float]:
-    """A recording decoded at the model's rate, its window starts (samples), the window length
-    (samples) and the duration (s). The windows themselves are cut later, a batch at a time."""
+    """A recording decoded whole at the model's rate, its window starts (samples), the window
+    length (samples) and the duration (s). `predict` streams files instead (stream_windows);
+    this whole-file path reads stdin and is the reference the streaming one is tested against."""
     params = model.feature_params
     window = model.clip_seconds if window is None else window
     hop = window if hop is None else hop
     x, sr = audio.load(path, sample_rate=params.sample_rate, channels=model.channels)
     n_window, n_hop = params.n_samples(window), max(1, params.n_samples(hop))
-    if (x.shape[-1] - n_window) / n_hop > MAX_WINDOWS:
-        raise ConfigError(f"{path}: --hop {hop:g} s cuts this {x.shape[-1] / sr:.0f}-s recording into more than "
-                          f"{MAX_WINDOWS:,} windows; use a longer hop")
+    _check_count(path, x.shape[-1], n_window, n_hop, hop, sr)
     return x, window_starts(x.shape[-1], n_window, n_hop, params.hop_length), n_window, x.shape[-1] / sr
+
+
+def _check_count(path, n: int, n_window: int, n_hop: int, hop: float, sr: int) -> None:
+    if (n - n_window) / n_hop > MAX_WINDOWS:
+        raise ConfigError(f"{path}: --hop {hop:g} s cuts this {n / sr:.0f}-s recording into more than "
+                          f"{MAX_WINDOWS:,} windows; use a longer hop")
+
+
+BLOCK_FRAMES = 1 << 16  # decoded per read: 1.4 s at 48 kHz
+
+
+@dataclass
+class StreamedRecording:
+    """A recording read block by block: soundfile blocks, soxr's streaming resampler (which
+    gives the same samples as resampling the whole file), and only the samples of the windows
+    still to come kept. Memory is one block plus one window, however long the file."""
+    path: Path
+    sample_rate: int       # the model's
+    channels: int          # the model's
+    starts: list[int]      # window starts, samples at the model's rate
+    n_window: int
+    n_total: int           # samples at the model's rate, as the whole-file path makes them
+    seconds: float
+
+    def windows(self) -> Iterator[np.ndarray]:
+        """(channels, n_window) float32 windows in start order."""
+        try:
+            f = sf.SoundFile(str(self.path))
+        except Exception as exc:
+            raise audio.AudioError(f"{self.path}: cannot read audio ({_first_line(exc)})") from None
+        with f:
+            resampler = None if f.samplerate == self.sample_rate else soxr.ResampleStream(
+                f.samplerate, self.sample_rate, f.channels, dtype="float32", quality="HQ")
+            buf, buf_start, k = np.zeros((0, f.channels), np.float32), 0, 0
+            blocks = f.blocks(blocksize=BLOCK_FRAMES, dtype="float32", always_2d=True)
+            last = False
+            while not last:
+                block = next(blocks, None)
+                last = block is None
+                if block is not None:
+                    audio.validate(block.T, self.path)
+                    y = block if resampler is None else resampler.resample_chunk(block)
+                elif resampler is not None:
+                    y = resampler.resample_chunk(np.zeros((0, f.channels), np.float32), last=True)
+                else:
+                    y = buf[:0]
+                buf = np.concatenate([buf, y]) if len(buf) else y
+                if last:  # exactly the whole-file length: ceil(frames · rate / file rate)
+                    buf = audio.fit_length(buf.T, self.n_total - buf_start).T
+                while k < len(self.starts) and (last or self.starts[k] + self.n_window <= buf_start + len(buf)):
+                    lo = self.starts[k] - buf_start
+                    piece = audio.fit_length(np.ascontiguousarray(buf[lo:lo + self.n_window].T), self.n_window)
+                    yield audio.select_channels(piece, self.channels, self.path)
+                    k += 1
+                if k < len(self.starts):  # keep only what the next windows need
+                    cut = min(self.starts[k] - buf_start, len(buf))
+                    buf, buf_start = buf[cut:], buf_start + cut
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def stream_windows(model: DeployedModel, path: str | Path, window: float | None = None,
+                   hop: float | None = None) -> StreamedRecording:
+    """Plan the windows of a file from its header (frames, rate) without decoding it."""
+    params = model.feature_params
+    window = model.clip_seconds if window is None else window
+    hop = window if hop is None else hop
+    path = Path(path)
+    if not path.is_file():
+        raise audio.AudioError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:
+        raise audio.AudioError(f"{path}: cannot read audio ({_first_line(exc)})") from None
+    if info.frames <= 0:
+        raise audio.AudioError(f"{path}: the clip has no samples")
+    if info.channels > audio.MAX_CHANNELS:
+        raise audio.AudioError(f"{path}: {info.channels} channels; edgeasc takes mono or stereo audio")
+    sr = params.sample_rate
+    n_total = info.frames if info.samplerate == sr else math.ceil(info.frames * sr / info.samplerate)
+    n_window, n_hop = params.n_samples(window), max(1, params.n_samples(hop))
+    _check_count(path, n_total, n_window, n_hop, hop, sr)
+    return StreamedRecording(path, sr, model.channels, window_starts(n_total, n_window, n_hop, params.hop_length),
+                             n_window, n_total, n_total / sr)
 
 
 def model_inputs(model: DeployedModel, path: str | Path, window: float | None = None, hop: float | None = None
@@ -124,7 +213,10 @@ def model_inputs(model: DeployedModel, path: str | Path, window: float | None = 
 
 
 def _window(model: DeployedModel, x: np.ndarray, start: int, n_window: int) -> np.ndarray:
-    piece = audio.fit_length(x[:, start:start + n_window], n_window)
+    return _features(model, audio.fit_length(x[:, start:start + n_window], n_window))
+
+
+def _features(model: DeployedModel, piece: np.ndarray) -> np.ndarray:
     return piece if model.takes_waveform else model.normalize(perceptual_mel(piece, model.feature_params))
 
 
@@ -176,18 +268,21 @@ def predict_files(model: DeployedModel, paths: Sequence[str | Path], window: flo
         rows: list[np.ndarray] = []
         waiting.append((prediction, rows))
         try:
-            x, starts, n_window, prediction.seconds = recording_windows(model, path, window, hop)
-        except EdgeascError as exc:
-            prediction.error = str(exc)
-        else:
+            if str(path) == "-":  # stdin is read whole: there is no header to plan from
+                x, starts, n_window, prediction.seconds = recording_windows(model, path, window, hop)
+                pieces: Iterator[np.ndarray] = (audio.fit_length(x[:, s:s + n_window], n_window) for s in starts)
+            else:
+                recording = stream_windows(model, path, window, hop)
+                starts, prediction.seconds, pieces = recording.starts, recording.seconds, recording.windows()
             prediction.starts = [s / model.feature_params.sample_rate for s in starts]
-            for s in starts:
-                batch.append(_window(model, x, s, n_window))
+            for piece in pieces:
+                batch.append(_features(model, piece))
                 owners.append(rows)
                 if len(batch) == batch_size:
                     run_batch()
                     yield from finished()
-            del x
+        except EdgeascError as exc:  # unreadable, or a bad block mid-file: its windows so far are dropped
+            prediction.error = str(exc)
         if progress is not None:
             progress(1)
         yield from finished()

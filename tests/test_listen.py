@@ -139,3 +139,65 @@ def test_predict_reads_stdin_and_folders(exported, tmp_path):
                           2, "no audio files")
     assert_one_line_error(run_cli("predict", str(paths["fp32"]), "-", "-", python_prelude=DEVICE, stdin=b""),
                           2, "once")
+
+
+# ----------------------------------------------------------------------------- predict, streamed
+def _whole_file_pieces(model, path, window=None, hop=None):
+    from edgeasc.audio import fit_length
+    from edgeasc.predict import recording_windows
+
+    x, starts, n, seconds = recording_windows(model, path, window, hop)
+    return starts, [fit_length(x[:, s:s + n], n) for s in starts], seconds
+
+
+def test_streamed_windows_equal_the_whole_file_path_across_block_seams(exported, tmp_path, monkeypatch):
+    """Files are read in blocks; the windows are the whole-file path's samples exactly, for
+    resampled and native rates, mono to stereo, overlapping and sparse hops, short files."""
+    import edgeasc.predict as predict
+    from edgeasc.deployed import load_model
+
+    _, paths = exported
+    model = load_model(paths["fp32"])
+    monkeypatch.setattr(predict, "BLOCK_FRAMES", 3001)  # many seams, none aligned to a window
+    rng = np.random.default_rng(0)
+    cases = [(write_wav(tmp_path / "a.wav", seconds=5.3, seed=1), None, 0.5),
+             (write_wav(tmp_path / "b.wav", seconds=4.0, sr=22050, channels=1, seed=2), None, 1.7),
+             (write_wav(tmp_path / "c.wav", seconds=0.4, seed=3), None, None),
+             (write_wav(tmp_path / "d.wav", seconds=3.0, sr=44100, channels=1, seed=4), 2.0, 0.3)]
+    flac = tmp_path / "e.flac"
+    sf.write(str(flac), (0.1 * rng.standard_normal((44100 * 3, 2))).astype(np.float32), 44100, subtype="PCM_24")
+    cases.append((flac, None, 1.0))
+    for path, window, hop in cases:
+        rec = predict.stream_windows(model, path, window, hop)
+        starts, pieces, seconds = _whole_file_pieces(model, path, window, hop)
+        assert rec.starts == starts and abs(rec.seconds - seconds) < 1e-9
+        streamed = list(rec.windows())
+        assert len(streamed) == len(pieces)
+        for a, b in zip(streamed, pieces, strict=True):
+            assert a.shape == b.shape and np.array_equal(a, b), path
+    truncated = tmp_path / "t.wav"  # a header promising more than the file holds
+    data = write_wav(tmp_path / "full.wav", seconds=3.0).read_bytes()
+    truncated.write_bytes(data[:len(data) * 2 // 3])
+    rec = predict.stream_windows(model, truncated)
+    starts, pieces, _ = _whole_file_pieces(model, truncated)
+    assert rec.starts == starts and all(np.array_equal(a, b) for a, b in zip(rec.windows(), pieces, strict=True))
+
+
+def test_a_long_recording_is_classified_in_bounded_memory(exported, tmp_path):
+    """10 minutes of 48 kHz stereo: decoded whole it is 230 MB of float32 before resampling;
+    streamed, the process stays far below that."""
+    _, paths = exported
+    path = tmp_path / "long.wav"
+    rng = np.random.default_rng(0)
+    with sf.SoundFile(str(path), "w", 48000, 2, subtype="PCM_16") as f:
+        for _ in range(60):
+            f.write((0.1 * rng.standard_normal((480_000, 2))).astype(np.float32))
+    # VmHWM: this process image's peak (ru_maxrss would include the forking pytest's memory)
+    rss = ("import atexit, re, sys\n"
+           "atexit.register(lambda: sys.stderr.write('peak ' + re.search(r'VmHWM:\\s+(\\d+)', "
+           "open('/proc/self/status').read()).group(1) + '\\n'))")
+    proc = run_cli("predict", str(paths["fp32"]), str(path), "--json", python_prelude=DEVICE + "\n" + rss)
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)[0]["windows"]) == 600
+    peak_mb = int(proc.stderr.split("peak ")[-1]) / 1024
+    assert peak_mb < 200, peak_mb
