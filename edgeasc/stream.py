@@ -154,16 +154,16 @@ class StreamClassifier:
         self.model = model
         self.window_seconds = model.clip_seconds if window is None else window
         frame = params.hop_length / params.sample_rate
-        if not (np.isfinite(hop) and frame <= hop <= 3600):
-            raise ConfigError(f"--hop must be between one feature frame ({frame:.4f} s) and 3600 s, got {hop}")
         if not (np.isfinite(self.window_seconds) and (params.n_fft // 2 + 1) / params.sample_rate
                 < self.window_seconds <= 600):
             raise ConfigError(f"--window must be at most 600 s and longer than one FFT, got {self.window_seconds}")
+        if not (np.isfinite(hop) and frame <= hop <= self.window_seconds):
+            raise ConfigError(f"--hop must be between one feature frame ({frame:.4f} s) and the window "
+                              f"({self.window_seconds:g} s), got {hop}")
         self.n_window = params.n_samples(self.window_seconds)
         self.n_hop = max(1, params.n_samples(hop))
         self.buffer = np.zeros((model.channels, 0), dtype=np.float32)
         self.consumed = 0            # stream samples before the buffer's first one
-        self.skip = 0                # samples still to drop (a hop longer than the window)
         self.recent: deque[np.ndarray] = deque(maxlen=smooth)
         self.count = 0
         self.samples = 0
@@ -171,16 +171,12 @@ class StreamClassifier:
     def push(self, x: np.ndarray) -> list[Window]:
         """Add (channels, n) samples at the model's rate; returns the windows they complete."""
         self.samples += x.shape[-1]
-        if self.skip:
-            dropped = min(self.skip, x.shape[-1])
-            x, self.skip, self.consumed = x[:, dropped:], self.skip - dropped, self.consumed + dropped
         self.buffer = np.concatenate([self.buffer, x], axis=1) if self.buffer.size else x
         done = []
         while self.buffer.shape[-1] >= self.n_window:
             done.append(self._classify(self.buffer[:, :self.n_window]))
-            drop = min(self.n_hop, self.buffer.shape[-1])
-            self.buffer, self.skip = self.buffer[:, drop:], self.n_hop - drop
-            self.consumed += drop
+            self.buffer = self.buffer[:, self.n_hop:]  # the hop is at most the window
+            self.consumed += self.n_hop
         return done
 
     def finish(self) -> list[Window]:
@@ -206,11 +202,40 @@ class StreamClassifier:
         return window
 
 
-def listen(model: DeployedModel, stream: BinaryIO, fmt: StreamFormat | None = None, window: float | None = None,
+class _Prefixed:
+    """A stream with bytes already read put back in front (a pipe cannot seek)."""
+
+    def __init__(self, prefix: bytes, stream: BinaryIO):
+        self.prefix, self.stream = prefix, stream
+
+    def read(self, n: int) -> bytes:
+        if self.prefix:
+            head, self.prefix = self.prefix[:n], self.prefix[n:]
+            return head
+        return self.stream.read(n)
+
+
+def open_stream(stream: BinaryIO, raw: StreamFormat | None, name: str = "stdin") -> tuple[StreamFormat, BinaryIO]:
+    """The stream's format: its WAV header when it has one (checked against --rate/--channels
+    when those are given too), else the raw PCM format given."""
+    head = _read_exactly(stream, 4)
+    body = _Prefixed(head, stream)
+    if head != b"RIFF":
+        if raw is None:
+            return read_wav_header(body, name), body  # raises: not a WAV stream
+        return raw, body
+    fmt = read_wav_header(body, name)
+    if raw is not None and (raw.rate, raw.channels) != (fmt.rate, fmt.channels):
+        raise AudioError(f"{name}: the WAV stream is {fmt.rate} Hz with {fmt.channels} channel(s), but --rate/"
+                         f"--channels say {raw.rate} Hz with {raw.channels}")
+    return fmt, body
+
+
+def listen(model: DeployedModel, stream: BinaryIO, raw: StreamFormat | None = None, window: float | None = None,
            hop: float = 1.0, smooth: int = 1, name: str = "stdin") -> Iterator[Window]:
-    """Classify a byte stream (WAV unless `fmt` describes raw PCM) window by window."""
+    """Classify a byte stream (WAV, or raw PCM of format `raw`) window by window."""
     classifier = StreamClassifier(model, window, hop, smooth)
-    fmt = fmt or read_wav_header(stream, name)
+    fmt, stream = open_stream(stream, raw, name)
     rate = model.feature_params.sample_rate
     resampler = None if fmt.rate == rate else soxr.ResampleStream(fmt.rate, rate, model.channels,
                                                                    dtype="float32", quality="HQ")

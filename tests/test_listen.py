@@ -74,8 +74,10 @@ def test_raw_pcm_smoothing_and_hops(exported, tmp_path):
         want = raws[max(0, k - 1):k + 1].mean(axis=0)
         assert np.abs(np.array(list(w["probabilities"].values())) - want).max() < 1e-12
         assert w["label"] == LABELS[int(want.argmax())]
-    _, sparse = listen_json(paths["fp32"], *args, "--hop", "1.5", stdin=raw)
-    assert [w["time"] for w in sparse] == [0.0, 1.5, 3.0]
+    _, dense = listen_json(paths["fp32"], *args, "--hop", "0.5", stdin=raw)
+    assert [w["time"] for w in dense] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+    for w, ref in zip(dense[::2], plain, strict=True):
+        assert w["window_probabilities"] == ref["window_probabilities"]
     _, short = listen_json(paths["fp32"], *args, stdin=raw[:len(raw) // 10])  # 0.42 s: one padded window
     assert [(w["time"], w["end"]) for w in short] == [(0.0, 1.0)]
 
@@ -93,6 +95,10 @@ def test_listen_bad_input_is_one_line(exported, tmp_path):
     refused(m, "-", "--rate", "12", "--channels", "1", needle="--rate must be")
     refused(m, "-", "--smooth", "0", stdin=wav_stream(np.zeros((100, 1), np.float32), 8000), needle="--smooth")
     refused(m, str(tmp_path / "nowhere"), needle="no such file or FIFO")
+    tone = wav_stream(np.zeros((8000, 1), np.float32), 8000)
+    refused(m, "-", "--hop", "0", stdin=tone, needle="--hop must be between")
+    refused(m, "-", "--hop", "2", stdin=tone, needle="and the window (1 s)")
+    refused(m, "-", "--rate", "44100", "--channels", "1", stdin=tone, needle="the WAV stream is 8000 Hz")
     refused(str(paths["bare"]), "-", needle="not an edgeasc export")
     x = np.zeros((100, 3), np.float32)
     refused(m, "-", stdin=wav_stream(x, 8000), needle="3 channels")
