@@ -110,6 +110,54 @@ def measure(path: str | Path | None, threads: int = 1, runs: int = 50, warmup: i
     }
 
 
+STAGES = ("decode", "resample", "frontend", "network")
+
+
+def measure_end_to_end(path: str | Path, clip: str | Path, threads: int = 1, runs: int = 20, warmup: int = 2,
+                       hide_scipy: bool = False) -> dict:
+    """Time what a device does per clip, stage by stage, in this process: decode the file
+    (soundfile), resample it and make the model's channels and length (soxr), the frontend
+    and normalisation (numpy; none for a --with-frontend model, whose graph holds it), and
+    the network (onnxruntime). Medians per stage, the median total, and total / network.
+    `hide_scipy`: the frontend's numpy FFT, as in an install without scipy."""
+    if hide_scipy:
+        sys.modules["scipy"] = None  # type: ignore[assignment]  (before edgeasc.features is imported)
+    import numpy as np
+    import soundfile as sf
+
+    from edgeasc import audio, features
+
+    model = load_model(path, threads)
+    model.require_metadata("bench --clip")
+    params = model.feature_params
+    n = params.n_samples(model.clip_seconds)
+    try:
+        info = sf.info(str(clip))
+    except Exception:
+        raise audio.AudioError(f"{clip}: cannot read audio") from None
+    times: dict[str, list[float]] = {k: [] for k in (*STAGES, "total")}
+    for i in range(warmup + runs):
+        t = [time.perf_counter()]
+        data, sr = sf.read(str(clip), dtype="float32", always_2d=True)
+        t.append(time.perf_counter())
+        x = audio.fit_length(audio.select_channels(audio.resample(data.T, sr, params.sample_rate), model.channels), n)
+        t.append(time.perf_counter())
+        inputs = x if model.takes_waveform else model.normalize(features.perceptual_mel(x, params))
+        t.append(time.perf_counter())
+        model.run(np.ascontiguousarray(inputs[None], dtype=np.float32))
+        t.append(time.perf_counter())
+        if i >= warmup:
+            for k, name in enumerate(STAGES):
+                times[name].append(t[k + 1] - t[k])
+            times["total"].append(t[-1] - t[0])
+    ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    return {"model": str(path), "clip": str(clip), "threads": threads, "runs": runs,
+            "clip_rate": info.samplerate, "clip_channels": info.channels, "clip_seconds": model.clip_seconds,
+            "frontend_fft": "numpy" if hide_scipy or features._rfft is None else "scipy",
+            "with_frontend": model.takes_waveform, "median_ms": ms,
+            "total_over_network": ms["total"] / ms["network"]}
+
+
 def _in_subprocess(kwargs: dict) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "edgeasc.bench", json.dumps(kwargs)],
@@ -160,9 +208,32 @@ def bench_models(paths: Sequence[str | Path], threads: Sequence[int] = (1,), run
     return {"machine": machine(), "empty_process_peak_rss_bytes": baseline, "results": results}
 
 
+def end_to_end(paths: Sequence[str | Path], clip: str | Path, threads: int = 1, runs: int = 20, warmup: int = 2,
+               fft: Sequence[str] = ("scipy",), progress: Callable[[int], None] | None = None) -> dict:
+    """measure_end_to_end for each model (and FFT: "scipy", "numpy"), each in a fresh process."""
+    check_options([threads], runs, warmup, 1, None)
+    if not Path(clip).is_file():
+        raise ConfigError(f"--clip {clip}: no such file")
+    for path in paths:
+        load_model(path).require_metadata("bench --clip")
+    results = []
+    for path in paths:
+        for which in fft:
+            results.append(_in_subprocess({"end_to_end": True, "path": str(path), "clip": str(clip),
+                                           "threads": threads, "runs": runs, "warmup": warmup,
+                                           "hide_scipy": which == "numpy"}))
+            if progress is not None:
+                progress(1)
+    return {"machine": machine(), "results": results}
+
+
 def _worker() -> None:
     try:
-        print(json.dumps(measure(**json.loads(sys.argv[1]))))
+        kwargs = json.loads(sys.argv[1])
+        if kwargs.pop("end_to_end", False):
+            print(json.dumps(measure_end_to_end(**kwargs)))
+            return
+        print(json.dumps(measure(**kwargs)))
     except EdgeascError as exc:
         print(str(exc), file=sys.stderr)
         sys.exit(exc.exit_code)

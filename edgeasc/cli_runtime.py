@@ -81,13 +81,25 @@ def bench(
     batch: int = typer.Option(1, help="Clips per run (latency is reported per clip)."),
     seconds: float | None = typer.Option(None, help="Clip length (default: the model's; required without metadata)."),
     arena: bool = typer.Option(True, "--arena/--no-arena", help="onnxruntime's CPU memory arena."),
+    clip: Path | None = typer.Option(None, help="End to end on this audio file: decode, resample, frontend and "
+                                     "network per clip, each timed (in place of the network-only measurement)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Latency, throughput, real-time factor and memory of exported models under onnxruntime."""
-    from edgeasc.bench import bench_models
+    from edgeasc.bench import bench_models, end_to_end
     from edgeasc.parallel import progress_bar
 
     counts = parse_threads(threads)
+    if clip is not None:
+        if len(counts) != 1:
+            raise ConfigError("--clip measures one thread count at a time")
+        with progress_bar("bench", len(models), unit="models", enabled=not as_json, transient=True) as advance:
+            result = end_to_end(models, clip, counts[0], runs, min(warmup, runs), progress=advance)
+        if as_json:
+            print_json(result)
+        else:
+            render_end_to_end(result)
+        return
     with progress_bar("bench", len(models) * len(counts), unit="runs", enabled=not as_json,
                       transient=True) as advance:
         result = bench_models(models, counts, runs, warmup, batch, seconds, arena, progress=advance)
@@ -95,6 +107,23 @@ def bench(
         print_json(result)
         return
     render_bench(result)
+
+
+def render_end_to_end(result: dict) -> None:
+    from edgeasc.bench import STAGES
+
+    table = Table(title="end to end, per clip (median ms)", box=box.SIMPLE_HEAD)
+    for col in ("model", *STAGES, "total", "total / network"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in result["results"]:
+        ms = r["median_ms"]
+        frontend = "in graph" if r["with_frontend"] else f"{ms['frontend']:.2f}"
+        table.add_row(escape(Path(r["model"]).name), f"{ms['decode']:.2f}", f"{ms['resample']:.2f}", frontend,
+                      f"{ms['network']:.2f}", f"{ms['total']:.2f}", f"{r['total_over_network']:.2f}×")
+    out.print(table)
+    r = result["results"][0]
+    out.print(f"{r['clip']}: {r['clip_rate']} Hz, {r['clip_channels']} ch, classified as {r['clip_seconds']:g}-s clips; "
+              f"{r['threads']} thread(s), {r['runs']} runs; frontend FFT {r['frontend_fft']}", soft_wrap=True)
 
 
 def render_bench(result: dict) -> None:

@@ -207,3 +207,31 @@ def test_a_long_recording_is_classified_in_bounded_memory(exported, tmp_path):
     assert len(json.loads(proc.stdout)[0]["windows"]) == 600
     peak_mb = int(proc.stderr.split("peak ")[-1]) / 1024
     assert peak_mb < 200, peak_mb
+
+
+# ----------------------------------------------------------------------------- bench --clip
+def test_bench_end_to_end_times_every_stage(exported, tmp_path):
+    from edgeasc.bench import end_to_end
+
+    _, paths = exported
+    clip = write_wav(tmp_path / "clip.wav", seconds=1.0, sr=44100)  # resampled to 22,050 Hz each run
+    proc = run_cli("bench", str(paths["fp32"]), str(paths["wave"]), "--clip", str(clip), "--runs", "3", "--json",
+                   python_prelude=DEVICE)
+    assert proc.returncode == 0, proc.stderr
+    fp32, wave = json.loads(proc.stdout)["results"]
+    for r in (fp32, wave):
+        ms = r["median_ms"]
+        assert set(ms) == {"decode", "resample", "frontend", "network", "total"}
+        assert all(v > 0 for v in ms.values()) and r["clip_rate"] == 44100 and r["clip_channels"] == 2
+        assert ms["total"] >= max(ms[k] for k in ("decode", "resample", "frontend", "network"))
+        assert r["total_over_network"] == ms["total"] / ms["network"]
+    assert not fp32["with_frontend"] and wave["with_frontend"]
+    assert wave["median_ms"]["frontend"] < fp32["median_ms"]["frontend"]  # in its graph: only the copy is timed
+    both = end_to_end([paths["fp32"]], clip, runs=2, warmup=0, fft=("scipy", "numpy"))["results"]
+    assert [r["frontend_fft"] for r in both] == ["scipy", "numpy"]
+    assert_one_line_error(run_cli("bench", str(paths["fp32"]), "--clip", str(tmp_path / "none.wav"),
+                                  python_prelude=DEVICE), 2, "--clip", "no such file")
+    assert_one_line_error(run_cli("bench", str(paths["bare"]), "--clip", str(clip), python_prelude=DEVICE),
+                          2, "not an edgeasc export")
+    assert_one_line_error(run_cli("bench", str(paths["fp32"]), "--clip", str(clip), "--threads", "1,2",
+                                  python_prelude=DEVICE), 2, "one thread count")
