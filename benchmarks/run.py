@@ -18,6 +18,7 @@ sys.path.insert(0, str(HERE))
 
 import bench_dcase2022  # noqa: E402
 import bench_device  # noqa: E402
+import bench_e2e  # noqa: E402
 import bench_export  # noqa: E402
 import bench_features  # noqa: E402
 import bench_int8  # noqa: E402
@@ -29,7 +30,7 @@ from edgeasc.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 MODULES = {"features": bench_features, "training": bench_training, "export": bench_export, "device": bench_device,
            "structured": bench_structured, "dcase2022": bench_dcase2022,
-           "int8": bench_int8}
+           "int8": bench_int8, "e2e": bench_e2e}
 
 
 def machine() -> str:
