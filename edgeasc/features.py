@@ -99,7 +99,7 @@ def periodic_hann(n: int) -> np.ndarray:
     return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
 
 
-try:  # scipy's pocketfft vectorises across frames: ~2x numpy's rfft. Same maths, optional.
+try:  # scipy's pocketfft vectorises across frames, faster than numpy's rfft. Same maths, optional.
     from scipy.fft import rfft as _rfft
 
     def _power_spectrum(frames: np.ndarray) -> np.ndarray:
