@@ -22,6 +22,7 @@ import bench_e2e  # noqa: E402
 import bench_export  # noqa: E402
 import bench_features  # noqa: E402
 import bench_int8  # noqa: E402
+import bench_memory  # noqa: E402
 import bench_structured  # noqa: E402
 import bench_training  # noqa: E402
 
@@ -30,7 +31,8 @@ from edgeasc.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 MODULES = {"features": bench_features, "training": bench_training, "export": bench_export, "device": bench_device,
            "structured": bench_structured, "dcase2022": bench_dcase2022,
-           "int8": bench_int8, "e2e": bench_e2e}
+           "int8": bench_int8, "e2e": bench_e2e,
+           "memory": bench_memory}
 
 
 def machine() -> str:

@@ -1,0 +1,84 @@
+"""Peak memory of `edgeasc predict` on a long recording: a 2-hour 48 kHz stereo 16-bit WAV
+(1.4 GB on disk), classified in 10-s windows by the authors' DCASE'20 network (fp32), in a
+fresh process without torch; peak resident memory = VmHWM. Beside it, what decoding the
+same file whole (the path predict took before it streamed) peaks at, in its own process.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from bench_device import AUTHORS_D20, synthetic_network
+
+from edgeasc.checkpoint import save_checkpoint
+from edgeasc.export.pipeline import export_checkpoint
+from edgeasc.features import FeatureParams
+
+HOURS = 2.0
+LIMIT_MB = 300
+PEAK = ("import atexit, re, sys\n"
+        "atexit.register(lambda: sys.stderr.write('peak ' + re.search(r'VmHWM:\\s+(\\d+)', "
+        "open('/proc/self/status').read()).group(1) + '\\n'))\n"
+        "sys.modules['torch'] = None\n")
+
+
+def _peak_mb(code: str, *args: str) -> tuple[float, float, str]:
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", PEAK + code, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    return int(re.findall(r"peak (\d+)", proc.stderr)[-1]) / 1024, time.perf_counter() - t0, proc.stdout
+
+
+def run() -> dict:
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        model = synthetic_network(AUTHORS_D20, None)
+        params = FeatureParams()
+        ckpt = tmp / "authors.pt"
+        save_checkpoint(ckpt, {"model_config": model.config.to_dict(), "labels": ["indoor", "outdoor", "transportation"],
+                               "feature_params": params.to_dict(), "channels": 2,
+                               "normalization": {"mean": [-30.0] * params.n_mels, "std": [10.0] * params.n_mels},
+                               "model": model.state_dict(), "epoch": 0, "kind": "final"})
+        onnx = tmp / "authors.onnx"
+        export_checkpoint(ckpt, onnx)
+        wav = tmp / "two-hours.wav"
+        rng = np.random.default_rng(0)
+        minutes = int(HOURS * 60)
+        with sf.SoundFile(str(wav), "w", 48000, 2, subtype="PCM_16") as f:
+            for _ in range(minutes):
+                f.write((0.1 * rng.standard_normal((48000 * 60, 2))).astype(np.float32))
+        file_mb = wav.stat().st_size / 2**20
+        streamed_mb, streamed_s, out = _peak_mb("from edgeasc.cli import main; main()", "predict", str(onnx), str(wav),
+                                                "--json")
+        windows = len(__import__("json").loads(out)[0]["windows"])
+        whole_mb, whole_s, _ = _peak_mb("from edgeasc import audio; audio.load(sys.argv[1], 22050, channels=2)",
+                                        str(wav))
+    return {"hours": HOURS, "file_mb": file_mb, "windows": windows, "streamed_mb": streamed_mb,
+            "streamed_seconds": streamed_s, "whole_decode_mb": whole_mb, "whole_decode_seconds": whole_s,
+            "limit_mb": LIMIT_MB}
+
+
+def markdown(r: dict) -> str:
+    return "\n".join([
+        "## Memory: predict on a long recording", "",
+        f"A {r['hours']:g}-hour 48 kHz stereo 16-bit WAV ({r['file_mb']:,.0f} MB), the authors' DCASE'20 network "
+        "(fp32), `edgeasc predict` in a fresh process without torch; peak resident memory (VmHWM).", "",
+        "| path | peak resident memory | time |", "|---|---:|---:|",
+        f"| `edgeasc predict` (streamed blocks, {r['windows']:,} windows of 10 s) | {r['streamed_mb']:.0f} MB | "
+        f"{r['streamed_seconds']:.0f} s |",
+        f"| decoding and resampling the file whole (before: predict's first step) | {r['whole_decode_mb']:,.0f} MB | "
+        f"{r['whole_decode_seconds']:.0f} s |", "",
+        f"Limit set by the issue: {r['limit_mb']} MB → **{'met' if r['streamed_mb'] < r['limit_mb'] else 'missed'}**.",
+        ""])
+
+
+if __name__ == "__main__":
+    print(markdown(run()))
