@@ -282,7 +282,7 @@ def listen(
             sys.stdout.write(json.dumps(line) + "\n")
         else:
             text = f"{w.start:9.1f} s  {label:<20} {100 * w.smoothed[best]:5.1f} %   {w.latency_ms:6.1f} ms"
-            sys.stdout.write(("\r" + text) if live else text + "\n")
+            sys.stdout.write(("\r" + text + "\x1b[K") if live else text + "\n")  # K: clear the line's rest
         sys.stdout.flush()
 
     stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115 (closed below)

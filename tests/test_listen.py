@@ -235,3 +235,29 @@ def test_bench_end_to_end_times_every_stage(exported, tmp_path):
                           2, "not an edgeasc export")
     assert_one_line_error(run_cli("bench", str(paths["fp32"]), "--clip", str(clip), "--threads", "1,2",
                                   python_prelude=DEVICE), 2, "one thread count")
+
+
+def test_listen_rewrites_one_line_on_a_terminal(exported):
+    import pty
+
+    _, paths = exported
+    master, slave = pty.openpty()
+    code = DEVICE + "\nfrom edgeasc.cli import main; main()"
+    raw = np.zeros(int(2.5 * 22050), "<i2").tobytes()
+    proc = subprocess.run([sys.executable, "-c", code, "listen", str(paths["fp32"]), "-", "--rate", "22050",
+                           "--channels", "1"], input=raw, stdout=slave, stderr=subprocess.PIPE, timeout=120)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the pty is drained
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    assert proc.returncode == 0, proc.stderr
+    text = shown.decode().replace("\r\n", "\n")  # the terminal turns the final newline into CR LF
+    assert text.count("\r") == 2 and text.count("\x1b[K") == 2 and text.count("\n") == 1, repr(text)
+    assert "0.0 s" in text and "1.0 s" in text
