@@ -158,7 +158,8 @@ def predict(
     top_k: int = typer.Option(1, "--top-k", help="Classes to show per file."),
     window: float | None = typer.Option(None, help="Window seconds (default: the model's clip length)."),
     hop: float | None = typer.Option(None, help="Hop between windows in seconds (default: the window)."),
-    batch: int = typer.Option(8, help="Windows per onnxruntime call."),
+    batch: int | None = typer.Option(None, help="Windows per onnxruntime call (default: up to 8 for small "
+                                     "networks, fewer for big ones, so that a batch holds at most 2 GMAC)."),
     threads: int = typer.Option(1, help="onnxruntime intra-op threads."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     csv_out: Path | None = typer.Option(None, "--csv", help="Also write one row per window and per file here."),

@@ -230,14 +230,32 @@ def check_windows(model: DeployedModel, window: float | None, hop: float | None)
         raise ConfigError(f"--hop must be between one feature frame ({frame:.4f} s) and the window, got {hop}")
 
 
+BATCH_MACS = 2e9  # the default batch holds at most this many MACs of windows (and at least one window)
+MAX_DEFAULT_BATCH = 8
+
+
+def default_batch(model: DeployedModel, window: float | None = None) -> int:
+    """Windows per onnxruntime call when --batch is not given: up to 8 for small networks, where
+    batching saves per-call overhead, down to 1 for big ones, whose working memory grows with
+    the batch for no speed (the authors' ρ4 w64 network: 479 MB at 8 windows of 10 s, 166 MB at
+    1, the same time; benchmarks/RESULTS.md "Memory")."""
+    macs = model.metadata.get("macs_per_clip")
+    if not macs:
+        return 1
+    per_window = float(macs) * (window or model.clip_seconds) / model.clip_seconds
+    return int(max(1, min(MAX_DEFAULT_BATCH, BATCH_MACS // max(per_window, 1.0))))
+
+
 def predict_files(model: DeployedModel, paths: Sequence[str | Path], window: float | None = None,
-                  hop: float | None = None, batch_size: int = 8, progress=None) -> Iterator[Prediction]:
-    """Predictions in input order. Windows are cut and classified `batch_size` at a time (windows
+                  hop: float | None = None, batch_size: int | None = None, progress=None) -> Iterator[Prediction]:
+    """Predictions in input order. Windows are cut and classified `batch_size` at a time
+    (default: default_batch(model)) (windows
     of consecutive files share batches), so memory holds one decoded recording and one batch,
     whatever the hop. A file that cannot be read, or on which the model outputs a non-finite
     number, yields a Prediction with `error` set."""
     model.require_metadata("predict")
     check_windows(model, window, hop)
+    batch_size = default_batch(model, window) if batch_size is None else batch_size
     if not 1 <= batch_size <= 4096:
         raise ConfigError(f"--batch must be between 1 and 4096, got {batch_size}")
     window_s = model.clip_seconds if window is None else window

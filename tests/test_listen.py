@@ -261,3 +261,18 @@ def test_listen_rewrites_one_line_on_a_terminal(exported):
     text = shown.decode().replace("\r\n", "\n")  # the terminal turns the final newline into CR LF
     assert text.count("\r") == 2 and text.count("\x1b[K") == 2 and text.count("\n") == 1, repr(text)
     assert "0.0 s" in text and "1.0 s" in text
+
+
+def test_the_default_batch_holds_at_most_2_gmac(exported):
+    from edgeasc.deployed import load_model
+    from edgeasc.predict import default_batch
+
+    _, paths = exported
+    m = load_model(paths["fp32"])
+    assert m.metadata["macs_per_clip"] < 2e8 and default_batch(m) == 8  # small: batched for speed
+    m.metadata["macs_per_clip"] = 5e8
+    assert default_batch(m) == 4 and default_batch(m, window=2.0) == 2  # 1-s clips: a 2-s window costs twice
+    m.metadata["macs_per_clip"] = 1.9e9  # the authors' DCASE'20 network: one window per call
+    assert default_batch(m) == 1
+    del m.metadata["macs_per_clip"]
+    assert default_batch(m) == 1
