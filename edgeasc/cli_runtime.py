@@ -254,7 +254,8 @@ def listen(
     from edgeasc.stream import listen as listen_stream
     from edgeasc.stream import raw_format
 
-    fmt_spec = raw_format(rate, channels, fmt) if rate is not None or channels is not None else None
+    raw = rate is not None or channels is not None or fmt != "S16_LE"  # any raw PCM option: all are checked
+    fmt_spec = raw_format(rate, channels, fmt) if raw else None
     m = load_model(model, threads)
     m.require_metadata("listen")
     name = "stdin" if source == "-" else source
