@@ -75,6 +75,19 @@ def synthetic_network(config: ModelConfig, target: int | None) -> torch.nn.Modul
     return model.eval()
 
 
+def authors_checkpoint(tmp: Path) -> Path:
+    """The authors' DCASE'20 network (synthetic weights) as a checkpoint with a plausible
+    normalisation, for benchmarks that need an exported file without a dataset."""
+    model = synthetic_network(AUTHORS_D20, None)
+    params = FeatureParams()
+    ckpt = tmp / "authors.pt"
+    save_checkpoint(ckpt, {"model_config": model.config.to_dict(), "labels": ["indoor", "outdoor", "transportation"],
+                           "feature_params": params.to_dict(), "channels": 2,
+                           "normalization": {"mean": [-30.0] * params.n_mels, "std": [10.0] * params.n_mels},
+                           "model": model.state_dict(), "epoch": 0, "kind": "final"})
+    return ckpt
+
+
 def eager_ms(model: torch.nn.Module, shape: tuple[int, ...], threads: int = 1) -> float:
     """PyTorch eager, the folded network (no damping multiply, no BatchNorm): its best case."""
     torch.set_num_threads(threads)

@@ -13,12 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from bench_device import AUTHORS_D20, synthetic_network
+from bench_device import authors_checkpoint
 
 from edgeasc.bench import end_to_end
-from edgeasc.checkpoint import save_checkpoint
 from edgeasc.export.pipeline import export_checkpoint
-from edgeasc.features import FeatureParams
 
 RUNS, WARMUP = 30, 3
 GOAL = 1.5
@@ -27,13 +25,7 @@ GOAL = 1.5
 def run() -> dict:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        model = synthetic_network(AUTHORS_D20, None)
-        params = FeatureParams()
-        ckpt = tmp / "authors.pt"
-        save_checkpoint(ckpt, {"model_config": model.config.to_dict(), "labels": ["indoor", "outdoor", "transportation"],
-                               "feature_params": params.to_dict(), "channels": 2,
-                               "normalization": {"mean": [-30.0] * params.n_mels, "std": [10.0] * params.n_mels},
-                               "model": model.state_dict(), "epoch": 0, "kind": "final"})
+        ckpt = authors_checkpoint(tmp)
         plain, graph = tmp / "authors-fp32.onnx", tmp / "authors-fp32-with-frontend.onnx"
         export_checkpoint(ckpt, plain)
         export_checkpoint(ckpt, graph, with_frontend=True)

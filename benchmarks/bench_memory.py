@@ -16,12 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from bench_device import AUTHORS_D20, synthetic_network
+from bench_device import authors_checkpoint
 
-from edgeasc.checkpoint import save_checkpoint
 from edgeasc.deployed import load_model
 from edgeasc.export.pipeline import export_checkpoint
-from edgeasc.features import FeatureParams
 from edgeasc.predict import default_batch
 
 HOURS = 2.0
@@ -43,13 +41,7 @@ def _peak_mb(code: str, *args: str) -> tuple[float, float, str]:
 def run() -> dict:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        model = synthetic_network(AUTHORS_D20, None)
-        params = FeatureParams()
-        ckpt = tmp / "authors.pt"
-        save_checkpoint(ckpt, {"model_config": model.config.to_dict(), "labels": ["indoor", "outdoor", "transportation"],
-                               "feature_params": params.to_dict(), "channels": 2,
-                               "normalization": {"mean": [-30.0] * params.n_mels, "std": [10.0] * params.n_mels},
-                               "model": model.state_dict(), "epoch": 0, "kind": "final"})
+        ckpt = authors_checkpoint(tmp)
         onnx = tmp / "authors.onnx"
         export_checkpoint(ckpt, onnx)
         wav = tmp / "two-hours.wav"
