@@ -49,6 +49,9 @@ def test_pruned_run_hits_target_and_writes_everything(data, tmp_path):
     metrics = _metrics(run)
     assert [m["nonzero_params"] for m in metrics][-2:] == [1000, 1000]  # reached at prune_epochs
     assert metrics[0]["pruned"] == 0 and metrics[0]["lr"] == pytest.approx(3e-3)
+    # the paper's measure: the mean evaluate accuracy of the last 10 epochs, as metrics.jsonl has them
+    last = [m["eval_accuracy"] for m in metrics][-10:]
+    assert summary["reported_accuracy"] == pytest.approx(sum(last) / len(last), abs=1e-12)
     final = torch.load(run / "model-final.pt", weights_only=True)  # no code runs on load
     assert final["format"] == "edgeasc-checkpoint" and final["labels"] == ["indoor", "outdoor", "transportation"]
     assert not any("mask" in k for k in final["model"])
@@ -67,6 +70,17 @@ def test_pruned_run_hits_target_and_writes_everything(data, tmp_path):
     assert result["accuracy"] == pytest.approx(summary["final"]["accuracy"])
     assert set(result["per_device"]) <= {"a", "b", "c"} and sum(result["device_counts"].values()) == result["n"]
     assert (run / "confusion-eval.png").is_file()
+
+
+def test_lr_schedule_at_every_phase_boundary():
+    from edgeasc.train_config import TrainConfig, lr_at
+
+    cfg = TrainConfig(lr=1e-3, lr_hold=5, lr_decay_end=15, lr_final=1e-6, epochs=20)
+    assert [lr_at(cfg, e) for e in (0, 4)] == [1e-3, 1e-3]  # held
+    assert lr_at(cfg, 5) == pytest.approx(1e-3)             # the linear decay starts at the full rate
+    assert lr_at(cfg, 10) == pytest.approx(5e-4)
+    assert lr_at(cfg, 14) == pytest.approx(1e-4)            # one step before 0
+    assert [lr_at(cfg, e) for e in (15, 19)] == [1e-6, 1e-6]  # then the final rate
 
 
 def test_same_seed_same_run(data, tmp_path):
