@@ -108,19 +108,22 @@ def recording_windows(model: DeployedModel, path: str | Path, window: float | No
     """A recording decoded whole at the model's rate, its window starts (samples), the window
     length (samples) and the duration (s). `predict` streams files instead (stream_windows);
     this whole-file path reads stdin and is the reference the streaming one is tested against."""
+    x, sr = audio.load(path, sample_rate=model.feature_params.sample_rate, channels=model.channels)
+    starts, n_window = plan_windows(model, path, x.shape[-1], window, hop)
+    return x, starts, n_window, x.shape[-1] / sr
+
+
+def plan_windows(model: DeployedModel, path: str | Path, n: int, window: float | None = None,
+                 hop: float | None = None) -> tuple[list[int], int]:
+    """(window starts, window length) in samples at the model's rate over `n` samples."""
     params = model.feature_params
     window = model.clip_seconds if window is None else window
     hop = window if hop is None else hop
-    x, sr = audio.load(path, sample_rate=params.sample_rate, channels=model.channels)
     n_window, n_hop = params.n_samples(window), max(1, params.n_samples(hop))
-    _check_count(path, x.shape[-1], n_window, n_hop, hop, sr)
-    return x, window_starts(x.shape[-1], n_window, n_hop, params.hop_length), n_window, x.shape[-1] / sr
-
-
-def _check_count(path, n: int, n_window: int, n_hop: int, hop: float, sr: int) -> None:
     if (n - n_window) / n_hop > MAX_WINDOWS:
-        raise ConfigError(f"{path}: --hop {hop:g} s cuts this {n / sr:.0f}-s recording into more than "
-                          f"{MAX_WINDOWS:,} windows; use a longer hop")
+        raise ConfigError(f"{path}: --hop {hop:g} s cuts this {n / params.sample_rate:.0f}-s recording into more "
+                          f"than {MAX_WINDOWS:,} windows; use a longer hop")
+    return window_starts(n, n_window, n_hop, params.hop_length), n_window
 
 
 BLOCK_FRAMES = 1 << 16  # decoded per read: 1.4 s at 48 kHz
@@ -181,9 +184,6 @@ def _first_line(exc: Exception) -> str:
 def stream_windows(model: DeployedModel, path: str | Path, window: float | None = None,
                    hop: float | None = None) -> StreamedRecording:
     """Plan the windows of a file from its header (frames, rate) without decoding it."""
-    params = model.feature_params
-    window = model.clip_seconds if window is None else window
-    hop = window if hop is None else hop
     path = Path(path)
     if not path.is_file():
         raise audio.AudioError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
@@ -195,12 +195,10 @@ def stream_windows(model: DeployedModel, path: str | Path, window: float | None 
         raise audio.AudioError(f"{path}: the clip has no samples")
     if info.channels > audio.MAX_CHANNELS:
         raise audio.AudioError(f"{path}: {info.channels} channels; edgeasc takes mono or stereo audio")
-    sr = params.sample_rate
+    sr = model.feature_params.sample_rate
     n_total = info.frames if info.samplerate == sr else math.ceil(info.frames * sr / info.samplerate)
-    n_window, n_hop = params.n_samples(window), max(1, params.n_samples(hop))
-    _check_count(path, n_total, n_window, n_hop, hop, sr)
-    return StreamedRecording(path, sr, model.channels, window_starts(n_total, n_window, n_hop, params.hop_length),
-                             n_window, n_total, n_total / sr)
+    starts, n_window = plan_windows(model, path, n_total, window, hop)
+    return StreamedRecording(path, sr, model.channels, starts, n_window, n_total, n_total / sr)
 
 
 def model_inputs(model: DeployedModel, path: str | Path, window: float | None = None, hop: float | None = None
@@ -213,10 +211,12 @@ def model_inputs(model: DeployedModel, path: str | Path, window: float | None = 
 
 
 def _window(model: DeployedModel, x: np.ndarray, start: int, n_window: int) -> np.ndarray:
-    return _features(model, audio.fit_length(x[:, start:start + n_window], n_window))
+    return model_input(model, audio.fit_length(x[:, start:start + n_window], n_window))
 
 
-def _features(model: DeployedModel, piece: np.ndarray) -> np.ndarray:
+def model_input(model: DeployedModel, piece: np.ndarray) -> np.ndarray:
+    """What the graph takes for one window of samples: the samples themselves (a --with-frontend
+    model), else the normalised numpy frontend's features."""
     return piece if model.takes_waveform else model.normalize(perceptual_mel(piece, model.feature_params))
 
 
@@ -294,7 +294,7 @@ def predict_files(model: DeployedModel, paths: Sequence[str | Path], window: flo
                 starts, prediction.seconds, pieces = recording.starts, recording.seconds, recording.windows()
             prediction.starts = [s / model.feature_params.sample_rate for s in starts]
             for piece in pieces:
-                batch.append(_features(model, piece))
+                batch.append(model_input(model, piece))
                 owners.append(rows)
                 if len(batch) == batch_size:
                     run_batch()

@@ -22,8 +22,7 @@ import soxr
 from edgeasc.audio import AudioError, select_channels
 from edgeasc.deployed import DeployedModel
 from edgeasc.errors import ConfigError
-from edgeasc.features import perceptual_mel
-from edgeasc.predict import softmax
+from edgeasc.predict import model_input, softmax
 
 BLOCK_SECONDS = 0.1
 RAW_FORMATS = {"S16_LE": ("<i2", 32768.0), "S32_LE": ("<i4", 2147483648.0), "F32_LE": ("<f4", 1.0)}
@@ -189,7 +188,7 @@ class StreamClassifier:
     def _classify(self, piece: np.ndarray) -> Window:
         t0 = time.perf_counter()
         m = self.model
-        x = piece if m.takes_waveform else m.normalize(perceptual_mel(piece, m.feature_params))
+        x = model_input(m, piece)
         logits = np.asarray(m.run(x[None].astype(np.float32, copy=False))[0], dtype=np.float64)
         if not np.isfinite(logits).all():
             raise AudioError(f"{m.path}: the model output a non-finite value (NaN or inf) at "
