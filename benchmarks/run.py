@@ -11,11 +11,13 @@ import json
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+import bench_budget  # noqa: E402
 import bench_dcase2022  # noqa: E402
 import bench_device  # noqa: E402
 import bench_e2e  # noqa: E402
@@ -32,7 +34,8 @@ from edgeasc.io import atomic_write_json, atomic_write_text  # noqa: E402
 MODULES = {"features": bench_features, "training": bench_training, "export": bench_export, "device": bench_device,
            "structured": bench_structured, "dcase2022": bench_dcase2022,
            "int8": bench_int8, "e2e": bench_e2e,
-           "memory": bench_memory}
+           "memory": bench_memory, "budget": bench_budget,
+           "kdtargets": SimpleNamespace(run=bench_budget.run_kd_targets, markdown=bench_budget.markdown_kd_targets)}
 
 
 def machine() -> str:

@@ -108,6 +108,7 @@ def info(
                       f"{summary['reported_over_epochs']} epochs), final {100 * summary['final']['accuracy']:.2f} %")
         elif extra["last_metrics"]:
             out.print(f"last epoch accuracy: {100 * extra['last_metrics']['eval_accuracy']:.2f} %")
+        _render_lineage(extra)
         return
     config, prune_target = resolve_model(
         preset, variant=variant, decomp_factor=decomp_factor, rho=rho, width=width,
@@ -122,6 +123,23 @@ def info(
                     **stats.to_dict()})
         return
     _render_stats(stats, config, preset, prune_target)
+
+
+def _render_lineage(extra: dict) -> None:
+    """Who taught the run, and which rules it was fitted to (both stored in its checkpoint)."""
+    for t in extra.get("teachers") or []:
+        acc = f", final accuracy {100 * t['accuracy']:.2f} %" if isinstance(t.get("accuracy"), int | float) else ""
+        out.print(f"teacher: {t.get('path')} (sha256 {str(t.get('sha256'))[:12]}…{acc})", markup=False, soft_wrap=True)
+    kd = extra.get("kd")
+    if kd:
+        out.print(f"distillation: weight {kd.get('kd_weight') if kd.get('kd_weight') is not None else 0.5}, "
+                  f"temperature {kd.get('kd_temperature') if kd.get('kd_temperature') is not None else 2.0}, "
+                  f"{kd.get('kd_targets') or 'cached'} targets", markup=False)
+    fit = extra.get("fit")
+    if fit:
+        out.print(f"fitted to {fit.get('rules')}: started from {fit.get('start')}, limits "
+                  f"{fit.get('params_limit'):,} parameters ({fit.get('precision')}) and "
+                  f"{fit.get('macs_limit_per_second', 0) / 1e6:g} M MACs per second", markup=False, soft_wrap=True)
 
 
 def _variant(config: dict) -> str:
@@ -323,6 +341,15 @@ def train(
                                                 "onnxruntime's fast conv block on AVX-512 and ARM64; 8 on AVX2; 1 = any)."),
     freq_mixstyle: str | None = typer.Option(None, help="Freq-MixStyle P,ALPHA (the DCASE 2022-2025 baselines: "
                                              "0.4,0.3): mixes per-band statistics across the batch."),
+    teacher: list[Path] | None = typer.Option(None, "--teacher", help="Distil from this finished run (repeat for an "
+                                              "ensemble: the mean of their logits teaches)."),
+    kd_weight: float | None = typer.Option(None, help="Share w of the distillation loss: (1-w)·CE + w·τ²·KL "
+                                           "(default 0.5 with --teacher)."),
+    kd_temperature: float | None = typer.Option(None, help="Distillation temperature τ (default 2)."),
+    kd_targets: str | None = typer.Option(None, help="cached (default: the teachers run once per clip, "
+                                          "un-augmented) | online (on every augmented batch)."),
+    fit: str | None = typer.Option(None, help="Fit a challenge's complexity rules: dcase2024 | dcase2022 (start "
+                                   "network + channel pruning to the limits, int8)."),
     swa_start: int | None = typer.Option(None, help="Average the weights from this epoch on (the authors' "
                                          "submissions: 250); saved as model-swa.pt."),
     swa_every: int | None = typer.Option(None, help="Average every N-th epoch (default 3)."),
@@ -353,7 +380,8 @@ def train(
                damping_floor=damping_floor, damp_stem=damp_stem, prune_target=prune_target, prune_ratio=prune_ratio,
                prune_schedule=prune_schedule, prune_method=prune_method, prune_epochs=prune_epochs, prune_monotone=prune_monotone,
                macs_target=macs_target, params_target=params_target, channel_importance=channel_importance,
-               channel_multiple=channel_multiple, swa_start=swa_start, swa_every=swa_every, freq_mixstyle=freq_mixstyle,
+               channel_multiple=channel_multiple, teachers=[str(t) for t in teacher] if teacher else None,
+               kd_weight=kd_weight, kd_temperature=kd_temperature, kd_targets=kd_targets, fit=fit, swa_start=swa_start, swa_every=swa_every, freq_mixstyle=freq_mixstyle,
                epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, workers=workers,
                feature_workers=feature_workers, cache_dir=str(cache_dir) if cache_dir else None, seconds=seconds,
                amp=amp, channels_last=channels_last, out=str(out_dir) if out_dir else None)
@@ -456,13 +484,15 @@ def export(
     output: Path | None = typer.Option(None, "-o", "--output", help="The .onnx file (default RUN/model.onnx)."),
     fold_damping: bool = typer.Option(True, "--fold-damping/--no-fold-damping", help="W ⊙ C stored as the weight."),
     fold_bn: bool = typer.Option(True, "--fold-bn/--no-fold-bn", help="BatchNorm folded into conv biases."),
-    precision: str = typer.Option("fp32", help="fp32 | fp16 (float16 storage, float32 compute) | int8 (static QDQ)."),
+    precision: str | None = typer.Option(None, help="fp32 | fp16 (float16 storage, float32 compute) | int8 (static "
+                                         "QDQ). Default fp32; int8 for a run trained with --fit."),
     calibration: Path | None = typer.Option(None, help="int8: dataset whose clips calibrate (default: the run's own)."),
     cache_dir: Path | None = typer.Option(None, help="Cache root for calibration features."),
     with_frontend: bool = typer.Option(False, "--with-frontend", help="Export waveform (22.05 kHz) -> logits, frontend in the graph."),
     sparse: str = typer.Option("auto", help="Pruned weights as values + positions: auto (where it saves bytes) | pack | none."),
     check_budget: str | None = typer.Option(None, help="Size budget, e.g. 500KB (=512000), 500kB, 0.5MB, 512000."),
-    rules: str = typer.Option("dcase2020", help="dcase2020 | dcase2021 | dcase2022 | dcase2024"),
+    rules: str | None = typer.Option(None, help="dcase2020 | dcase2021 | dcase2022 | dcase2024 (default: the "
+                                     "run's --fit rule set, else dcase2020)."),
     count_bn: bool | None = typer.Option(None, "--count-bn/--no-count-bn", help="Count BatchNorm (default: per rules)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
     swa: bool = typer.Option(False, "--swa", help="Export the run's weight average (model-swa.pt)."),
@@ -471,6 +501,7 @@ def export(
     """Fold, export a verified single-file ONNX with its metadata, and check its size against a budget."""
     require_torch("`edgeasc export`")
     from edgeasc.export.pipeline import export_checkpoint
+    from edgeasc.export.report import budget_failures
 
     if swa:
         if not source.is_dir():
@@ -487,10 +518,8 @@ def export(
     else:
         _render_export(result)
     if report["verdict"] != "PASS":
-        over = [f"{fmt_int(report['counted_bytes'])} counted bytes > budget {fmt_int(report['budget_bytes'])}"
-                if report["counted_bytes"] > report["budget_bytes"] else "",
-                "" if report["macs_ok"] else f"{fmt_macs(report['macs_per_second'])} MACs per second over the limit"]
-        err.print(f"edgeasc: error: budget FAIL ({'; '.join(x for x in over if x)}); {result['onnx']} and its "
+        over = budget_failures(report)
+        err.print(f"edgeasc: error: budget FAIL under {report['rules']} ({'; '.join(over)}); {result['onnx']} and its "
                   "report were written and kept", markup=False, soft_wrap=True)
         raise typer.Exit(3)
 
@@ -506,8 +535,10 @@ def _render_export(result: dict) -> None:
     table.add_row("  of which BatchNorm", fmt_int(r["bn_params"]))
     table.add_row("deployed (BN folded): params / non-zero",
                   f"{fmt_int(r['deployed']['params'])} / {fmt_int(r['deployed']['nonzero_params'])}")
-    table.add_row(f"MACs per {r['clip_seconds']:g} s / per second", f"{fmt_macs(r['macs_per_clip'])} / "
-                  f"{fmt_macs(r['macs_per_second'])}" + ("" if r["macs_ok"] else " (over the limit)"))
+    limit = r.get("macs_limit_per_second")
+    table.add_row(f"MACs per {r['clip_seconds']:g} s / per second" + (f" (limit {fmt_macs(limit)})" if limit else ""),
+                  f"{fmt_macs(r['macs_per_clip'])} / {fmt_macs(r['macs_per_second'])}"
+                  + ("" if r["macs_ok"] else " (over the limit)"))
     if r.get("channel_plan"):
         table.add_row("before channel pruning: params / MACs per clip",
                       f"{fmt_int(r['dense']['params'])} / {fmt_macs(r['dense']['macs_per_clip'])}")

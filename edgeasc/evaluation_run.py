@@ -65,5 +65,8 @@ def describe_checkpoint(path: Path, seconds: float | None = None) -> tuple[dict,
     stats = analyse(model, seconds=seconds)
     extra = {"checkpoint": ckpt["path"], "kind": ckpt.get("kind"), "labels": ckpt["labels"],
              "epoch": ckpt["epoch"], "summary": ckpt.get("summary"),
-             "last_metrics": (ckpt.get("history") or [None])[-1], "feature_params": ckpt["feature_params"]}
+             "last_metrics": (ckpt.get("history") or [None])[-1], "feature_params": ckpt["feature_params"],
+             "teachers": ckpt.get("teachers"), "fit": ckpt.get("fit"),
+             "kd": {k: (ckpt.get("train_config") or {}).get(k) for k in ("kd_weight", "kd_temperature", "kd_targets")}
+             if ckpt.get("teachers") else None}
     return extra, stats

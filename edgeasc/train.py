@@ -11,7 +11,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +28,20 @@ from edgeasc.data.dcase import open_dataset
 from edgeasc.data.loader import (
     CachedFeatures,
     freq_mixstyle,
-    mixup,
+    mix,
     mixup_cross_entropy,
+    mixup_plan,
     parse_freq_mixstyle,
+)
+from edgeasc.distill import (
+    DEFAULT_TEMPERATURE,
+    DEFAULT_WEIGHT,
+    Teacher,
+    distillation_loss,
+    ensemble_logits,
+    load_teachers,
+    online_logits,
+    soft_targets,
 )
 from edgeasc.distributed import Dist, average_buffers, is_oom, resolve_device, state_digest
 from edgeasc.errors import ConfigError, EdgeascError
@@ -49,7 +60,7 @@ from edgeasc.models.channels import channel_groups, complexity
 from edgeasc.models.complexity import count_nonzero, count_params
 from edgeasc.models.presets import resolve_model
 from edgeasc.swa import WeightAverage, reestimate_batchnorm
-from edgeasc.train_config import TrainConfig, lr_at
+from edgeasc.train_config import TrainConfig, explicit_network, lr_at
 
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint-last.pt", "model-final.pt", "summary.json",
              "curves.png", "nonzero.png", "confusion.png", "confusion-eval.png", "devices.png", "devices-eval.png",
@@ -158,6 +169,18 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
         cfg.preset, variant=cfg.variant, decomp_factor=cfg.decomp_factor, rho=cfg.rho, width=cfg.width,
         depth_restriction=cfg.depth_restriction, damping_floor=cfg.damping_floor, damp_stem=cfg.damp_stem,
         n_classes=len(labels), in_channels=channels)
+    n_frames = int(cache.manifest["frames"])
+    fit_plan = None
+    if cfg.fit is not None:  # the rules count every parameter: a preset's magnitude target buys nothing
+        from edgeasc.compress.fit import plan_fit
+
+        fit_plan = plan_fit(cfg.fit, n_frames, float(cache.manifest["params"]["clip_seconds"]), len(labels),
+                            channels, model_config if explicit_network(cfg) else None, cfg.channel_multiple)
+        model_config, preset_target = fit_plan.start, None
+        if dist.main and progress:
+            for line in fit_plan.lines():
+                out.print(line, markup=False, soft_wrap=True)
+    teachers = _teachers(cfg, cache, ckpt, run_dir)
     if ckpt is not None:
         try:  # the checkpoint's own config: after channel pruning it carries the channel plan
             stored = ModelConfig.from_dict(ckpt["model_config"])
@@ -169,8 +192,7 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
 
     torch.manual_seed(cfg.seed)
     model = build_model(model_config).to(device)
-    n_frames = int(cache.manifest["frames"])
-    channel_pruner = _channel_pruner(cfg, model_config.dense, n_frames)
+    channel_pruner = _channel_pruner(cfg, model_config.dense, n_frames, fit_plan)
     explicit = cfg.prune_target is not None or cfg.prune_ratio is not None
     # a preset's magnitude target describes its dense network: it does not apply after channel pruning
     target = cfg.prune_target if explicit or channel_pruner else preset_target
@@ -227,13 +249,17 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
     config_record = {"train": cfg.to_dict(), "model": model_config.dense.to_dict(), "variant": model_config.variant,
                      "pruning": pruner.describe() if pruner else None,
                      "channel_pruning": channel_pruner.describe() if channel_pruner else None, "labels": labels,
+                     "fit": fit_plan.describe() if fit_plan else None,
+                     "teachers": [t.record() for t in teachers] or None,
                      "dataset": {"root": cache.manifest["root"], "layout": cache.manifest["layout"],
                                  "cache": str(cache.directory)},
                      "world_size": dist.world, "device": str(device)}
 
     payload_common = {"model_config": model_config.to_dict(), "labels": labels, "channels": channels,
                       "feature_params": cache.manifest["params"], "normalization": cache.manifest["normalization"],
-                      "train_config": cfg.to_dict(), "devices": sorted({d for d in cache.devices("train") if d})}
+                      "train_config": cfg.to_dict(), "devices": sorted({d for d in cache.devices("train") if d}),
+                      "fit": fit_plan.describe() if fit_plan else None,
+                      "teachers": [t.record() for t in teachers] or None}
     swa = None
     if cfg.swa_start is not None:
         if channel_pruner is not None and cfg.swa_start <= cfg.prune_epochs + 1:
@@ -243,7 +269,8 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
         if ckpt is not None and ckpt.get("swa"):
             swa.load_state_dict(ckpt["swa"], device)
     loop = Loop(cfg, dist, device, run_dir, cache, model, optimizer, pruner, channel_pruner, make_pruner,
-                wants_magnitude, magnitude_start, history, payload_common, swa)
+                wants_magnitude, magnitude_start, history, payload_common, swa, teachers,
+                _teacher_targets(cfg, dist, cache, teachers, device, progress))
 
     t_run, first_epoch = time.perf_counter(), start_epoch
     try:
@@ -302,10 +329,16 @@ class Loop:
     history: list[dict]
     payload_common: dict
     swa: WeightAverage | None = None
+    teachers: list[Teacher] = field(default_factory=list)
+    teacher_logits: np.ndarray | None = None   # cached targets: the ensemble's logits per training clip
 
     def __post_init__(self) -> None:
         self.net = self.wrap(self.model)
-        self.train_data = CachedFeatures(self.cache, "train", train=True, roll=self.cfg.roll, seed=self.cfg.seed)
+        self.train_data = CachedFeatures(self.cache, "train", train=True, roll=self.cfg.roll, seed=self.cfg.seed,
+                                         targets=self.teacher_logits)
+        self.kd_weight = DEFAULT_WEIGHT if self.cfg.kd_weight is None else float(self.cfg.kd_weight)
+        self.kd_temperature = DEFAULT_TEMPERATURE if self.cfg.kd_temperature is None else float(self.cfg.kd_temperature)
+        self.student_norm = (torch.from_numpy(self.cache.mean[0]).unsqueeze(0), torch.from_numpy(self.cache.std[0]).unsqueeze(0))
         self.per_rank = self.cfg.batch_size // self.dist.world
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.cfg.amp)
         self.n_frames = int(self.cache.manifest["frames"])
@@ -391,17 +424,28 @@ def _train_steps(loop: Loop, epoch: int, progress: bool) -> torch.Tensor:
     loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
     with _epoch_bar(f"epoch {epoch + 1}/{cfg.epochs}", len(loader) * loop.per_rank * dist.world,
                     progress and dist.main) as advance:
-        for step, (x, y) in enumerate(loader):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        for step, batch in enumerate(loader):
+            x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             if style is not None:  # its own stream: runs without it draw exactly what they drew before
                 x = freq_mixstyle(x, np.random.default_rng([cfg.seed, epoch, step, dist.rank, 1]), *style)
             rng = np.random.default_rng([cfg.seed, epoch, step, dist.rank])
-            x, y_a, y_b, lam = mixup(x, y, rng, cfg.mixup_alpha)
+            lam, perm = mixup_plan(len(y), rng, cfg.mixup_alpha)
+            x, y_a, y_b, lam = mix(x, lam, perm), y, y[perm.to(device)], lam.to(device)
+            targets = None
+            if loop.teachers:  # cached: mixed like the inputs; online: the teachers see this very batch
+                logits_t = (batch[2].to(device) if loop.teacher_logits is not None else
+                            online_logits(loop.teachers, x.float(), *loop.student_norm))
+                targets = soft_targets(logits_t, loop.kd_temperature)
+                if loop.teacher_logits is not None:
+                    targets = mix(targets, lam, perm)
             try:
                 with torch.autocast(device.type, dtype=torch.float16, enabled=cfg.amp):
-                    loss = mixup_cross_entropy(loop.net(x).float(), y_a, y_b, lam)
+                    logits = loop.net(x).float()
+                loss = mixup_cross_entropy(logits, y_a, y_b, lam)
+                if targets is not None:
+                    loss = distillation_loss(logits, loss, targets, loop.kd_weight, loop.kd_temperature)
                 loop.optimizer.zero_grad(set_to_none=True)
                 loop.scaler.scale(loss).backward()
                 loop.scaler.step(loop.optimizer)
@@ -423,14 +467,46 @@ def _train_steps(loop: Loop, epoch: int, progress: bool) -> torch.Tensor:
     return loss_sum
 
 
-def _channel_pruner(cfg: TrainConfig, dense_config, n_frames: int) -> ChannelPruner | None:
-    if cfg.macs_target is None and cfg.params_target is None:
+def _channel_pruner(cfg: TrainConfig, dense_config, n_frames: int, fit_plan=None) -> ChannelPruner | None:
+    macs_target, params_target = ((fit_plan.macs_target, fit_plan.params_target) if fit_plan is not None
+                                  else (cfg.macs_target, cfg.params_target))
+    if macs_target is None and params_target is None:
         return None
     if cfg.epochs <= cfg.prune_epochs:  # the budget is reached at the start of epoch prune_epochs + 1
         raise ConfigError(f"channel pruning reaches its budget at the start of epoch {cfg.prune_epochs + 1} "
                           f"(--prune-epochs {cfg.prune_epochs}): give --epochs > {cfg.prune_epochs}, not {cfg.epochs}")
-    return ChannelPruner(dense_config, n_frames, cfg.macs_target, cfg.params_target, cfg.prune_schedule,
+    return ChannelPruner(dense_config, n_frames, macs_target, params_target, cfg.prune_schedule,
                          cfg.prune_epochs, cfg.channel_importance, cfg.channel_multiple)
+
+
+def _teachers(cfg: TrainConfig, cache: FeatureCache, ckpt: dict | None, run_dir: Path) -> list[Teacher]:
+    teachers = load_teachers(cfg.teachers, cache.label_names, cache.manifest["params"], cache.manifest["channels"],
+                             run_dir)
+    if ckpt is not None:  # the objective is part of the run: a resume must distil from the same teachers
+        before = [t["sha256"] for t in (ckpt.get("teachers") or [])]
+        if sorted(before) != sorted(t.sha256 for t in teachers):
+            raise ConfigError(f"{run_dir} was trained with {len(before) or 'no'} teacher(s) "
+                              f"{'(' + ', '.join(t['path'] for t in ckpt['teachers']) + ') ' if before else ''}"
+                              "and must resume with the same --teacher checkpoints")
+    return teachers
+
+
+def _teacher_targets(cfg: TrainConfig, dist: Dist, cache: FeatureCache, teachers: list[Teacher],
+                     device: torch.device, progress: bool) -> np.ndarray | None:
+    """The ensemble's logits per training clip (cached targets), computed by rank 0 once per
+    teacher and clip list and read back by the other ranks."""
+    if not teachers or (cfg.kd_targets or "cached") != "cached":
+        return None
+    logits = None
+    for turn in ((True,) if dist.world == 1 else (True, False)):
+        if dist.main if turn else not dist.main:
+            t0 = time.perf_counter()
+            logits, ran = ensemble_logits(teachers, cache, "train", device)
+            if ran and dist.main and progress:
+                out.print(f"teacher logits: {ran} of {len(teachers)} teacher(s) ran on {len(logits):,} training clips "
+                          f"in {time.perf_counter() - t0:.1f} s (cached for later runs)", markup=False, soft_wrap=True)
+        dist.barrier()
+    return logits
 
 
 def _finish(cfg: TrainConfig, dist: Dist, run_dir: Path, loop: Loop, config_record: dict) -> dict:
@@ -466,7 +542,10 @@ def _finish(cfg: TrainConfig, dist: Dist, run_dir: Path, loop: Loop, config_reco
                "macs": complexity(config, n_frames)[1], "dense_params": dense_params, "dense_macs": dense_macs,
                "seconds": cache.manifest["params"]["clip_seconds"], "channel_plan": dict(config.channels) if config.channels else None,
                "dense_channels": {g.name: g.dense_width for g in channel_groups(config)} if config.channels else None,
-               "channel_pruning": config_record["channel_pruning"], "swa": None}
+               "channel_pruning": config_record["channel_pruning"], "swa": None,
+               "fit": config_record["fit"], "teachers": config_record["teachers"],
+               "kd": ({"weight": loop.kd_weight, "temperature": loop.kd_temperature,
+                       "targets": cfg.kd_targets or "cached"} if loop.teachers else None)}
     if averaged is not None:
         device = next(model.parameters()).device
         loader = DataLoader(loop.train_data, batch_size=loop.per_rank, num_workers=cfg.workers,

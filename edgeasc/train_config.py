@@ -42,6 +42,13 @@ class TrainConfig:
     params_target: int | None = None
     channel_importance: str = "l2"
     channel_multiple: int = 16
+    # knowledge distillation (distill.py): finished runs whose mean logits teach the student
+    teachers: tuple[str, ...] = ()
+    kd_weight: float | None = None        # None: 0.5 with teachers
+    kd_temperature: float | None = None   # None: 2 with teachers
+    kd_targets: str | None = None         # cached (default) | online
+    # budget fit (compress/fit.py): a start network and channel pruning to a rule set's limits
+    fit: str | None = None
     # stochastic weight averaging (swa.py): every swa_every-th epoch from epoch swa_start (1-based) on
     swa_start: int | None = None
     swa_every: int = 3
@@ -99,7 +106,10 @@ def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = N
     given = load_toml(config_file) if config_file else {}
     given.update({k: v for k, v in cli.items() if v is not None})
     base = {} if given.get("dataset") else dict(DEMO_DEFAULTS)
+    if given.get("fit") is not None:
+        _resolve_fit(given, base)
     values = {**base, **given}
+    _resolve_teachers(values)
     if values.get("prune_target") is not None and values.get("prune_ratio") is not None:
         raise ConfigError("give --prune-target or --prune-ratio, not both")
     structured = [f"--{k.replace('_', '-')}" for k in ("macs_target", "params_target") if values.get(k) is not None]
@@ -162,6 +172,39 @@ def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = N
         return TrainConfig(**values)
     except TypeError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _resolve_fit(given: dict[str, Any], base: dict[str, Any]) -> None:
+    """--fit chooses the start network unless one is named, prunes channels in finer steps, and
+    owns the channel targets."""
+    from edgeasc.compress.fit import FIT_CHANNEL_MULTIPLE, FIT_RULES
+
+    if given["fit"] not in FIT_RULES:
+        raise ConfigError(f"--fit must be one of {', '.join(FIT_RULES)} (the rule sets that cap all parameters and "
+                          f"MACs), got {given['fit']!r}")
+    clash = [f"--{k.replace('_', '-')}" for k in ("macs_target", "params_target") if given.get(k) is not None]
+    if clash:
+        raise ConfigError(f"--fit sets the channel targets from the rules: drop {' and '.join(clash)}")
+    base.pop("preset", None)  # the demo's network is not a choice the user made
+    given.setdefault("channel_multiple", FIT_CHANNEL_MULTIPLE)
+
+
+def _resolve_teachers(values: dict[str, Any]) -> None:
+    from edgeasc.distill import check_kd_options
+
+    teachers = values.get("teachers") or ()
+    if isinstance(teachers, str | Path):
+        teachers = (teachers,)
+    if not isinstance(teachers, list | tuple) or not all(isinstance(t, str | Path) and str(t) for t in teachers):
+        raise ConfigError(f"teachers must be a list of run directories or checkpoints, got {teachers!r}")
+    check_kd_options(teachers, values.get("kd_weight"), values.get("kd_temperature"), values.get("kd_targets"))
+    values["teachers"] = tuple(str(Path(t).expanduser().resolve()) for t in teachers)
+
+
+def explicit_network(cfg: TrainConfig) -> bool:
+    """Whether the user named a network (a preset or any architecture flag)."""
+    return cfg.preset is not None or any(getattr(cfg, k) is not None for k in (
+        "variant", "rho", "width", "depth_restriction", "decomp_factor", "damping_floor", "damp_stem"))
 
 
 def lr_at(cfg: TrainConfig, epoch: int) -> float:

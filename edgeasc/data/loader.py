@@ -24,12 +24,16 @@ class CachedFeatures(Dataset):
     """Normalised features of one split: items are (float32 tensor (C, mels, frames), label)."""
 
     def __init__(self, cache: FeatureCache, split: str, train: bool = False,
-                 roll: int = ROLL_FRAMES, seed: int = 0) -> None:
+                 roll: int = ROLL_FRAMES, seed: int = 0, targets: np.ndarray | None = None) -> None:
+        """`targets`: one row per clip (a teacher's logits) returned as a third item."""
         self.path: Path = cache.directory / f"{split}.npy"
         self.labels = cache.labels(split)
         self.mean, self.std = cache.mean, cache.std
         self.train, self.roll, self.seed = train, roll, seed
         self.epoch = 0
+        self.targets = targets
+        if targets is not None and len(targets) != len(self.labels):
+            raise ValueError(f"{len(targets)} target rows for {len(self.labels)} clips")
         self._array: np.ndarray | None = None  # opened lazily: a memmap must not be pickled to workers
 
     def set_epoch(self, epoch: int) -> None:
@@ -38,14 +42,17 @@ class CachedFeatures(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple:
         if self._array is None:
             self._array = np.load(self.path, mmap_mode="r")
         x = (np.asarray(self._array[index], dtype=np.float32) - self.mean) / self.std
         if self.train and self.roll:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             x = np.roll(x, int(rng.integers(-self.roll, self.roll + 1)), axis=-1)
-        return torch.from_numpy(np.ascontiguousarray(x)), int(self.labels[index])
+        item = torch.from_numpy(np.ascontiguousarray(x)), int(self.labels[index])
+        if self.targets is not None:
+            return (*item, torch.from_numpy(np.array(self.targets[index], dtype=np.float32)))
+        return item
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_array": None}
@@ -57,14 +64,24 @@ def mixup(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, alpha: flo
 
     Returns (mixed x, y, partner y, λ); the loss is λ·CE(y) + (1 − λ)·CE(partner y).
     """
-    n = x.shape[0]
+    lam, perm = mixup_plan(x.shape[0], rng, alpha)
+    return mix(x, lam, perm), y, y[perm.to(y.device)], lam.to(x.dtype).to(x.device)
+
+
+def mixup_plan(n: int, rng: np.random.Generator, alpha: float = MIXUP_ALPHA) -> tuple[torch.Tensor, torch.Tensor]:
+    """(λ per sample, partner permutation) of one mixup step: what `mix` applies to the
+    inputs and, under distillation, to the teachers' soft targets. α = 0: no mixing."""
+    if alpha <= 0:
+        return torch.ones(n), torch.arange(n)
     lam = rng.beta(alpha, alpha, size=n)
     lam = np.maximum(lam, 1.0 - lam)
-    perm = torch.from_numpy(rng.permutation(n))
-    lam_t = torch.as_tensor(lam, dtype=x.dtype, device=x.device)
-    shape = (n,) + (1,) * (x.dim() - 1)
-    mixed = x * lam_t.view(shape) + x[perm.to(x.device)] * (1.0 - lam_t.view(shape))
-    return mixed, y, y[perm.to(y.device)], lam_t
+    return torch.as_tensor(lam, dtype=torch.float32), torch.from_numpy(rng.permutation(n))
+
+
+def mix(t: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """λ·t + (1 − λ)·t[perm], λ broadcast over all but the first dimension."""
+    lam = lam.to(device=t.device, dtype=t.dtype).view((len(lam),) + (1,) * (t.dim() - 1))
+    return t * lam + t[perm.to(t.device)] * (1.0 - lam)
 
 
 def freq_mixstyle(x: torch.Tensor, rng: np.random.Generator, p: float, alpha: float, eps: float = 1e-6

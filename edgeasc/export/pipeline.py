@@ -60,23 +60,31 @@ def check_output(path: Path, force: bool) -> None:
 
 
 def export_checkpoint(source: str | Path, output: str | Path | None = None, fold_damping: bool = True,
-                      fold_bn: bool = True, precision: str = "fp32", budget: str | None = None,
-                      rules: str = "dcase2020", count_bn: bool | None = None, force: bool = False,
+                      fold_bn: bool = True, precision: str | None = None, budget: str | None = None,
+                      rules: str | None = None, count_bn: bool | None = None, force: bool = False,
                       sparse: str = "auto", calibration: str | Path | None = None,
                       cache_dir: str | Path | None = None, with_frontend: bool = False) -> dict:
     # every check on the user's input comes before any work and any write
+    """precision and rules None: the run's --fit rule set and int8 when it was fitted, else fp32
+    and dcase2020."""
     if sparse not in MODES:
         raise ConfigError(f"--sparse must be one of {', '.join(MODES)}, got {sparse!r}")
-    if precision not in PRECISIONS:
+    if precision is not None and precision not in PRECISIONS:
         raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if calibration is not None and precision != "int8":
+    if calibration is not None and precision not in (None, "int8"):
         raise ConfigError("--calibration only applies to --precision int8")
     if calibration is not None and not Path(calibration).exists():
         raise ConfigError(f"--calibration {calibration}: no such dataset")
-    if rules not in RULES:
+    if rules is not None and rules not in RULES:
         raise ConfigError(f"--rules must be one of {', '.join(RULES)}, got {rules!r}")
     budget_bytes = parse_budget(budget) if budget is not None else None
     ckpt = load_checkpoint(source)
+    fitted = ckpt.get("fit") if isinstance(ckpt.get("fit"), dict) else None
+    fit_rules = fitted.get("rules") if fitted and fitted.get("rules") in RULES else None
+    rules = rules or fit_rules or "dcase2020"
+    precision = precision or ("int8" if fit_rules else "fp32")
+    if calibration is not None and precision != "int8":
+        raise ConfigError("--calibration only applies to --precision int8")
     out = Path(output) if output else Path(ckpt["path"]).parent / "model.onnx"
     check_output(out, force)
 

@@ -99,6 +99,19 @@ def size_report(stats, precision: str, rules: Rules, budget_bytes: int | None = 
     }
 
 
+def budget_failures(r: dict) -> list[str]:
+    """What fails in a size report, each with how far it is over ([] when it passes)."""
+    fails = []
+    if r["counted_bytes"] > r["budget_bytes"]:
+        fails.append(f"bytes: {r['counted_bytes']:,} counted > budget {r['budget_bytes']:,}, "
+                     f"{r['counted_bytes'] - r['budget_bytes']:,} over")
+    if not r["macs_ok"]:
+        limit = r["macs_limit_per_second"]
+        fails.append(f"MACs: {r['macs_per_second'] / 1e6:,.3f} M per second > limit {limit / 1e6:g} M, "
+                     f"{(r['macs_per_second'] - limit) / 1e6:,.3f} M ({100 * (r['macs_per_second'] / limit - 1):.1f} %) over")
+    return fails
+
+
 def report_markdown(r: dict) -> str:
     lines = [f"# Size report: {r['verdict']}", "",
              f"Rules: {r['rules']} — {r['rules_description']}.",
@@ -113,6 +126,8 @@ def report_markdown(r: dict) -> str:
              *([f"| MACs counted on the ONNX graph | {r['macs_onnx_graph']:,} |"]
                if r.get("macs_onnx_graph") is not None else []),
              f"| MACs per second of audio | {r['macs_per_second']:,.0f} |",
+             *([f"| MAC limit per second | {r['macs_limit_per_second']:,.0f} "
+                f"({'met' if r['macs_ok'] else 'over'}) |"] if r.get("macs_limit_per_second") else []),
              f"| counted bytes | {r['counted_bytes']:,} |", f"| budget bytes | {r['budget_bytes']:,} |"]
     if r["file_bytes"] is not None:
         lines.append(f"| ONNX file bytes | {r['file_bytes']:,} |")
