@@ -1,0 +1,107 @@
+"""`train --fit`: the plan (start network from the candidate table, targets from the rules),
+a trained student that meets the rules exactly after int8 export, exit code 3 when bytes or
+MACs fail (naming which, and by how much), and one-line errors for bad --fit input."""
+
+import json
+
+import pytest
+
+from conftest import assert_one_line_error, run_cli
+from edgeasc.data.synth import write_dataset
+
+BASE = ["--seconds", "1", "--batch-size", "4", "--feature-workers", "1", "--lr", "3e-3"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fit")
+    write_dataset(root / "scenes", classes=3, clips_per_class=8, seconds=1.0, seed=5, workers=1, progress=False)
+    return root
+
+
+def train_cli(data, out, *extra):
+    return run_cli("train", str(data / "scenes"), *BASE, "--cache-dir", str(data / "cache"), "--out", str(out), *extra)
+
+
+def test_plan_picks_the_widest_candidate_within_the_headroom():
+    from edgeasc.compress.fit import START_HEADROOM, candidates, plan_fit, rules_limits
+    from edgeasc.models.channels import complexity
+
+    assert rules_limits("dcase2024", 1.0) == (128_000, 30_000_000)
+    assert rules_limits("dcase2022", 1.0) == (131_072, 30_000_000)
+    assert rules_limits("dcase2024", 10.0) == (128_000, 300_000_000)
+    # mono 1-s clips, 10 classes (TAU 2022): width 32 is 43,716,960 MACs, 1.457x the limit; width 40 is 2.25x
+    plan = plan_fit("dcase2024", 44, 1.0, 10, 1)
+    assert plan.start.width == 32 and plan.dense == (68_468, 43_716_960)
+    assert plan.macs_target == "30000k" and plan.params_target is None
+    ratios = {c.width: max(p / 128_000, m / 30e6) for _, c in candidates(10, 1) for p, m in [complexity(c, 44)]}
+    assert ratios[32] <= START_HEADROOM < ratios[40]
+    # stereo, 3 classes: the stem costs more, and width 24 is the widest within the headroom
+    assert plan_fit("dcase2024", 44, 1.0, 3, 2).start.width == 24
+    lines = "\n".join(plan.lines())
+    assert "at most 128,000 parameters (int8" in lines and "43.72 M MACs per second" in lines
+    assert "--precision int8 --rules dcase2024" in lines
+
+
+def test_fitted_student_meets_the_rules_after_int8_export(data, tmp_path):
+    # stereo 1-s clips: the table's width 24 (26.6 M MACs per second) already fits; width 32 is 1.55x
+    auto = train_cli(data, tmp_path / "auto", "--fit", "dcase2024", "--epochs", "2", "--prune-epochs", "1")
+    assert auto.returncode == 0, auto.stderr
+    assert "fit dcase2024: at most 128,000 parameters" in auto.stdout
+    assert "start: damped rho 3 width 24 (from the candidate table)" in auto.stdout
+    assert "the start already fits the rules: no channel pruning" in auto.stdout
+    # a given start over the limit is channel-pruned to it
+    run = tmp_path / "fit"
+    proc = train_cli(data, run, "--fit", "dcase2024", "--width", "32", "--epochs", "3", "--prune-epochs", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "start: the given network (given)" in proc.stdout and "channel pruning (widths in multiples of 1)" in proc.stdout
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["model"]["width"] == 32 and summary["fit"]["rules"] == "dcase2024"
+    assert summary["dense_macs"] > 30_000_000 >= summary["macs"] > 0.97 * 30_000_000  # cut close to the limit
+    assert summary["params"] <= 128_000
+    exp = run_cli("export", str(run), "--cache-dir", str(data / "cache"), "--json")
+    assert exp.returncode == 0, exp.stderr
+    report = json.loads(exp.stdout)["report"]
+    assert (report["rules"], report["precision"], report["verdict"]) == ("dcase2024", "int8", "PASS")
+    assert report["counted_bytes"] == summary["params"] and report["macs_per_second"] == summary["macs"]
+    assert report["macs_limit_per_second"] == 30e6
+    info = run_cli("info", str(run))
+    assert "fitted to dcase2024: started from the given network" in info.stdout
+    # bytes alone fail at fp32 (4 bytes per parameter): exit 3, naming the bytes and by how much
+    fp32 = run_cli("export", str(run), "--precision", "fp32", "-o", str(tmp_path / "fp32.onnx"))
+    assert fp32.returncode == 3
+    over = 4 * summary["params"] - 128_000
+    assert f"bytes: {4 * summary['params']:,} counted > budget 128,000, {over:,} over" in fp32.stderr
+    assert "MACs:" not in fp32.stderr and (tmp_path / "fp32.onnx").is_file()
+
+
+def test_budget_fails_on_macs_alone_with_exit_3(data, tmp_path):
+    run = tmp_path / "wide"
+    assert train_cli(data, run, "--preset", "demo", "--width", "32", "--prune-ratio", "0", "--epochs", "1").returncode == 0
+    summary = json.loads((run / "summary.json").read_text())
+    macs = summary["macs"]
+    assert macs > 30_000_000 and summary["params"] <= 128_000
+    proc = run_cli("export", str(run), "--precision", "int8", "--rules", "dcase2024", "--cache-dir", str(data / "cache"),
+                   "-o", str(tmp_path / "wide.onnx"))
+    assert proc.returncode == 3, proc.stderr
+    line = [x for x in proc.stderr.splitlines() if "budget FAIL" in x][0]
+    assert f"MACs: {macs / 1e6:,.3f} M per second > limit 30 M, {(macs - 30e6) / 1e6:,.3f} M" in line
+    assert "bytes:" not in line and "under dcase2024" in line
+    # the same network under the 2020 rules (no MAC limit, 500 KB of non-zeros) passes
+    ok = run_cli("export", str(run), "--precision", "int8", "--rules", "dcase2020", "-o", str(tmp_path / "ok.onnx"))
+    assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.parametrize("extra, needles", [
+    (["--fit", "dcase2099"], ["--fit must be one of dcase2022, dcase2024"]),
+    (["--fit", "dcase2020"], ["--fit must be one of"]),
+    (["--fit", "dcase2024", "--macs-target", "50%"], ["--fit sets the channel targets", "--macs-target"]),
+    (["--fit", "dcase2024", "--params-target", "9000"], ["drop --params-target"]),
+    (["--fit", "dcase2024", "--width", "128", "--channel-multiple", "32"],
+     ["the given network cannot meet the rules", "MACs per second > 30 M"]),
+])
+def test_bad_fit_input_is_one_line(data, tmp_path, extra, needles):
+    out = tmp_path / "bad"
+    proc = train_cli(data, out, "--epochs", "3", "--prune-epochs", "1", *extra)
+    assert_one_line_error(proc, 2, *needles)
+    assert not (out / "checkpoint-last.pt").exists()
