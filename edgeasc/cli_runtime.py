@@ -236,10 +236,14 @@ def render_predictions(results, top_k: int) -> None:
 # ----------------------------------------------------------------------------- listen
 def listen(
     model: Path = typer.Argument(..., help="An .onnx file written by `edgeasc export`."),
-    source: str = typer.Argument("-", help="'-': a WAV stream on stdin (arecord -t wav ... | edgeasc listen M -), "
-                                 "or raw PCM with --rate/--channels/--format; or a path (a FIFO, a file)."),
-    rate: int | None = typer.Option(None, help="Raw PCM: sample rate in Hz (without it the stream must be WAV)."),
-    channels: int | None = typer.Option(None, help="Raw PCM: 1 or 2 channels."),
+    source: str | None = typer.Argument(None, help="'-': a WAV stream on stdin (arecord -t wav ... | edgeasc listen "
+                                        "M -), or raw PCM with --rate/--channels/--format; or a path (a FIFO, a file). "
+                                        "None: the microphone (the `mic` extra)."),
+    mic: str | None = typer.Option(None, help="Microphone: a device index or (part of) a name (default: the "
+                                   "system's default input; `python -m sounddevice` lists them)."),
+    rate: int | None = typer.Option(None, help="Raw PCM: sample rate in Hz (without it the stream must be WAV). "
+                                    "Microphone: the rate to open it at (default: its own)."),
+    channels: int | None = typer.Option(None, help="Raw PCM: 1 or 2 channels. Microphone: default up to 2."),
     fmt: str = typer.Option("S16_LE", "--format", help="Raw PCM sample format: S16_LE, S32_LE or F32_LE."),
     window: float | None = typer.Option(None, help="Window seconds (default: the model's clip length)."),
     hop: float = typer.Option(1.0, help="Seconds between windows."),
@@ -254,14 +258,20 @@ def listen(
     from edgeasc.stream import listen as listen_stream
     from edgeasc.stream import raw_format
 
-    raw = rate is not None or channels is not None or fmt != "S16_LE"  # any raw PCM option: all are checked
+    if source is not None and mic is not None:
+        raise ConfigError("--mic reads a microphone: give it or a SOURCE, not both")
+    if source is None and fmt != "S16_LE":
+        raise ConfigError("--format describes raw PCM on stdin or a FIFO; a microphone is read as float32")
+    if source is None and channels is not None and channels not in (1, 2):
+        raise ConfigError(f"--channels must be 1 or 2, got {channels}")
+    raw = source is not None and (rate is not None or channels is not None or fmt != "S16_LE")
     fmt_spec = raw_format(rate, channels, fmt) if raw else None
     m = load_model(model, threads)
     m.require_metadata("listen")
     name = "stdin" if source == "-" else source
-    if source != "-" and not Path(source).exists():
+    if source not in (None, "-") and not Path(source).exists():
         raise ConfigError(f"{source}: no such file or FIFO")
-    if source != "-" and Path(source).is_dir():
+    if source not in (None, "-") and Path(source).is_dir():
         raise ConfigError(f"{source}: a folder; `edgeasc predict` classifies folders")
     live = not as_json and sys.stdout.isatty()
     windows, latencies, labels = 0, [], {}
@@ -287,10 +297,19 @@ def listen(
             sys.stdout.write(("\r" + text + "\x1b[K") if live else text + "\n")  # K: clear the line's rest
         sys.stdout.flush()
 
-    stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115 (closed below)
+    microphone = None
+    if source is None:
+        from edgeasc.microphone import Microphone
+
+        microphone = Microphone(mic, rate, channels)
+        stream, fmt_spec, name = microphone, microphone.format, microphone.name
+        err.print(f"edgeasc: listening to {name} ({fmt_spec.rate} Hz, {fmt_spec.channels} channel(s)); Ctrl-C stops",
+                  markup=False, soft_wrap=True)
+    else:
+        stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115 (closed below)
     stopped = "end of stream"
     try:
-        for w in listen_stream(m, stream, fmt_spec, window, hop, smooth, name):
+        for w in listen_stream(m, stream, fmt_spec, window, hop, smooth, name, header=microphone is None):
             emit(w)
     except KeyboardInterrupt:
         stopped = "stopped"
@@ -299,6 +318,8 @@ def listen(
             stream.close()
         if live:
             sys.stdout.write("\n")
+    if microphone is not None and microphone.overflows:
+        stopped += f" ({microphone.overflows} input overflow(s): samples were lost while classifying)"
     common = ", ".join(f"{lab} {n}" for lab, n in sorted(labels.items(), key=lambda kv: -kv[1])[:3])
     median = f"; median latency {sorted(latencies)[len(latencies) // 2]:.1f} ms per window" if latencies else ""
     err.print(f"edgeasc: {stopped}: {windows} windows over {last_end:.1f} s of {name}"

@@ -231,10 +231,14 @@ def open_stream(stream: BinaryIO, raw: StreamFormat | None, name: str = "stdin")
 
 
 def listen(model: DeployedModel, stream: BinaryIO, raw: StreamFormat | None = None, window: float | None = None,
-           hop: float = 1.0, smooth: int = 1, name: str = "stdin") -> Iterator[Window]:
-    """Classify a byte stream (WAV, or raw PCM of format `raw`) window by window."""
+           hop: float = 1.0, smooth: int = 1, name: str = "stdin", header: bool = True) -> Iterator[Window]:
+    """Classify a byte stream (WAV, or raw PCM of format `raw`) window by window. header=False:
+    the stream is raw PCM of format `raw` and is not probed for a WAV header (a microphone)."""
     classifier = StreamClassifier(model, window, hop, smooth)
-    fmt, stream = open_stream(stream, raw, name)
+    if header or raw is None:
+        fmt, stream = open_stream(stream, raw, name)
+    else:
+        fmt = raw
     rate = model.feature_params.sample_rate
     resampler = None if fmt.rate == rate else soxr.ResampleStream(fmt.rate, rate, model.channels,
                                                                    dtype="float32", quality="HQ")

@@ -277,3 +277,84 @@ def test_the_default_batch_holds_at_most_2_gmac(exported):
     assert default_batch(m) == 1
     del m.metadata["macs_per_clip"]
     assert default_batch(m) == 1
+
+
+# A stand-in for sounddevice (PortAudio is not on the test machine): one 16 kHz mono microphone
+# playing a tone for 3.3 s, then Ctrl-C (KeyboardInterrupt from its read, where PortAudio's
+# blocking read would be interrupted); one busy device. It reports one overflow after 2 s.
+FAKE_SOUNDDEVICE = '''
+import sys, types
+import numpy as np
+sd = types.ModuleType("sounddevice")
+class PortAudioError(Exception):
+    pass
+sd.PortAudioError = PortAudioError
+DEVICES = [{"name": "Fake USB Mic", "max_input_channels": 1, "default_samplerate": 16000.0},
+           {"name": "Busy Mic", "max_input_channels": 2, "default_samplerate": 48000.0}]
+def query_devices(device=None, kind=None):
+    if device is None:
+        return DEVICES[0]
+    if isinstance(device, int):
+        if device >= len(DEVICES):
+            raise PortAudioError(f"Error querying device {device}")
+        return DEVICES[device]
+    found = [d for d in DEVICES if device.lower() in d["name"].lower()]
+    if not found:
+        raise ValueError(f"No input device matching {device!r}")
+    return found[0]
+class RawInputStream:
+    def __init__(self, samplerate, channels, dtype, device, blocksize):
+        if device == "Busy" or device == 1:
+            raise PortAudioError("Error opening RawInputStream: Device unavailable [PaErrorCode -9985]")
+        assert dtype == "float32"
+        self.sr, self.ch, self.t, self.total = samplerate, channels, 0, int(3.3 * samplerate)
+    def start(self):
+        pass
+    def read(self, frames):
+        if self.t >= self.total:
+            raise KeyboardInterrupt
+        n = min(frames, self.total - self.t)
+        t = (self.t + np.arange(n)) / self.sr
+        x = np.repeat((0.3 * np.sin(2 * np.pi * 440 * t)).astype("<f4")[:, None], self.ch, 1)
+        before, self.t = self.t, self.t + n
+        return x.tobytes(), before < 2 * self.sr <= self.t
+    def stop(self):
+        pass
+    def close(self):
+        pass
+sd.query_devices, sd.RawInputStream = query_devices, RawInputStream
+sys.modules["sounddevice"] = sd
+'''
+
+
+def test_listen_reads_the_microphone_until_ctrl_c(exported):
+    _, paths = exported
+    proc = run_cli("listen", str(paths["fp32"]), "--json", python_prelude=DEVICE + "\n" + FAKE_SOUNDDEVICE)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.strip()]
+    assert [(w["time"], w["end"]) for w in lines] == [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)]
+    err = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert err[0] == "edgeasc: listening to Fake USB Mic (16000 Hz, 1 channel(s)); Ctrl-C stops"
+    assert "stopped (1 input overflow(s): samples were lost while classifying): 3 windows over 3.0 s of Fake USB Mic" \
+        in err[1] and len(err) == 2
+    # the same samples through a pipe as raw PCM: the same windows, to the last bit
+    t = np.arange(int(3.3 * 16000)) / 16000
+    raw = (0.3 * np.sin(2 * np.pi * 440 * t)).astype("<f4").tobytes()
+    _, piped = listen_json(paths["fp32"], "-", "--rate", "16000", "--channels", "1", "--format", "F32_LE", stdin=raw)
+    assert [w["window_probabilities"] for w in piped] == [w["window_probabilities"] for w in lines]
+
+
+def test_microphone_problems_are_one_line(exported):
+    _, paths = exported
+    m = str(paths["fp32"])
+    fake = DEVICE + "\n" + FAKE_SOUNDDEVICE
+    assert_one_line_error(run_cli("listen", m, python_prelude=DEVICE + "\nsys.modules['sounddevice'] = None"), 2,
+                          "reading a microphone needs sounddevice", "edgeasc[mic]", "libportaudio2")
+    assert_one_line_error(run_cli("listen", m, "--mic", "Nope", python_prelude=fake), 2,
+                          "microphone 'Nope': no such input device", "python -m sounddevice")
+    assert_one_line_error(run_cli("listen", m, "--mic", "7", python_prelude=fake), 2, "no such input device")
+    assert_one_line_error(run_cli("listen", m, "--mic", "Busy", python_prelude=fake), 2,
+                          "cannot open microphone 'Busy' (Busy Mic) at 48000 Hz", "Device unavailable")
+    assert_one_line_error(run_cli("listen", m, "--channels", "2", python_prelude=fake), 2,
+                          "has 1 input channel(s), --channels 2")
+    assert_one_line_error(run_cli("listen", m, "-", "--mic", "Fake", python_prelude=fake), 2, "not both")
