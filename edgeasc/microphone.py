@@ -1,5 +1,5 @@
 """A microphone as the byte stream `listen` reads: PortAudio through sounddevice (the `mic`
-extra: `pip install 'edgeasc[mic]'`, plus the system's PortAudio, `apt install
+extra: `pip install ".[mic]"` from a checkout, plus the system's PortAudio, `apt install
 libportaudio2`). torch-free.
 
 The microphone is opened as a raw float32 input stream at its own rate (or --rate) and read
@@ -14,7 +14,8 @@ from edgeasc.audio import AudioError
 from edgeasc.errors import ConfigError
 from edgeasc.stream import StreamFormat
 
-INSTALL = "pip install 'edgeasc[mic]' and the system's PortAudio (Debian/Raspberry Pi OS: apt install libportaudio2)"
+INSTALL = ("install the mic extra (pip install sounddevice, or '.[mic]' from a checkout) and the system's PortAudio "
+           "(Debian/Raspberry Pi OS: apt install libportaudio2)")
 
 
 def _sounddevice():

@@ -349,7 +349,7 @@ def test_microphone_problems_are_one_line(exported):
     m = str(paths["fp32"])
     fake = DEVICE + "\n" + FAKE_SOUNDDEVICE
     assert_one_line_error(run_cli("listen", m, python_prelude=DEVICE + "\nsys.modules['sounddevice'] = None"), 2,
-                          "reading a microphone needs sounddevice", "edgeasc[mic]", "libportaudio2")
+                          "reading a microphone needs sounddevice", "mic extra", "libportaudio2")
     assert_one_line_error(run_cli("listen", m, "--mic", "Nope", python_prelude=fake), 2,
                           "microphone 'Nope': no such input device", "python -m sounddevice")
     assert_one_line_error(run_cli("listen", m, "--mic", "7", python_prelude=fake), 2, "no such input device")

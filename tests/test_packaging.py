@@ -55,6 +55,19 @@ def test_dockerfile_installs_the_core_package_only():
     assert not any("torch" in line or "[train" in line for line in run_lines)
     assert re.search(r"^FROM python:3\.\d+-slim$", text, re.M)
     assert 'ENTRYPOINT ["edgeasc"]' in text
+    users = re.findall(r"^USER (\S+)$", text, re.M)
+    assert users and users[-1] not in ("root", "0")  # the runtime does not run as root
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {".git", ".venv", "runs", ".edgeasc-cache", "build", "dist", "**/__pycache__", "*.onnx", "*.pt",
+            "*.wav"} <= ignored
+
+
+def test_readme_installs_from_a_checkout_while_unpublished():
+    readme = (ROOT / "README.md").read_text()
+    assert not re.search(r"pip install ['\"]?edgeasc\b", readme)  # not on PyPI: no promise it is
+    assert "pip install ." in readme and "python -m build" in readme
+    assert 'docker run --rm -v "$PWD:/data" edgeasc-runtime predict model.onnx rec.wav' in readme
 
 
 def test_ci_runs_the_readme_test_command():
