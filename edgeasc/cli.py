@@ -114,10 +114,11 @@ def info(
         preset, variant=variant, decomp_factor=decomp_factor, rho=rho, width=width,
         depth_restriction=depth_restriction, n_classes=classes, in_channels=channels,
         damping_floor=damping_floor, damp_stem=damp_stem)
-    require_torch("`edgeasc info` on a model configuration")
-    from edgeasc.models.complexity import analyse
+    from edgeasc.models.describe import (
+        describe_config,  # arithmetic, no torch: works in the device install
+    )
 
-    stats = analyse(config, seconds=10.0 if seconds is None else seconds, prune_target=prune_target)
+    stats = describe_config(config, seconds=10.0 if seconds is None else seconds, prune_target=prune_target)
     if as_json:
         print_json({"preset": preset, "variant": config.variant, "prune_target": prune_target,
                     **stats.to_dict()})

@@ -325,3 +325,22 @@ def test_a_plain_stem_in_a_damped_network_as_the_released_winner():
     assert max_abs_difference(b, fold_model(b, fold_damping=True, fold_bn=True), x) < 1e-4
     with pytest.raises(ConfigError, match="damp_stem"):
         damped.replace(damp_stem="no")
+
+
+def test_torch_free_description_equals_the_modules_for_every_preset_variant_and_plan():
+    import itertools
+
+    from edgeasc.models.channels import channel_groups
+    from edgeasc.models.complexity import analyse
+    from edgeasc.models.describe import describe_config
+    from edgeasc.models.presets import PRESETS
+
+    configs = [p.config for p in PRESETS.values()]
+    configs += [ModelConfig(rho=r, width=16, decomposition=z, damping=d, damp_stem=ds, depth_restriction=dr)
+                for r, z, d, ds, dr in itertools.product((3, 7), (None, 1, 4), (True, False), (True, False),
+                                                         ((0, 1, 4), (0, 0, 0), (0, 4, 4)))]
+    for base in (PRESETS["d20-damped-decomp"].config, PRESETS["d20-submission-2"].config):  # channel-pruned
+        configs.append(base.replace(channels={g.name: max(1, g.dense_width // 3) for g in channel_groups(base)}))
+    for config in configs:
+        for seconds in (1.0, 10.0):
+            assert describe_config(config, seconds).to_dict() == analyse(config, seconds).to_dict(), config

@@ -9,7 +9,9 @@ RUNTIME_MODULES = ["edgeasc", "edgeasc.cli", "edgeasc.audio", "edgeasc.features"
                    "edgeasc.console", "edgeasc.io", "edgeasc.parallel", "edgeasc.data.dcase",
                    "edgeasc.data.cache", "edgeasc.data.synth", "edgeasc.models", "edgeasc.models.config",
                    "edgeasc.models.presets", "edgeasc.models.receptive_field", "edgeasc.deployed",
-                   "edgeasc.predict", "edgeasc.bench", "edgeasc.cli_runtime", "edgeasc.stream"]
+                   "edgeasc.predict", "edgeasc.bench", "edgeasc.cli_runtime", "edgeasc.stream",
+                   "edgeasc.microphone", "edgeasc.models.describe", "edgeasc.models.channels",
+                   "edgeasc.compress.fit"]
 
 
 def test_runtime_modules_do_not_import_torch():
@@ -48,8 +50,32 @@ def test_audio_and_features_work_with_torch_hidden(tmp_path):
     assert feats.returncode == 0, feats.stderr
 
 
-def test_model_inspection_without_torch_names_the_extra():
-    proc = run_cli("info", "--preset", "d20-damped", python_prelude=HIDE_TORCH)
+def test_describing_a_network_needs_no_torch():
+    """`info --preset/--variant` is arithmetic: the device install answers it, with the numbers
+    the workstation gives."""
+    import json
+
+    for args in (["--preset", "d20-damped-pruned-250k"], ["--preset", "d20-submission-1", "--seconds", "1"],
+                 ["--variant", "damped-decomposed", "--rho", "5", "--width", "24", "--depth-restriction", "0,0,2"]):
+        without = run_cli("info", *args, "--json", python_prelude=HIDE_TORCH)
+        assert without.returncode == 0, without.stderr
+        shown = json.loads(without.stdout)
+        from edgeasc.models.complexity import analyse
+        from edgeasc.models.presets import resolve_model
+
+        opts = dict(zip([a.lstrip("-").replace("-", "_") for a in args[::2]], args[1::2], strict=True))
+        seconds = float(opts.pop("seconds", 10.0))
+        config, target = resolve_model(opts.pop("preset", None), **{k: int(v) if v.isdigit() else v
+                                                                     for k, v in opts.items()})
+        assert {k: v for k, v in shown.items() if k not in ("preset", "variant", "prune_target")} == \
+            analyse(config, seconds=seconds, prune_target=target).to_dict()
+    table = run_cli("info", "--preset", "demo", python_prelude=HIDE_TORCH)
+    assert table.returncode == 0 and "18,022" in table.stdout and "8,500" in table.stdout
+
+
+def test_model_inspection_without_torch_names_the_extra(tmp_path):
+    (tmp_path / "run").mkdir()
+    proc = run_cli("info", str(tmp_path / "run"), python_prelude=HIDE_TORCH)  # a checkpoint needs torch
     assert_one_line_error(proc, 2, "edgeasc[train]")
     # configuration errors are still found without torch
     proc = run_cli("info", "--rho", "-3", python_prelude=HIDE_TORCH)

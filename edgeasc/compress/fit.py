@@ -19,8 +19,8 @@ from decimal import Decimal
 
 from edgeasc.errors import ConfigError
 from edgeasc.models.channels import channel_groups, complexity
-from edgeasc.models.complexity import BYTES_PER_VALUE
 from edgeasc.models.config import ModelConfig
+from edgeasc.models.describe import BYTES_PER_VALUE
 
 FIT_RULES = ("dcase2022", "dcase2024")
 FIT_PRECISION = "int8"       # what the rules assume: 1 byte per parameter

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from edgeasc.errors import ConfigError
-from edgeasc.models.complexity import BYTES_PER_VALUE
+from edgeasc.models.describe import BYTES_PER_VALUE
 
 PRECISION_DTYPE = {"fp32": "float32", "fp16": "float16", "int8": "int8"}
 

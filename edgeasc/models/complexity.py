@@ -7,8 +7,6 @@ MACs are dense: pruned zeros are counted, as docs/method.md §4 defines them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
 import torch
 from torch import nn
 
@@ -17,51 +15,16 @@ from edgeasc.features import FeatureParams
 from edgeasc.models.channels import complexity, conv_layers, widths
 from edgeasc.models.config import ModelConfig
 from edgeasc.models.cp_resnet import CPResNet, build_model
+from edgeasc.models.describe import (  # noqa: F401 (re-exported: the torch-free half of this module)
+    BYTES_PER_VALUE,
+    LayerStats,
+    ModelStats,
+    check_prune_target,
+    describe_config,
+    stored_bytes,
+)
 from edgeasc.models.layers import Conv2d, DampedConv2d
 from edgeasc.models.receptive_field import output_shapes, receptive_field, receptive_field_authors
-
-BYTES_PER_VALUE = {"float32": 4, "float16": 2, "int8": 1}
-
-
-@dataclass
-class LayerStats:
-    name: str
-    kind: str
-    kernel: str
-    output_shape: list[int]
-    params: int
-    nonzero_params: int
-    macs: int
-    channels: list[int] = field(default_factory=list)        # conv: [in, out]; BatchNorm: [channels]
-    dense_channels: list[int] = field(default_factory=list)  # the same before channel pruning
-
-
-@dataclass
-class ModelStats:
-    config: dict
-    seconds: float
-    input_shape: list[int]
-    params: int
-    nonzero_params: int
-    bn_params: int
-    macs: int
-    receptive_field: list[int]
-    output_shapes: dict[str, list[int]]
-    bytes: dict[str, int]
-    layers: list[LayerStats] = field(default_factory=list)
-    dense_params: int = 0    # before channel pruning (equal to params for a dense network)
-    dense_macs: int = 0
-    channel_plan: dict[str, int] | None = None
-    receptive_field_authors: list[int] = field(default_factory=list)  # as the authors' scripts print it
-
-    @property
-    def macs_per_second(self) -> float:
-        return self.macs / self.seconds
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["macs_per_second"] = self.macs_per_second
-        return d
 
 
 def count_params(model: nn.Module) -> int:
@@ -83,18 +46,6 @@ def count_nonzero(model: nn.Module) -> int:
 def _conv_nonzero(conv: nn.Conv2d) -> int:
     w = conv.masked_weight() if isinstance(conv, Conv2d) else conv.weight
     return int(torch.count_nonzero(w.detach()))
-
-
-def check_prune_target(target: int, params: int, bn_params: int) -> None:
-    """A target counts all trainable parameters; BatchNorm is never pruned, so the target
-    must leave at least one conv weight and cannot exceed the model."""
-    if not isinstance(target, int) or isinstance(target, bool) or target <= bn_params or target > params:
-        raise ConfigError(f"prune target must be an integer in ({bn_params:,}, {params:,}] for this model "
-                          f"(all parameters, BatchNorm's {bn_params:,} included), got {target!r}")
-
-
-def stored_bytes(n_values: int) -> dict[str, int]:
-    return {dtype: n_values * size for dtype, size in BYTES_PER_VALUE.items()}
 
 
 def analyse(model_or_config: CPResNet | ModelConfig, seconds: float = 10.0,
