@@ -32,9 +32,9 @@ from edgeasc.data.dcase import open_dataset
 from edgeasc.data.synth2022 import write_dataset_2022
 from edgeasc.distill import compute_logits, load_teacher
 from edgeasc.export.pipeline import export_checkpoint
-from edgeasc.features import FeatureParams
 from edgeasc.models.channels import complexity
 from edgeasc.models.presets import resolve_model
+from edgeasc.runtime.features import FeatureParams
 from edgeasc.train import train
 from edgeasc.train_config import resolve_train_config
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from edgeasc.data.cache import extract_features, probe_clip_seconds
 from edgeasc.data.dcase import open_dataset
 from edgeasc.data.synth2022 import DEFAULT_CLIPS_PER_CLASS, write_dataset_2022
-from edgeasc.features import FeatureParams
+from edgeasc.runtime.features import FeatureParams
 from edgeasc.train import train
 from edgeasc.train_config import resolve_train_config
 

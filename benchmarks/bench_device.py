@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgeasc.bench import bench_models
 from edgeasc.checkpoint import load_checkpoint, save_checkpoint
 from edgeasc.compress.pruning import Pruner
 from edgeasc.data.cache import extract_features
@@ -38,9 +37,10 @@ from edgeasc.data.synth import default_dataset, write_dataset
 from edgeasc.export.clips import calibration_features
 from edgeasc.export.fold import fold_model
 from edgeasc.export.pipeline import export_checkpoint
-from edgeasc.features import FeatureParams
 from edgeasc.models import ModelConfig, build_model, get_preset
 from edgeasc.models.complexity import analyse
+from edgeasc.runtime.bench import bench_models
+from edgeasc.runtime.features import FeatureParams
 
 HERE = Path(__file__).resolve().parent
 AUTHORS_D20 = ModelConfig(rho=4, width=64, depth_restriction=(0, 2, 4), n_classes=3, in_channels=2)
@@ -165,8 +165,8 @@ def predict_overhead(model_path: Path, tmp: Path) -> dict:
         sf.write(str(wavs[sr]), x, sr, subtype=subtype)
     code = f"""
 import json, statistics, time
-from edgeasc.deployed import load_model
-from edgeasc.predict import model_inputs
+from edgeasc.runtime.deployed import load_model
+from edgeasc.runtime.predict import model_inputs
 m = load_model({str(model_path)!r}, threads=1)
 out = {{}}
 for sr, wav in {json.dumps({k: str(v) for k, v in wavs.items()})}.items():

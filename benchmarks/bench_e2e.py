@@ -15,8 +15,8 @@ import numpy as np
 import soundfile as sf
 from bench_device import authors_checkpoint
 
-from edgeasc.bench import end_to_end
 from edgeasc.export.pipeline import export_checkpoint
+from edgeasc.runtime.bench import end_to_end
 
 RUNS, WARMUP = 30, 3
 GOAL = 1.5

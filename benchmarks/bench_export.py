@@ -21,8 +21,8 @@ import torch
 from edgeasc.checkpoint import save_checkpoint
 from edgeasc.compress.pruning import Pruner
 from edgeasc.export.pipeline import export_checkpoint
-from edgeasc.features import FeatureParams
 from edgeasc.models import build_model, get_preset
+from edgeasc.runtime.features import FeatureParams
 
 PATTERNS = ("uniform", "fan-in")
 

@@ -22,11 +22,11 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-from edgeasc import audio  # noqa: E402
+from edgeasc.runtime import audio  # noqa: E402
 from edgeasc.data.cache import extract_features  # noqa: E402
 from edgeasc.data.dcase import open_dataset  # noqa: E402
 from edgeasc.data.synth import plan_dataset, synthesize_clip  # noqa: E402
-from edgeasc.features import FeatureParams, perceptual_mel  # noqa: E402
+from edgeasc.runtime.features import FeatureParams, perceptual_mel  # noqa: E402
 
 N_CLIPS = 32
 CACHE_COPIES = 8  # the cache benchmark lists every clip 8 times (hard links) to amortise worker start-up

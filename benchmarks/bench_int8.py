@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 from bench_dcase2022 import CLIPS_PER_CLASS, RECIPE
 
-from edgeasc.bench import bench_models
 from edgeasc.checkpoint import find_checkpoint, load_checkpoint
 from edgeasc.data.synth2022 import UNSEEN, write_dataset_2022
 from edgeasc.export.clips import calibration_features
 from edgeasc.export.pipeline import export_checkpoint
+from edgeasc.runtime.bench import bench_models
 from edgeasc.train import train
 from edgeasc.train_config import resolve_train_config
 
@@ -39,7 +39,7 @@ def run() -> dict:
         _, eval_x, eval_y = calibration_features(ckpt, None, tmp)
         from edgeasc.data.cache import find_cache
         from edgeasc.data.dcase import open_dataset
-        from edgeasc.features import FeatureParams
+        from edgeasc.runtime.features import FeatureParams
 
         cache = find_cache(open_dataset(data), FeatureParams(**ckpt["feature_params"]), ckpt["channels"], tmp)
         unseen = np.array([d in UNSEEN for d in cache.devices("evaluate")])

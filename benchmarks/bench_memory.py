@@ -18,9 +18,9 @@ import numpy as np
 import soundfile as sf
 from bench_device import authors_checkpoint
 
-from edgeasc.deployed import load_model
 from edgeasc.export.pipeline import export_checkpoint
-from edgeasc.predict import default_batch
+from edgeasc.runtime.deployed import load_model
+from edgeasc.runtime.predict import default_batch
 
 HOURS = 2.0
 LIMIT_MB = 300
@@ -64,7 +64,7 @@ def run() -> dict:
                                         "--json", *flags)
             rows.append({"recording": label, "batch": default if batch is None else batch, "default": batch is None,
                          "peak_mb": mb, "seconds": seconds, "windows": len(json.loads(out)[0]["windows"])})
-        whole_mb, whole_s, _ = _peak_mb("from edgeasc import audio; audio.load(sys.argv[1], 22050, channels=2)",
+        whole_mb, whole_s, _ = _peak_mb("from edgeasc.runtime import audio; audio.load(sys.argv[1], 22050, channels=2)",
                                         str(wav))
     return {"hours": HOURS, "file_mb": file_mb, "rows": rows, "whole_decode_mb": whole_mb,
             "whole_decode_seconds": whole_s, "limit_mb": LIMIT_MB}

@@ -24,14 +24,14 @@ from pathlib import Path
 import torch
 from bench_device import AUTHORS_D20, synthetic_network, write_network_checkpoint
 
-from edgeasc.bench import bench_models
 from edgeasc.compress.pruning import Pruner
 from edgeasc.compress.structured import importance, rebuild, resolve_budget, select_channels
 from edgeasc.data.synth import default_dataset
 from edgeasc.export.pipeline import export_checkpoint
-from edgeasc.features import FeatureParams
 from edgeasc.models import get_preset
 from edgeasc.models.channels import complexity
+from edgeasc.runtime.bench import bench_models
+from edgeasc.runtime.features import FeatureParams
 from edgeasc.train import train
 from edgeasc.train_config import DEMO_DEFAULTS, resolve_train_config
 

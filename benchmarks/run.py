@@ -28,8 +28,8 @@ import bench_memory  # noqa: E402
 import bench_structured  # noqa: E402
 import bench_training  # noqa: E402
 
-from edgeasc.bench import machine as bench_machine  # noqa: E402
 from edgeasc.io import atomic_write_json, atomic_write_text  # noqa: E402
+from edgeasc.runtime.bench import machine as bench_machine  # noqa: E402
 
 MODULES = {"features": bench_features, "training": bench_training, "export": bench_export, "device": bench_device,
            "structured": bench_structured, "dcase2022": bench_dcase2022,

@@ -85,7 +85,7 @@ def info(
         _render_presets(PRESETS, as_json)
         return
     if target is not None and target.suffix.lower() == ".onnx":
-        from edgeasc.cli_runtime import info_onnx
+        from edgeasc.runtime.cli import info_onnx
 
         info_onnx(target, as_json)
         return
@@ -274,7 +274,7 @@ def features(
     """Extract (once) and cache the perceptual mel features of a dataset, with normalisation stats."""
     from edgeasc.data.cache import extract_features, probe_clip_seconds
     from edgeasc.data.dcase import open_dataset
-    from edgeasc.features import FeatureParams
+    from edgeasc.runtime.features import FeatureParams
 
     if channels not in (None, 1, 2):
         raise ConfigError(f"--channels must be 1 or 2, got {channels}")
@@ -565,7 +565,7 @@ def _render_export(result: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- bench, predict
-from edgeasc.cli_runtime import register as _register_runtime  # noqa: E402
+from edgeasc.runtime.cli import register as _register_runtime  # noqa: E402
 
 _register_runtime(app)
 

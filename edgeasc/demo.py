@@ -22,9 +22,9 @@ def run_demo(workdir: Path, workers: int | None = None) -> dict:
     from edgeasc.data.cache import extract_features
     from edgeasc.data.dcase import open_dataset
     from edgeasc.data.synth import DEFAULT_SYNTH, default_dataset
-    from edgeasc.features import FeatureParams
     from edgeasc.models import PRESETS
     from edgeasc.models.complexity import analyse
+    from edgeasc.runtime.features import FeatureParams
     from edgeasc.train import train
     from edgeasc.train_config import DEMO_DEFAULTS, resolve_train_config
 
@@ -71,8 +71,8 @@ def run_demo(workdir: Path, workers: int | None = None) -> dict:
     results["export"] = {k: exported[k] for k in ("onnx", "bytes")}
 
     out.rule("[bold]5. bench[/bold]: the exported model under onnxruntime, each thread count in a fresh process")
-    from edgeasc.bench import bench_models
-    from edgeasc.cli_runtime import render_bench, render_predictions
+    from edgeasc.runtime.bench import bench_models
+    from edgeasc.runtime.cli import render_bench, render_predictions
 
     threads = tuple(t for t in (1, 2) if t <= (os.cpu_count() or 1))  # a thread per core, at most
     bench = bench_models([exported["onnx"]], threads=threads, runs=30, warmup=5)
@@ -80,8 +80,8 @@ def run_demo(workdir: Path, workers: int | None = None) -> dict:
     results["bench"] = bench
 
     out.rule("[bold]6. predict[/bold]: evaluate recordings, with only what the ONNX file carries (no torch)")
-    from edgeasc.deployed import load_model
-    from edgeasc.predict import predict_files
+    from edgeasc.runtime.deployed import load_model
+    from edgeasc.runtime.predict import predict_files
 
     clips = _one_per_class(dataset.splits["evaluate"], len(dataset.labels), per_class=2)
     predictions = list(predict_files(load_model(exported["onnx"]), [c.path for c in clips]))

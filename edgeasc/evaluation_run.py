@@ -9,7 +9,7 @@ from edgeasc.data.cache import extract_features
 from edgeasc.data.dcase import open_dataset
 from edgeasc.evaluate import evaluate
 from edgeasc.export.clips import run_cache_root
-from edgeasc.features import FeatureParams
+from edgeasc.runtime.features import FeatureParams
 
 
 def evaluate_run(run: Path, dataset_dir: Path | None = None, cache_dir: Path | None = None,

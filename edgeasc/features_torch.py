@@ -1,6 +1,6 @@
 """The perceptual mel frontend in torch: batched, differentiable, exportable.
 
-Same maths as `edgeasc.features.perceptual_mel` (whose constants it uses); tests keep the
+Same maths as `edgeasc.runtime.features.perceptual_mel` (whose constants it uses); tests keep the
 two equal. Used for batched extraction on a GPU and for exporting a waveform -> logits
 graph.
 """
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeasc.features import FeatureParams, a_weighting, mel_filterbank
+from edgeasc.runtime.features import FeatureParams, a_weighting, mel_filterbank
 
 
 class PerceptualMel(nn.Module):

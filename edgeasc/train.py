@@ -46,7 +46,6 @@ from edgeasc.distill import (
 from edgeasc.distributed import Dist, average_buffers, is_oom, resolve_device, state_digest
 from edgeasc.errors import ConfigError, EdgeascError
 from edgeasc.evaluate import evaluate
-from edgeasc.features import FeatureParams
 from edgeasc.io import (
     FolderLock,
     atomic_write_json,
@@ -59,6 +58,7 @@ from edgeasc.models import ModelConfig, build_model
 from edgeasc.models.channels import channel_groups, complexity
 from edgeasc.models.complexity import count_nonzero, count_params
 from edgeasc.models.presets import resolve_model
+from edgeasc.runtime.features import FeatureParams
 from edgeasc.swa import WeightAverage, reestimate_batchnorm
 from edgeasc.train_config import TrainConfig, explicit_network, lr_at
 

@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 
 from conftest import write_wav
-from edgeasc import audio
-from edgeasc.audio import AudioError
+from edgeasc.runtime import audio
+from edgeasc.runtime.audio import AudioError
 
 
 @pytest.mark.parametrize("sr, subtype, ext", [

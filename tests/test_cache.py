@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from conftest import make_dcase, write_wav
-from edgeasc import audio
 from edgeasc.data.cache import extract_features, normalization_stats
 from edgeasc.data.dcase import DatasetError, open_dataset
-from edgeasc.features import FeatureParams, perceptual_mel
+from edgeasc.runtime import audio
+from edgeasc.runtime.features import FeatureParams, perceptual_mel
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from edgeasc.export.fold import fold_model, max_abs_difference
 from edgeasc.export.onnx import read_metadata
 from edgeasc.export.pipeline import export_checkpoint
 from edgeasc.export.report import RULES, parse_budget, size_report
-from edgeasc.features import FeatureParams
 from edgeasc.models import ModelConfig, build_model, get_preset
 from edgeasc.models.complexity import analyse
+from edgeasc.runtime.features import FeatureParams
 
 PACK_OPS = {"Unsqueeze", "BitShift", "BitwiseAnd", "Reshape", "Slice", "NonZero", "Transpose", "ConstantOfShape",
             "ScatterND", "CumSum", "Sub", "Mul", "Gather", "Concat"}
@@ -255,7 +255,7 @@ def test_int8_static_qdq_calibrated_on_real_clips(tmp_path):
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_with_frontend_takes_raw_audio(tmp_path, precision):
-    from edgeasc.features import perceptual_mel
+    from edgeasc.runtime.features import perceptual_mel
 
     model = trained_like(ModelConfig(width=8, n_classes=3))
     ckpt = write_checkpoint(tmp_path / "m.pt", model)

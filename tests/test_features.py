@@ -8,16 +8,16 @@ import pytest
 import scipy.signal
 import torch
 
-from edgeasc import audio, features
 from edgeasc.data.synth import plan_dataset, synthesize_clip
-from edgeasc.features import (
+from edgeasc.features_torch import PerceptualMel, perceptual_mel_torch
+from edgeasc.runtime import audio, features
+from edgeasc.runtime.features import (
     FeatureParams,
     a_weighting,
     mel_filterbank,
     perceptual_mel,
     periodic_hann,
 )
-from edgeasc.features_torch import PerceptualMel, perceptual_mel_torch
 
 
 def librosa_reference(y: np.ndarray) -> np.ndarray:

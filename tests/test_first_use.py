@@ -109,7 +109,7 @@ def test_a_cache_array_shorter_than_its_manifest_is_extracted_again(scenes, tmp_
 
 
 def test_a_truncated_wav_gets_a_warning_naming_it(tmp_path):
-    from edgeasc.audio import truncation
+    from edgeasc.runtime.audio import truncation
 
     wav = write_wav(tmp_path / "cut.wav", seconds=1.0)
     assert truncation(wav) is None
@@ -143,8 +143,8 @@ def test_a_write_group_that_fails_while_renaming_restores_what_it_replaced(tmp_p
 
 
 def test_predict_refuses_a_hop_that_would_cut_too_many_windows(tmp_path, monkeypatch):
-    from edgeasc import predict
-    from edgeasc.deployed import load_model
+    from edgeasc.runtime import predict
+    from edgeasc.runtime.deployed import load_model
 
     model = tmp_path.parent / "first_use_model.onnx"
     _tiny_model(model)
@@ -195,8 +195,8 @@ def _tiny_checkpoint(path, scale: float = 1.0):
     import torch
 
     from edgeasc.checkpoint import save_checkpoint
-    from edgeasc.features import FeatureParams
     from edgeasc.models import ModelConfig, build_model
+    from edgeasc.runtime.features import FeatureParams
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(width=8, n_classes=3)).eval()

@@ -29,8 +29,8 @@ from edgeasc.data.cache import extract_features
 from edgeasc.data.dcase import open_dataset
 from edgeasc.data.synth import write_dataset
 from edgeasc.export.pipeline import export_checkpoint
-from edgeasc.features import FeatureParams
 from edgeasc.models import ModelConfig, build_model
+from edgeasc.runtime.features import FeatureParams
 
 DEVICE = "import sys; sys.modules['torch'] = None; sys.modules['onnx'] = None"
 LABELS = ["indoor", "outdoor", "transportation"]

@@ -150,8 +150,8 @@ def test_predict_reads_stdin_and_folders(exported, tmp_path):
 
 # ----------------------------------------------------------------------------- predict, streamed
 def _whole_file_pieces(model, path, window=None, hop=None):
-    from edgeasc.audio import fit_length
-    from edgeasc.predict import recording_windows
+    from edgeasc.runtime.audio import fit_length
+    from edgeasc.runtime.predict import recording_windows
 
     x, starts, n, seconds = recording_windows(model, path, window, hop)
     return starts, [fit_length(x[:, s:s + n], n) for s in starts], seconds
@@ -160,8 +160,8 @@ def _whole_file_pieces(model, path, window=None, hop=None):
 def test_streamed_windows_equal_the_whole_file_path_across_block_seams(exported, tmp_path, monkeypatch):
     """Files are read in blocks; the windows are the whole-file path's samples exactly, for
     resampled and native rates, mono to stereo, overlapping and sparse hops, short files."""
-    import edgeasc.predict as predict
-    from edgeasc.deployed import load_model
+    import edgeasc.runtime.predict as predict
+    from edgeasc.runtime.deployed import load_model
 
     _, paths = exported
     model = load_model(paths["fp32"])
@@ -212,7 +212,7 @@ def test_a_long_recording_is_classified_in_bounded_memory(exported, tmp_path):
 
 # ----------------------------------------------------------------------------- bench --clip
 def test_bench_end_to_end_times_every_stage(exported, tmp_path):
-    from edgeasc.bench import end_to_end
+    from edgeasc.runtime.bench import end_to_end
 
     _, paths = exported
     clip = write_wav(tmp_path / "clip.wav", seconds=1.0, sr=44100)  # resampled to 22,050 Hz each run
@@ -265,8 +265,8 @@ def test_listen_rewrites_one_line_on_a_terminal(exported):
 
 
 def test_the_default_batch_holds_at_most_2_gmac(exported):
-    from edgeasc.deployed import load_model
-    from edgeasc.predict import default_batch
+    from edgeasc.runtime.deployed import load_model
+    from edgeasc.runtime.predict import default_batch
 
     _, paths = exported
     m = load_model(paths["fp32"])

@@ -9,7 +9,7 @@ from conftest import make_dcase
 from edgeasc.data.cache import extract_features
 from edgeasc.data.dcase import open_dataset
 from edgeasc.data.loader import CachedFeatures, mixup, mixup_cross_entropy
-from edgeasc.features import FeatureParams
+from edgeasc.runtime.features import FeatureParams
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,13 @@ import torch
 from torch import nn
 
 from edgeasc.errors import ConfigError
-from edgeasc.features import FeatureParams
 from edgeasc.models import PRESETS, ModelConfig, build_model
 from edgeasc.models.complexity import analyse, count_nonzero, count_params
 from edgeasc.models.config import kernel_sizes
 from edgeasc.models.cp_resnet import BasicBlock
 from edgeasc.models.layers import Conv2d, DampedConv2d, DecomposedConv2d, damping_matrix
 from edgeasc.models.receptive_field import output_shapes, receptive_field
+from edgeasc.runtime.features import FeatureParams
 
 D18 = dict(rho=7, width=128, n_classes=10, in_channels=1)
 D20 = dict(rho=3, width=128, n_classes=3, in_channels=2)

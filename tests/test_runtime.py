@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from conftest import assert_one_line_error, run_cli, write_wav
-from edgeasc import audio
 from edgeasc.checkpoint import save_checkpoint
 from edgeasc.compress.pruning import Pruner
 from edgeasc.export.pipeline import export_checkpoint
-from edgeasc.features import FeatureParams, perceptual_mel
 from edgeasc.models import ModelConfig, build_model
-from edgeasc.predict import softmax, window_starts
+from edgeasc.runtime import audio
+from edgeasc.runtime.features import FeatureParams, perceptual_mel
+from edgeasc.runtime.predict import softmax, window_starts
 
 DEVICE = "import sys; sys.modules['torch'] = None; sys.modules['onnx'] = None"
 LABELS = ["indoor", "outdoor", "transportation"]
@@ -205,7 +205,7 @@ def test_bench_side_by_side_without_torch(exported):
 
 
 def test_bench_python_api_and_models_without_metadata(exported):
-    from edgeasc.bench import bench_models
+    from edgeasc.runtime.bench import bench_models
 
     _, paths = exported
     result = bench_models([paths["bare"]], runs=3, warmup=0, seconds=2.0)

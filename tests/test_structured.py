@@ -19,10 +19,10 @@ from edgeasc.compress.structured import (
     zero_channels,
 )
 from edgeasc.errors import ConfigError
-from edgeasc.features import FeatureParams
 from edgeasc.models import ModelConfig, build_model, get_preset
 from edgeasc.models.channels import CostModel, channel_groups, complexity
 from edgeasc.models.complexity import analyse
+from edgeasc.runtime.features import FeatureParams
 
 SMALL = ModelConfig(rho=3, width=8, n_classes=3, in_channels=2)
 FRAMES_1S = FeatureParams().n_frames(1.0)  # 44

@@ -19,7 +19,7 @@ from edgeasc.data.cache import extract_features
 from edgeasc.data.dcase import open_dataset
 from edgeasc.data.synth import write_dataset
 from edgeasc.export.graph import graph_macs
-from edgeasc.features import FeatureParams
+from edgeasc.runtime.features import FeatureParams
 
 TINY = ["--preset", "demo", "--seconds", "1", "--batch-size", "4", "--feature-workers", "1", "--lr", "3e-3"]
 STRUCTURED = ["--macs-target", "30%", "--prune-epochs", "2", "--channel-multiple", "1"]

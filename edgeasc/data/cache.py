@@ -19,10 +19,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from edgeasc.audio import AudioError, fit_length, load, truncation
 from edgeasc.console import err
 from edgeasc.data.dcase import Clip, Dataset, DatasetError
-from edgeasc.features import FeatureParams, perceptual_mel
 from edgeasc.io import (
     atomic_write_json,
     make_folder,
@@ -32,6 +30,8 @@ from edgeasc.io import (
     write_error,
 )
 from edgeasc.parallel import chunks, default_workers, imap, progress_bar
+from edgeasc.runtime.audio import AudioError, fit_length, load, truncation
+from edgeasc.runtime.features import FeatureParams, perceptual_mel
 
 CACHE_VERSION = 1
 SPLITS = ("train", "evaluate")

@@ -56,7 +56,7 @@ def cached_evaluate_clips(ckpt: dict, cache_dir: Path | None = None, clips: int 
     already exists (verifying must not start a feature extraction) and its labels match."""
     from edgeasc.data.cache import find_cache
     from edgeasc.data.dcase import DatasetError, open_dataset
-    from edgeasc.features import FeatureParams
+    from edgeasc.runtime.features import FeatureParams
 
     try:
         dataset = open_dataset(run_dataset_dir(ckpt), split=run_split(ckpt))
@@ -76,7 +76,7 @@ def calibration_features(ckpt: dict, dataset_dir: Path | None, cache_dir: Path |
     statistics: from --calibration, else from the run's own training data."""
     from edgeasc.data.cache import extract_features
     from edgeasc.data.dcase import DatasetError, open_dataset
-    from edgeasc.features import FeatureParams
+    from edgeasc.runtime.features import FeatureParams
 
     split = None if dataset_dir else run_split(ckpt)
     dataset_dir = dataset_dir or run_dataset_dir(ckpt)

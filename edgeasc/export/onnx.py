@@ -13,8 +13,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeasc.errors import EdgeascError
-from edgeasc.metadata import PREFIX as METADATA_PREFIX
-from edgeasc.metadata import parse_metadata
+from edgeasc.runtime.metadata import PREFIX as METADATA_PREFIX
+from edgeasc.runtime.metadata import parse_metadata
 
 OPSET = 18
 INPUT, OUTPUT, WAVEFORM_INPUT = "features", "logits", "waveform"

@@ -25,9 +25,9 @@ from edgeasc.export.onnx import (
 )
 from edgeasc.export.report import RULES, parse_budget, report_markdown, size_report
 from edgeasc.export.sparse import MODES, pack_weights
-from edgeasc.features import FeatureParams, perceptual_mel
 from edgeasc.io import atomic_write_group
 from edgeasc.models.complexity import analyse, count_nonzero, count_params
+from edgeasc.runtime.features import FeatureParams, perceptual_mel
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FOLD_TOLERANCE = 1e-5

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from edgeasc.errors import ConfigError
-from edgeasc.features import FeatureParams
 from edgeasc.models.channels import complexity, conv_layers, widths
 from edgeasc.models.config import ModelConfig
 from edgeasc.models.cp_resnet import CPResNet, build_model
@@ -25,6 +24,7 @@ from edgeasc.models.describe import (  # noqa: F401 (re-exported: the torch-free
 )
 from edgeasc.models.layers import Conv2d, DampedConv2d
 from edgeasc.models.receptive_field import output_shapes, receptive_field, receptive_field_authors
+from edgeasc.runtime.features import FeatureParams
 
 
 def count_params(model: nn.Module) -> int:

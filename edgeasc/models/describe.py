@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from edgeasc.errors import ConfigError
-from edgeasc.features import FeatureParams
 from edgeasc.models.channels import STEM, complexity, conv_layers, widths
 from edgeasc.models.config import STAGE1_POOL_AFTER, ModelConfig
 from edgeasc.models.receptive_field import output_shapes, receptive_field, receptive_field_authors
+from edgeasc.runtime.features import FeatureParams
 
 BYTES_PER_VALUE = {"float32": 4, "float16": 2, "int8": 1}
 

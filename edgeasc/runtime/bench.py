@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from edgeasc.deployed import ModelError, load_model, session_options
 from edgeasc.errors import ConfigError, EdgeascError
+from edgeasc.runtime.deployed import ModelError, load_model, session_options
 
 
 def cpu_model() -> str:
@@ -121,11 +121,11 @@ def measure_end_to_end(path: str | Path, clip: str | Path, threads: int = 1, run
     the network (onnxruntime). Medians per stage, the median total, and total / network.
     `hide_scipy`: the frontend's numpy FFT, as in an install without scipy."""
     if hide_scipy:
-        sys.modules["scipy"] = None  # type: ignore[assignment]  (before edgeasc.features is imported)
+        sys.modules["scipy"] = None  # type: ignore[assignment]  (before edgeasc.runtime.features is imported)
     import numpy as np
     import soundfile as sf
 
-    from edgeasc import audio, features
+    from edgeasc.runtime import audio, features
 
     model = load_model(path, threads)
     model.require_metadata("bench --clip")
@@ -160,7 +160,7 @@ def measure_end_to_end(path: str | Path, clip: str | Path, threads: int = 1, run
 
 def _in_subprocess(kwargs: dict) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "edgeasc.bench", json.dumps(kwargs)],
+    proc = subprocess.run([sys.executable, "-m", "edgeasc.runtime.bench", json.dumps(kwargs)],
                           capture_output=True, text=True, env=env)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:

@@ -10,9 +10,9 @@ samples (PortAudio reports an overflow; they are counted and reported), it never
 
 from __future__ import annotations
 
-from edgeasc.audio import AudioError
 from edgeasc.errors import ConfigError
-from edgeasc.stream import StreamFormat
+from edgeasc.runtime.audio import AudioError
+from edgeasc.runtime.stream import StreamFormat
 
 INSTALL = ("install the mic extra (pip install sounddevice, or '.[mic]' from a checkout) and the system's PortAudio "
            "(Debian/Raspberry Pi OS: apt install libportaudio2)")

@@ -13,7 +13,7 @@ from dataclasses import fields
 from typing import Any
 
 from edgeasc.errors import ConfigError, EdgeascError
-from edgeasc.features import FeatureParams
+from edgeasc.runtime.features import FeatureParams
 
 PREFIX = "edgeasc."
 # what a device may be asked to hold for one clip's input; far above any real model

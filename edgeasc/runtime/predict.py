@@ -21,11 +21,11 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from edgeasc import audio
 from edgeasc.data.dcase import AUDIO_SUFFIXES
-from edgeasc.deployed import DeployedModel
 from edgeasc.errors import ConfigError, EdgeascError
-from edgeasc.features import perceptual_mel
+from edgeasc.runtime import audio
+from edgeasc.runtime.deployed import DeployedModel
+from edgeasc.runtime.features import perceptual_mel
 
 
 @dataclass

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from edgeasc.errors import ConfigError, EdgeascError
-from edgeasc.features import FeatureParams
-from edgeasc.metadata import MAX_INPUT_BYTES, check_against_graph, parse_metadata
-from edgeasc.metadata import PREFIX as METADATA_PREFIX
+from edgeasc.runtime.features import FeatureParams
+from edgeasc.runtime.metadata import MAX_INPUT_BYTES, check_against_graph, parse_metadata
+from edgeasc.runtime.metadata import PREFIX as METADATA_PREFIX
 
 REQUIRED_FOR_PREDICT = ("labels", "feature_params", "input", "channels")
 

@@ -19,10 +19,10 @@ from typing import BinaryIO
 import numpy as np
 import soxr
 
-from edgeasc.audio import AudioError, select_channels
-from edgeasc.deployed import DeployedModel
 from edgeasc.errors import ConfigError
-from edgeasc.predict import model_input, softmax
+from edgeasc.runtime.audio import AudioError, select_channels
+from edgeasc.runtime.deployed import DeployedModel
+from edgeasc.runtime.predict import model_input, softmax
 
 BLOCK_SECONDS = 0.1
 RAW_FORMATS = {"S16_LE": ("<i2", 32768.0), "S32_LE": ("<i4", 2147483648.0), "F32_LE": ("<f4", 1.0)}

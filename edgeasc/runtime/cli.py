@@ -1,5 +1,5 @@
 """The device-side commands: `bench`, `predict`, and `info` on an .onnx file. torch-free:
-they parse, call edgeasc.bench / edgeasc.predict / edgeasc.deployed, and render."""
+they parse, call edgeasc.runtime.bench / edgeasc.runtime.predict / edgeasc.runtime.deployed, and render."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def parse_threads(text: str) -> list[int]:
 
 # ----------------------------------------------------------------------------- info MODEL.onnx
 def info_onnx(path: Path, as_json: bool) -> None:
-    from edgeasc.deployed import describe_model
+    from edgeasc.runtime.deployed import describe_model
 
     d = describe_model(path)
     if as_json:
@@ -86,8 +86,8 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Latency, throughput, real-time factor and memory of exported models under onnxruntime."""
-    from edgeasc.bench import bench_models, end_to_end
     from edgeasc.parallel import progress_bar
+    from edgeasc.runtime.bench import bench_models, end_to_end
 
     counts = parse_threads(threads)
     if clip is not None:
@@ -110,7 +110,7 @@ def bench(
 
 
 def render_end_to_end(result: dict) -> None:
-    from edgeasc.bench import STAGES
+    from edgeasc.runtime.bench import STAGES
 
     table = Table(title="end to end, per clip (median ms)", box=box.SIMPLE_HEAD)
     for col in ("model", *STAGES, "total", "total / network"):
@@ -165,11 +165,11 @@ def predict(
     csv_out: Path | None = typer.Option(None, "--csv", help="Also write one row per window and per file here."),
 ) -> None:
     """Classify recordings, torch-free, with only what the ONNX file carries."""
-    from edgeasc.audio import truncation
-    from edgeasc.deployed import load_model
     from edgeasc.io import atomic_write_text
     from edgeasc.parallel import progress_bar
-    from edgeasc.predict import expand_inputs, predict_files
+    from edgeasc.runtime.audio import truncation
+    from edgeasc.runtime.deployed import load_model
+    from edgeasc.runtime.predict import expand_inputs, predict_files
 
     audio_files = expand_inputs(audio_files)
     m = load_model(model, threads)
@@ -254,9 +254,9 @@ def listen(
     """Classify a live stream, window by window, torch-free; Ctrl-C or the end of the stream stops."""
     import sys
 
-    from edgeasc.deployed import load_model
-    from edgeasc.stream import listen as listen_stream
-    from edgeasc.stream import raw_format
+    from edgeasc.runtime.deployed import load_model
+    from edgeasc.runtime.stream import listen as listen_stream
+    from edgeasc.runtime.stream import raw_format
 
     if source is not None and mic is not None:
         raise ConfigError("--mic reads a microphone: give it or a SOURCE, not both")
@@ -299,7 +299,7 @@ def listen(
 
     microphone = None
     if source is None:
-        from edgeasc.microphone import Microphone
+        from edgeasc.runtime.microphone import Microphone
 
         microphone = Microphone(mic, rate, channels)
         stream, fmt_spec, name = microphone, microphone.format, microphone.name
