@@ -22,10 +22,10 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-from edgeasc.runtime import audio  # noqa: E402
 from edgeasc.data.cache import extract_features  # noqa: E402
 from edgeasc.data.dcase import open_dataset  # noqa: E402
 from edgeasc.data.synth import plan_dataset, synthesize_clip  # noqa: E402
+from edgeasc.runtime import audio  # noqa: E402
 from edgeasc.runtime.features import FeatureParams, perceptual_mel  # noqa: E402
 
 N_CLIPS = 32
