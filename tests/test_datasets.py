@@ -150,3 +150,28 @@ def test_tau2022_with_ten_second_clips_or_without_source_label_is_refused(tmp_pa
     assert not (tmp_path / "c").exists()
     ok = make_dcase(tmp_path / "ok", "tau2022-mobile", seconds=1.0)
     assert open_dataset(ok).layout == "tau2022-mobile"
+
+
+def test_symlinks_out_of_the_root_are_refused_and_inside_it_followed(tmp_path):
+    import shutil
+
+    root = make_dcase(tmp_path / "d", "dcase2020-1b")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(root / "audio" / "airport-barcelona-0-0-a.wav", outside / "real.wav")  # an existing audio file
+    (root / "audio" / "link-0-0-a.wav").symlink_to(outside / "real.wav")
+    (root / "audio" / "linked-dir").symlink_to(outside, target_is_directory=True)
+    for bad in ("audio/link-0-0-a.wav", "audio/linked-dir/real.wav"):
+        for f in ("meta.csv", "evaluation_setup/fold1_train.csv"):
+            _break(root, f, "audio/airport-barcelona-0-0-a.wav", bad)
+        with pytest.raises(DatasetError, match="points outside the dataset root") as e:
+            open_dataset(root)
+        assert "fold1_train.csv:2:" in str(e.value)
+        for f in ("meta.csv", "evaluation_setup/fold1_train.csv"):
+            _break(root, f, bad, "audio/airport-barcelona-0-0-a.wav")
+    # a link that stays inside the root is an ordinary file
+    (root / "audio" / "copy-0-0-a.wav").symlink_to(root / "audio" / "airport-barcelona-0-0-a.wav")
+    for f in ("meta.csv", "evaluation_setup/fold1_train.csv"):
+        _break(root, f, "audio/airport-barcelona-0-0-a.wav", "audio/copy-0-0-a.wav")
+    ds = open_dataset(root)
+    assert any(c.path.name == "airport-barcelona-0-0-a.wav" for c in ds.splits["train"])
