@@ -122,6 +122,19 @@ def test_long_recordings_are_classified_in_sliding_windows(exported, tmp_path):
         assert np.abs(np.array(a["probabilities"]) - b["probabilities"]).max() < 1e-6
 
 
+def test_a_window_other_than_the_clip_length(exported, tmp_path):
+    model, paths = exported
+    wav = write_wav(tmp_path / "w.wav", seconds=1.5, seed=8)
+    proc, results = predict_json(paths["fp32"], wav, "--window", "0.6", "--hop", "0.4")
+    assert proc.returncode == 0, proc.stderr
+    r = results[0]
+    # 0.0, 0.4, 0.8, then the last window aligned to the end (0.9): none is padded
+    assert [(w["start"], w["end"]) for w in r["windows"]] == [(0.0, 0.6), (0.4, 1.0), (0.8, 1.4), (0.9, 1.5)]
+    for w in r["windows"]:
+        want = torch_probabilities(model, wav, seconds=0.6, start=w["start"])
+        assert np.abs(np.array(w["probabilities"]) - want).max() < 1e-5
+
+
 def test_an_overshoot_shorter_than_one_stft_hop_adds_no_window(exported, tmp_path):
     """A recorder's overshoot (one sample here) used to add a second window with the same printed
     span, counted twice in the mean; from one STFT hop (512 samples at 22 050 Hz) on it gets one."""
