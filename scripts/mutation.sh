@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Mutation testing of the core modules with mutmut (PyPI), each module against only the tests
+# that cover it, so one module takes seconds to minutes on 2 cores:
+#
+#   .venv/bin/pip install "mutmut>=3.3,<4"
+#   bash scripts/mutation.sh                       # every module of the table below
+#   bash scripts/mutation.sh edgeasc/export/fold.py
+#
+# Runs in a scratch copy of the tree (mutmut writes mutants/ next to the code); prints one
+# Markdown row per module: mutants, killed, survived, not reached by the selected tests, and
+# the score = killed / (killed + survived). `mutmut results` and `mutmut show NAME` in the
+# printed folder list the survivors. Only in-process tests are selected: a CLI subprocess
+# imports the installed (unmutated) package, so it could not kill anything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+MUTMUT=${MUTMUT:-$REPO/.venv/bin/mutmut}
+[ -x "$MUTMUT" ] || { echo "mutation: no $MUTMUT: .venv/bin/pip install 'mutmut>=3.3,<4'" >&2; exit 2; }
+
+declare -A TESTS=(
+    [edgeasc/compress/pruning.py]='"tests/test_pruning.py"'
+    [edgeasc/compress/structured.py]='"tests/test_structured.py"'
+    [edgeasc/compress/fit.py]='"tests/test_fit.py::test_plan_picks_the_widest_candidate_within_the_headroom"'
+    [edgeasc/export/fold.py]='"tests/test_export.py::test_folding_keeps_the_function", "tests/test_promises.py::test_batchnorm_folding_is_exact_at_near_zero_variances"'
+    [edgeasc/export/sparse.py]='"tests/test_export.py::test_gap_coding_round_trips_long_gaps", "tests/test_export.py::test_sparse_packing_is_smaller_and_exact"'
+    [edgeasc/export/report.py]='"tests/test_promises.py::test_rule_sets_count_bytes_and_macs_by_their_definition", "tests/test_export.py::test_budget_strings", "tests/test_export.py::test_malformed_budgets", "tests/test_export.py::test_winning_configuration_passes_500kb_at_fp16_and_fails_at_fp32"'
+    [edgeasc/distill.py]='"tests/test_distill.py::test_kd_loss_matches_a_hand_computation", "tests/test_distill.py::test_mixed_targets_give_the_mixup_of_the_two_kd_losses", "tests/test_distill.py::test_teacher_input_uses_the_teachers_own_normalisation"'
+    [edgeasc/runtime/features.py]='"tests/test_features.py"'
+)
+MODULES=("$@")
+[ ${#MODULES[@]} -gt 0 ] || MODULES=(edgeasc/compress/pruning.py edgeasc/compress/structured.py edgeasc/compress/fit.py
+                                     edgeasc/export/fold.py edgeasc/export/sparse.py edgeasc/export/report.py
+                                     edgeasc/distill.py edgeasc/runtime/features.py)
+echo "| module | mutants | killed | survived | not reached | score |"
+echo "|---|---:|---:|---:|---:|---:|"
+for module in "${MODULES[@]}"; do
+    [ -n "${TESTS[$module]:-}" ] || { echo "mutation: no test selection for $module" >&2; exit 2; }
+    work=$(mktemp -d "${TMPDIR:-/tmp}/edgeasc-mutation.XXXXXX")
+    git ls-files -z | xargs -0 cp --parents -t "$work"
+    cat >> "$work/pyproject.toml" <<EOF
+
+[tool.mutmut]
+source_paths = ["$module"]
+pytest_add_cli_args_test_selection = [${TESTS[$module]}]
+also_copy = ["tests/", "edgeasc/"]
+EOF
+    (cd "$work" && "$MUTMUT" run >/dev/null 2>&1) || true
+    counts=$(cd "$work" && "$MUTMUT" results --all true 2>/dev/null | awk -F': ' '{print $2}' | sort | uniq -c)
+    n() { echo "$counts" | awk -v s="$1" '$0 ~ s {print $1}' | head -1; }
+    killed=$(n killed); survived=$(n survived); none=$(n "no tests")
+    killed=${killed:-0}; survived=${survived:-0}; none=${none:-0}
+    total=$((killed + survived + none))
+    score=$([ $((killed + survived)) -gt 0 ] && awk -v k="$killed" -v s="$survived" 'BEGIN {printf "%.0f %%", 100 * k / (k + s)}' || echo "-")
+    echo "| $module | $total | $killed | $survived | $none | $score |"
+    echo "mutation: $module: survivors listed by 'cd $work && $MUTMUT results'" >&2
+done
