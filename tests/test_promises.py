@@ -183,3 +183,63 @@ def test_rule_sets_count_bytes_and_macs_by_their_definition(rules, precision, co
     r = size_report(stats, precision, RULES[rules])
     assert (r["counted_bytes"], r["budget_bytes"], r["macs_ok"]) == (counted, budget, macs_ok)
     assert r["verdict"] == ("PASS" if macs_ok and counted <= budget else "FAIL")
+
+
+def test_the_size_report_and_its_markdown_in_full():
+    """Every field of a report, the overrides (BatchNorm counted, a budget of one's own), the
+    failures with their amounts, and the Markdown users read, line for line."""
+    from types import SimpleNamespace
+
+    from edgeasc.export.report import RULES, budget_failures, report_markdown, size_report
+
+    pool = SimpleNamespace(name="p", kind="maxpool", kernel="2x2", params=0, nonzero_params=0, channels=[],
+                           dense_channels=[])  # no parameters: not a row, and the rows after it still count
+    conv = SimpleNamespace(name="c", kind="conv", kernel="3x3", params=1200, nonzero_params=900, channels=[1, 2],
+                           dense_channels=[1, 4])
+    bn = SimpleNamespace(name="b", kind="batchnorm", kernel="", params=22, nonzero_params=22, channels=[11],
+                         dense_channels=[11])
+    stats = SimpleNamespace(layers=[pool, conv, bn], macs=31_000_000, seconds=1.0, params=1222, nonzero_params=922,
+                            bn_params=22, dense_params=2000, dense_macs=40_000_000, channel_plan={"g": 2})
+    # dcase2020 with BatchNorm counted (as the winners did) and a budget of our own
+    r20 = size_report(stats, "fp16", RULES["dcase2020"], budget_bytes=1844, count_bn=True)
+    assert (r20["counted_values"], r20["counted_bytes"], r20["count_bn"], r20["budget_bytes"]) == (922, 1844, True, 1844)
+    assert r20["verdict"] == "PASS" and r20["macs_ok"] and r20["macs_limit_per_second"] is None
+    assert budget_failures(r20) == []
+    assert size_report(stats, "fp16", RULES["dcase2020"], count_bn=False)["counted_bytes"] == 1800
+    r = size_report(stats, "int8", RULES["dcase2024"], budget_bytes=1000, deployed={"params": 1211, "nonzero_params": 911},
+                    file_bytes=5000)
+    assert {k: v for k, v in r.items() if k != "layers"} == {
+        "rules": "dcase2024", "rules_description": RULES["dcase2024"].description, "precision": "int8",
+        "bytes_per_value": 1, "counts": "all", "count_bn": True,
+        "counted_on": "the model as trained (BatchNorm separate from the convs)", "params": 1222,
+        "nonzero_params": 922, "bn_params": 22, "counted_values": 1222, "counted_bytes": 1222,
+        "macs_per_clip": 31_000_000, "clip_seconds": 1.0, "macs_per_second": 31_000_000.0,
+        "dense": {"params": 2000, "macs_per_clip": 40_000_000}, "channel_plan": {"g": 2},
+        "macs_limit_per_second": 30e6, "macs_ok": False, "budget_bytes": 1000, "bytes_ok": False, "verdict": "FAIL",
+        "deployed": {"params": 1211, "nonzero_params": 911}, "file_bytes": 5000}
+    assert r["layers"] == [
+        {"name": "c", "kind": "conv", "kernel": "3x3", "params": 1200, "nonzero": 900, "counted_bytes": 1200,
+         "channels": [1, 2], "dense_channels": [1, 4]},
+        {"name": "b", "kind": "batchnorm", "kernel": "", "params": 22, "nonzero": 22, "counted_bytes": 22,
+         "channels": [11], "dense_channels": [11]}]
+    assert budget_failures(r) == ["bytes: 1,222 counted > budget 1,000, 222 over",
+                                  "MACs: 31.000 M per second > limit 30 M, 1.000 M (3.3 %) over"]
+    r["macs_onnx_graph"] = 31_000_000
+    assert report_markdown(r) == (
+        "# Size report: FAIL\n\n"
+        "Rules: dcase2024 — DCASE 2024-2025 task 1: 128 000 bytes of all parameters, 30 M MACs per second.\n"
+        "Counted on the model as trained (BatchNorm separate from the convs): all parameters, BatchNorm in, "
+        "1 bytes per value (int8).\n\n"
+        "| | value |\n|---|---:|\n| parameters | 1,222 |\n| non-zero parameters | 922 |\n"
+        "| BatchNorm parameters | 22 |\n| MACs per 1 s clip | 31,000,000 |\n"
+        "| before channel pruning: parameters / MACs per clip | 2,000 / 40,000,000 |\n"
+        "| MACs counted on the ONNX graph | 31,000,000 |\n| MACs per second of audio | 31,000,000 |\n"
+        "| MAC limit per second | 30,000,000 (over) |\n| counted bytes | 1,222 |\n| budget bytes | 1,000 |\n"
+        "| ONNX file bytes | 5,000 |\n| deployed (BatchNorm folded): parameters / non-zero | 1,211 / 911 |\n\n"
+        "| layer | kind | kernel | channels (dense) | params | non-zero | counted bytes |\n"
+        "|---|---|---|---|---:|---:|---:|\n"
+        "| c | conv | 3x3 | 1→2 (1→4) | 1,200 | 900 | 1,200 |\n"
+        "| b | batchnorm |  | 11 | 22 | 22 | 22 |\n")
+    md20 = report_markdown(r20)
+    assert "BatchNorm in, 2 bytes per value (fp16)" in md20 and "non-zero parameters, BatchNorm in" in md20
+    assert "MAC limit" not in md20 and "ONNX file bytes" not in md20 and "# Size report: PASS" in md20
