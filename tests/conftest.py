@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,22 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None,
 
 # Importing torch raises ImportError, as on a device install without the train extra.
 HIDE_TORCH = "import sys; sys.modules['torch'] = None"
+
+
+def run_torchrun(*args: str, nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node=N -m edgeasc ARGS` with one thread per rank, in a
+    session of its own, so that no rank process outlives the test (killed on timeout)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m",
+           "edgeasc", *args]
+    popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    try:
+        stdout, stderr = popen.communicate(timeout=timeout)
+    finally:
+        if popen.poll() is None:  # never leave rank processes behind
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait()
+    return subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, *needles: str) -> None:

@@ -4,16 +4,12 @@ own batch, lineage in config/summary/info, resume, DDP, and one-line errors for 
 
 import hashlib
 import json
-import os
-import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, run_cli, run_torchrun
 from edgeasc.data.synth import write_dataset
 
 TINY = ["--preset", "demo", "--width", "4", "--seconds", "1", "--batch-size", "4", "--feature-workers", "1",
@@ -258,19 +254,11 @@ def test_distillation_with_channel_and_magnitude_pruning_and_freq_mixstyle(data,
 
 
 def test_torchrun_distils_on_two_gloo_processes(data, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "edgeasc",
-           "train", str(data / "scenes"), *TINY, "--cache-dir", str(data / "cache"), "--out", str(tmp_path / "ddp"),
-           "--epochs", "2", "--prune-ratio", "0", "--teacher", str(data / "teacher"), "--device", "cpu", "--json"]
-    popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
-    try:
-        stdout, stderr = popen.communicate(timeout=300)
-    finally:
-        if popen.poll() is None:
-            os.killpg(popen.pid, signal.SIGKILL)
-            popen.wait()
-    assert popen.returncode == 0, stderr[-3000:]
-    summary = json.loads(stdout[stdout.index("{"):])
+    proc = run_torchrun("train", str(data / "scenes"), *TINY, "--cache-dir", str(data / "cache"), "--out",
+                        str(tmp_path / "ddp"), "--epochs", "2", "--prune-ratio", "0", "--teacher", str(data / "teacher"),
+                        "--device", "cpu", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert summary["ranks_in_sync"] is True and summary["world_size"] == 2 and summary["teachers"]
 
 

@@ -4,17 +4,13 @@ exported ONNX graph, int8 packing, DDP, and one-line errors for bad input."""
 
 import collections
 import json
-import os
-import signal
-import subprocess
-import sys
 
 import numpy as np
 import onnx
 import pytest
 import torch
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, run_cli, run_torchrun
 from edgeasc.data.cache import extract_features
 from edgeasc.data.dcase import open_dataset
 from edgeasc.data.synth import write_dataset
@@ -162,19 +158,10 @@ def test_int8_weights_are_packed_and_optimise_to_the_same_graph(data, tmp_path):
 
 def test_torchrun_rebuilds_on_every_rank(data, tmp_path):
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "edgeasc",
-           "train", str(data / "scenes"), *TINY, "--cache-dir", str(data / "cache"), "--out", str(run),
-           *STRUCTURED, "--epochs", "3", "--device", "cpu", "--json"]
-    popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
-    try:
-        stdout, stderr = popen.communicate(timeout=300)
-    finally:
-        if popen.poll() is None:
-            os.killpg(popen.pid, signal.SIGKILL)
-            popen.wait()
-    assert popen.returncode == 0, stderr[-3000:]
-    summary = json.loads(stdout[stdout.index("{"):])
+    proc = run_torchrun("train", str(data / "scenes"), *TINY, "--cache-dir", str(data / "cache"), "--out", str(run),
+                        *STRUCTURED, "--epochs", "3", "--device", "cpu", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert summary["ranks_in_sync"] is True and summary["macs"] <= 0.3 * 12_527_520
 
 

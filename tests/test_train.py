@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, run_cli, run_torchrun
 from edgeasc.data.synth import write_dataset
 
 TINY = ["--preset", "demo", "--width", "4", "--seconds", "1", "--batch-size", "4", "--feature-workers", "1",
@@ -118,19 +118,8 @@ def test_killed_run_resumes_to_the_same_result(data, tmp_path):
 
 def test_torchrun_two_gloo_processes(data, tmp_path):
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "edgeasc",
-           "train", str(data / "scenes"), *TINY, "--cache-dir", str(data / "cache"), "--out", str(run),
-           "--epochs", "3", "--prune-target", "1000", "--prune-epochs", "2", "--device", "cpu", "--json"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                             start_new_session=True)
-    try:
-        stdout, stderr = popen.communicate(timeout=300)
-    finally:
-        if popen.poll() is None:  # never leave rank processes behind
-            os.killpg(popen.pid, signal.SIGKILL)
-            popen.wait()
-    proc = subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
+    proc = run_torchrun("train", str(data / "scenes"), *TINY, "--cache-dir", str(data / "cache"), "--out", str(run),
+                        "--epochs", "3", "--prune-target", "1000", "--prune-epochs", "2", "--device", "cpu", "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     start = proc.stdout.index("{")
     summary = json.loads(proc.stdout[start:])  # printed once, by rank 0
