@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from edgeasc.errors import ConfigError
-from edgeasc.models.channels import STEM, complexity, conv_layers, widths
+from edgeasc.models.channels import complexity, conv_layers, widths
 from edgeasc.models.config import STAGE1_POOL_AFTER, ModelConfig
 from edgeasc.models.receptive_field import output_shapes, receptive_field, receptive_field_authors
 from edgeasc.runtime.features import FeatureParams
@@ -128,6 +128,3 @@ def describe_config(config: ModelConfig, seconds: float = 10.0, features: Featur
         dense_params=dense_params, dense_macs=dense_macs,
         channel_plan=dict(config.channels) if config.channels else None,
         receptive_field_authors=[receptive_field_authors(config)] * 2)
-
-
-assert STEM[0] == 5  # the stem row's kernel comes from conv_layers
