@@ -356,6 +356,8 @@ def train(
     swa_every: int | None = typer.Option(None, help="Average every N-th epoch (default 3)."),
     epochs: int | None = typer.Option(None, help="Epochs (paper: 400)."),
     batch_size: int | None = typer.Option(None, help="Global batch size (paper: 10)."),
+    accumulate: int | None = typer.Option(None, help="Gradient accumulation: each process takes its batch in N "
+                                          "parts (same steps, 1/N of the activation memory; default 1)."),
     lr: float | None = typer.Option(None, help="Adam learning rate (paper: 1e-4)."),
     seed: int | None = typer.Option(None, help="Seed: same seed, same run (on CPU)."),
     device: str | None = typer.Option(None, help="auto | cpu | cuda"),
@@ -383,7 +385,7 @@ def train(
                macs_target=macs_target, params_target=params_target, channel_importance=channel_importance,
                channel_multiple=channel_multiple, teachers=[str(t) for t in teacher] if teacher else None,
                kd_weight=kd_weight, kd_temperature=kd_temperature, kd_targets=kd_targets, fit=fit, swa_start=swa_start, swa_every=swa_every, freq_mixstyle=freq_mixstyle,
-               epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, workers=workers,
+               epochs=epochs, batch_size=batch_size, accumulate=accumulate, lr=lr, seed=seed, device=device, workers=workers,
                feature_workers=feature_workers, cache_dir=str(cache_dir) if cache_dir else None, seconds=seconds,
                amp=amp, channels_last=channels_last, out=str(out_dir) if out_dir else None)
     cfg = resolve_train_config(cli, config)

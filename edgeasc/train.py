@@ -7,6 +7,7 @@ resumed from its last completed epoch ends exactly where an uninterrupted run wo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -139,6 +140,10 @@ def _train(cfg: TrainConfig, dist: Dist, resume: bool, force: bool, progress: bo
         raise ConfigError("--amp needs a CUDA device")
     if cfg.batch_size % dist.world:
         raise ConfigError(f"--batch-size {cfg.batch_size} is not divisible by the {dist.world} processes")
+    if cfg.accumulate > cfg.batch_size // dist.world:
+        each = "each process takes" if dist.world > 1 else "a step takes"
+        raise ConfigError(f"--accumulate {cfg.accumulate} is more than the {cfg.batch_size // dist.world} clips "
+                          f"{each} per step (--batch-size {cfg.batch_size})")
     if not dist.main:  # rank 0 holds the run directory for all ranks
         return _train_in(cfg, dist, device, resume and (run_dir / "checkpoint-last.pt").is_file(), force, progress)
     created = missing_folders(run_dir)
@@ -412,11 +417,15 @@ def _train_steps(loop: Loop, epoch: int, progress: bool) -> torch.Tensor:
     cfg, dist, device = loop.cfg, loop.dist, loop.device
     data = loop.train_data
     data.set_epoch(epoch)
+    # One permutation per epoch for any number of processes: DistributedSampler draws
+    # randperm(seed + epoch) and deals it out rank by rank, so at every step the ranks' batches
+    # together are exactly the batch a single process takes at that step.
+    seed = cfg.seed * 100_003
     if dist.world > 1:
-        sampler = DistributedSampler(data, dist.world, dist.rank, shuffle=True, seed=cfg.seed)
+        sampler = DistributedSampler(data, dist.world, dist.rank, shuffle=True, seed=seed)
         sampler.set_epoch(epoch)
     else:
-        sampler = RandomSampler(data, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        sampler = RandomSampler(data, generator=torch.Generator().manual_seed(seed + epoch))
     loader = DataLoader(data, batch_size=loop.per_rank, sampler=sampler, num_workers=cfg.workers,
                         drop_last=len(data) >= 2 * cfg.batch_size)
     loop.net.train()
@@ -425,46 +434,65 @@ def _train_steps(loop: Loop, epoch: int, progress: bool) -> torch.Tensor:
     with _epoch_bar(f"epoch {epoch + 1}/{cfg.epochs}", len(loader) * loop.per_rank * dist.world,
                     progress and dist.main) as advance:
         for step, batch in enumerate(loader):
-            x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            if style is not None:  # its own stream: runs without it draw exactly what they drew before
-                x = freq_mixstyle(x, np.random.default_rng([cfg.seed, epoch, step, dist.rank, 1]), *style)
-            rng = np.random.default_rng([cfg.seed, epoch, step, dist.rank])
-            lam, perm = mixup_plan(len(y), rng, cfg.mixup_alpha)
-            x, y_a, y_b, lam = mix(x, lam, perm), y, y[perm.to(device)], lam.to(device)
-            targets = None
-            if loop.teachers:  # cached: mixed like the inputs; online: the teachers see this very batch
-                logits_t = (batch[2].to(device) if loop.teacher_logits is not None else
-                            online_logits(loop.teachers, x.float(), *loop.student_norm))
-                targets = soft_targets(logits_t, loop.kd_temperature)
-                if loop.teacher_logits is not None:
-                    targets = mix(targets, lam, perm)
+            batch = [t.to(device, non_blocking=True) for t in batch]
+            n = len(batch[1])
+            parts = min(cfg.accumulate, n)
+            loop.optimizer.zero_grad(set_to_none=True)
+            step_loss = torch.zeros((), dtype=torch.float64, device=device)
             try:
-                with torch.autocast(device.type, dtype=torch.float16, enabled=cfg.amp):
-                    logits = loop.net(x).float()
-                loss = mixup_cross_entropy(logits, y_a, y_b, lam)
-                if targets is not None:
-                    loss = distillation_loss(logits, loss, targets, loop.kd_weight, loop.kd_temperature)
-                loop.optimizer.zero_grad(set_to_none=True)
-                loop.scaler.scale(loss).backward()
+                for part in range(parts):
+                    # Part p of rank r holds the batch positions a process of its own would hold as
+                    # rank r + world·p (the sampler deals clips out round-robin), and draws that
+                    # rank's augmentation: N processes and N parts take the same steps.
+                    micro = [t[part::parts] for t in batch]
+                    last = part == parts - 1
+                    sync = last or dist.world == 1
+                    with (contextlib.nullcontext() if sync else loop.net.no_sync()):
+                        loss = _part_loss(loop, micro, [cfg.seed, epoch, step, dist.rank + dist.world * part], style)
+                        loop.scaler.scale(loss * (len(micro[1]) / n)).backward()
+                    step_loss += loss.detach().double() * len(micro[1])
                 loop.scaler.step(loop.optimizer)
                 loop.scaler.update()
             except RuntimeError as exc:  # torch.OutOfMemoryError is one too
                 if is_oom(exc):
-                    raise EdgeascError(f"out of memory at batch size {cfg.batch_size} on {device}: "
-                                       f"try --batch-size {max(1, cfg.batch_size // 2)}") from None
+                    raise EdgeascError(f"out of memory at batch size {cfg.batch_size} on {device}: try --accumulate "
+                                       f"{2 * cfg.accumulate} (the same steps in smaller parts) or --batch-size "
+                                       f"{max(1, cfg.batch_size // 2)}") from None
                 raise
-            loss = loss.detach()
-            bad = (~torch.isfinite(loss)).double()
+            bad = (~torch.isfinite(step_loss)).double()
             if dist.world > 1:  # every rank stops together, or the others wait forever in the next all-reduce
                 torch.distributed.all_reduce(bad)
             if bad.item():
-                raise _diverged(f"the loss is {float(loss):g} at step {step + 1}", epoch, loop.run_dir,
+                raise _diverged(f"the loss is {float(step_loss / n):g} at step {step + 1}", epoch, loop.run_dir,
                                 len(loop.history))
-            loss_sum += torch.stack([loss.double() * len(y), torch.tensor(len(y), device=device).double()])
-            advance(len(y) * dist.world)
+            loss_sum += torch.stack([step_loss, torch.tensor(n, device=device).double()])
+            advance(n * dist.world)
     return loss_sum
+
+
+def _part_loss(loop: Loop, batch: list[torch.Tensor], key: list[int], style) -> torch.Tensor:
+    """The mean loss of one part of a batch, augmented from its own random streams (`key`)."""
+    cfg, device = loop.cfg, loop.device
+    x, y = batch[0], batch[1]
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if style is not None:  # its own stream: runs without it draw exactly what they drew before
+        x = freq_mixstyle(x, np.random.default_rng([*key, 1]), *style)
+    lam, perm = mixup_plan(len(y), np.random.default_rng(key), cfg.mixup_alpha)
+    x, y_a, y_b, lam = mix(x, lam, perm), y, y[perm.to(device)], lam.to(device)
+    targets = None
+    if loop.teachers:  # cached: mixed like the inputs; online: the teachers see this very batch
+        logits_t = (batch[2] if loop.teacher_logits is not None else
+                    online_logits(loop.teachers, x.float(), *loop.student_norm))
+        targets = soft_targets(logits_t, loop.kd_temperature)
+        if loop.teacher_logits is not None:
+            targets = mix(targets, lam, perm)
+    with torch.autocast(device.type, dtype=torch.float16, enabled=cfg.amp):
+        logits = loop.net(x).float()
+    loss = mixup_cross_entropy(logits, y_a, y_b, lam)
+    if targets is not None:
+        loss = distillation_loss(logits, loss, targets, loop.kd_weight, loop.kd_temperature)
+    return loss
 
 
 def _channel_pruner(cfg: TrainConfig, dense_config, n_frames: int, fit_plan=None) -> ChannelPruner | None:

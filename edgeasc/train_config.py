@@ -55,6 +55,7 @@ class TrainConfig:
     # optimisation (docs/method.md §3)
     epochs: int = 400
     batch_size: int = 10
+    accumulate: int = 1       # gradient accumulation: each process's batch in this many parts
     lr: float = 1e-4
     lr_hold: int = 50         # constant lr for epochs < lr_hold
     lr_decay_end: int = 250   # then linear to 0 at this epoch, then lr_final
@@ -137,9 +138,9 @@ def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = N
                           + (" or ".join(structured) if structured else "--prune-ratio"))
     if values.get("channel_importance", "l2") not in ("l2", "bn"):
         raise ConfigError(f"--channel-importance must be l2 or bn, got {values['channel_importance']!r}")
-    for name in ("epochs", "batch_size", "prune_epochs", "lr_hold", "lr_decay_end", "roll", "workers", "seed",
-                 "channel_multiple", "swa_every"):
-        low = 1 if name in ("epochs", "batch_size", "channel_multiple", "swa_every") else 0
+    for name in ("epochs", "batch_size", "accumulate", "prune_epochs", "lr_hold", "lr_decay_end", "roll", "workers",
+                 "seed", "channel_multiple", "swa_every"):
+        low = 1 if name in ("epochs", "batch_size", "accumulate", "channel_multiple", "swa_every") else 0
         v = values.get(name, getattr(TrainConfig, name))
         if not isinstance(v, int) or isinstance(v, bool) or v < low:
             raise ConfigError(f"{name.replace('_', '-')} must be an integer >= {low}, got {v!r}")

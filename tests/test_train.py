@@ -129,6 +129,46 @@ def test_torchrun_two_gloo_processes(data, tmp_path):
     assert not [p for p in run.iterdir() if "partial" in p.name]
 
 
+def _trained(run_dir):
+    return torch.load(run_dir / "model-final.pt", weights_only=True)["model"]
+
+
+def test_two_gloo_ranks_take_the_steps_of_one_process_accumulating_two_parts(data, tmp_path):
+    """DDP against one process on the same data: the two ranks' batches at each step are the
+    single process's batch, dealt out round-robin, and each rank draws its own mixup. One process
+    with --accumulate 2 takes exactly those parts (part p = rank p), so the runs must agree, and
+    to the bit: the tolerance is zero, since halving is exact in binary floating point and a sum
+    of two gradients does not depend on its order (a third part or rank would make it a rounding
+    tolerance). Without accumulation the single process normalises BatchNorm over the whole
+    batch, not per rank, and ends measurably elsewhere: the comparison is not blind."""
+    args = ["--epochs", "2", "--prune-ratio", "0.2", "--prune-epochs", "1", "--seed", "3", "--device", "cpu",
+            "--json"]
+    common = ["train", str(data / "scenes"), *TINY, "--cache-dir", str(data / "cache")]
+    ddp = run_torchrun(*common, "--out", str(tmp_path / "ddp"), *args)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    for name, extra in (("accumulated", ["--accumulate", "2"]), ("whole", [])):
+        proc = run_cli(*common, "--out", str(tmp_path / name), *args, *extra, env={"OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr
+    torch.manual_seed(3)  # the initial weights: the update's scale is what the runs moved them by
+    from edgeasc.models import ModelConfig, build_model
+    stored = torch.load(tmp_path / "ddp" / "model-final.pt", weights_only=True)["model_config"]
+    initial = build_model(ModelConfig.from_dict(stored)).state_dict()
+    ddp_w, acc_w, whole_w = (_trained(tmp_path / n) for n in ("ddp", "accumulated", "whole"))
+    trained = [k for k in ddp_w if k in initial and ddp_w[k].is_floating_point() and "running" not in k]
+
+    def distance(a, b):
+        return float(sum(((a[k].double() - b[k].double()) ** 2).sum() for k in trained) ** 0.5)
+
+    update = distance(ddp_w, initial)
+    assert update > 0.1
+    assert distance(acc_w, ddp_w) == 0.0
+    assert distance(whole_w, ddp_w) > 0.5 * update  # BatchNorm over 4 clips, not 2 + 2
+    losses = {n: [m["train_loss"] for m in _metrics(tmp_path / n)] for n in ("ddp", "accumulated")}
+    assert losses["accumulated"] == losses["ddp"]
+    assert [m["nonzero_params"] for m in _metrics(tmp_path / "ddp")] == \
+        [m["nonzero_params"] for m in _metrics(tmp_path / "accumulated")]
+
+
 def test_config_file_and_flags(data, tmp_path):
     cfg = tmp_path / "train.toml"
     cfg.write_text(f'[train]\nepochs = 1\nprune-ratio = 0.25\nprune_epochs = 0\nout = "{tmp_path / "cfgrun"}"\n')
@@ -197,7 +237,7 @@ def test_out_of_memory_is_one_clear_error(data, tmp_path, monkeypatch):
     cfg = resolve_train_config(dict(dataset=str(data / "scenes"), preset="demo", width=4, seconds=1.0,
                                     batch_size=4, prune_ratio=0.2, epochs=1, cache_dir=str(data / "cache"),
                                     feature_workers=1, out=str(tmp_path / "oom")))
-    with pytest.raises(EdgeascError, match=r"out of memory at batch size 4 on cpu: try --batch-size 2"):
+    with pytest.raises(EdgeascError, match=r"out of memory at batch size 4 on cpu: try --accumulate 2 .* or --batch-size 2$"):
         train_module.train(cfg, progress=False)
 
 
