@@ -141,9 +141,9 @@ def _train(cfg: TrainConfig, dist: Dist, resume: bool, force: bool, progress: bo
     if cfg.batch_size % dist.world:
         raise ConfigError(f"--batch-size {cfg.batch_size} is not divisible by the {dist.world} processes")
     if cfg.accumulate > cfg.batch_size // dist.world:
-        each = "each process takes" if dist.world > 1 else "a step takes"
+        each = "each process takes per step" if dist.world > 1 else "a step takes"
         raise ConfigError(f"--accumulate {cfg.accumulate} is more than the {cfg.batch_size // dist.world} clips "
-                          f"{each} per step (--batch-size {cfg.batch_size})")
+                          f"{each} (--batch-size {cfg.batch_size})")
     if not dist.main:  # rank 0 holds the run directory for all ranks
         return _train_in(cfg, dist, device, resume and (run_dir / "checkpoint-last.pt").is_file(), force, progress)
     created = missing_folders(run_dir)

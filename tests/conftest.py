@@ -1,3 +1,5 @@
+import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -23,6 +25,25 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None,
     if stdin is not None:
         proc.stdout, proc.stderr = proc.stdout.decode(), proc.stderr.decode()
     return proc
+
+
+def run_cli_here(*args: str) -> subprocess.CompletedProcess:
+    """`edgeasc ARGS` through the same `main()` (parsing, error rendering, exit code), in this
+    process: no second interpreter and torch import (2-3 s each). For checks of what a command
+    says and refuses; a test of the process itself (the entry point, signals, its environment,
+    a device install without torch) uses run_cli, and every command keeps at least one."""
+    from edgeasc.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code: int | str | None = 0
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+    if not isinstance(code, int):  # sys.exit("message") or sys.exit(None)
+        code = 0 if code is None else 1
+    return subprocess.CompletedProcess(["edgeasc", *args], code, stdout.getvalue(), stderr.getvalue())
 
 
 # Importing torch raises ImportError, as on a device install without the train extra.

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import assert_one_line_error, run_cli, run_torchrun
+from conftest import assert_one_line_error, run_cli, run_cli_here, run_torchrun
 from edgeasc.data.synth import write_dataset
 
 TINY = ["--preset", "demo", "--width", "4", "--seconds", "1", "--batch-size", "4", "--feature-workers", "1",
@@ -26,9 +26,10 @@ def data(tmp_path_factory):
     return root
 
 
-def train_cli(data, out, *extra, **kw):
-    return run_cli("train", str(data / "scenes"), *TINY, "--cache-dir", str(data / "cache"), "--out", str(out),
-                   *extra, **kw)
+def train_cli(data, out, *extra, here=False, **kw):
+    """`edgeasc train` on the module's data: a real subprocess, or in this process (`here`: for refusals)."""
+    args = ("train", str(data / "scenes"), *TINY, "--cache-dir", str(data / "cache"), "--out", str(out), *extra)
+    return run_cli_here(*args) if here else run_cli(*args, **kw)
 
 
 def _metrics(run_dir):
@@ -171,41 +172,44 @@ def test_config_file_and_flags(data, tmp_path):
     assert (resolved["epochs"], resolved["prune_ratio"], resolved["seed"]) == (1, 0.25, 3)
     bad = tmp_path / "bad.toml"
     bad.write_text("epochs = [")
-    assert_one_line_error(run_cli("train", "--config", str(bad)), 2, "invalid TOML")
+    assert_one_line_error(run_cli_here("train", "--config", str(bad)), 2, "invalid TOML")
     bad.write_text("colour = 'red'")
-    assert_one_line_error(run_cli("train", "--config", str(bad)), 2, "unknown keys colour")
+    assert_one_line_error(run_cli_here("train", "--config", str(bad)), 2, "unknown keys colour")
 
 
 def test_bad_input(data, tmp_path):
     run = tmp_path / "run"
-    assert_one_line_error(train_cli(data, run, "--epochs", "1"), 2, "preset 'demo' prunes to 8,500")
-    assert not run.exists()
-    assert train_cli(data, run, "--epochs", "1", "--prune-ratio", "0.2", "--json").returncode == 0
+    assert train_cli(data, run, "--epochs", "1", "--prune-ratio", "0.2", "--json").returncode == 0  # features cached
     before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    assert_one_line_error(train_cli(data, tmp_path / "x", "--epochs", "1", here=True), 2, "preset 'demo' prunes to 8,500")
     assert_one_line_error(train_cli(data, run, "--epochs", "1", "--prune-ratio", "0.2"), 2, "already holds a run")
-    assert_one_line_error(train_cli(data, tmp_path / "x", "--preset", "nope"), 2, "unknown preset")
-    assert_one_line_error(train_cli(data, tmp_path / "x", "--prune-target", "99999999"), 2, "prune target")
-    assert_one_line_error(train_cli(data, tmp_path / "x", "--prune-target", "0"), 2, "prune target")
-    assert_one_line_error(train_cli(data, tmp_path / "x", "--prune-target", "10", "--prune-ratio", "0.1"), 2,
+    assert_one_line_error(train_cli(data, tmp_path / "x", "--preset", "nope", here=True), 2, "unknown preset")
+    assert_one_line_error(train_cli(data, tmp_path / "x", "--prune-target", "99999999", here=True), 2, "prune target")
+    assert_one_line_error(train_cli(data, tmp_path / "x", "--prune-target", "0", here=True), 2, "prune target")
+    assert_one_line_error(train_cli(data, tmp_path / "x", "--prune-target", "10", "--prune-ratio", "0.1", here=True), 2,
                           "not both")
-    assert_one_line_error(train_cli(data, tmp_path / "x", "--epochs", "0"), 2, "epochs")
-    assert_one_line_error(train_cli(data, tmp_path / "x", "--device", "tpu"), 2, "--device")
+    assert_one_line_error(train_cli(data, tmp_path / "x", "--epochs", "0", here=True), 2, "epochs")
+    assert_one_line_error(train_cli(data, tmp_path / "x", "--device", "tpu", here=True), 2, "--device")
+    assert_one_line_error(train_cli(data, tmp_path / "x", "--accumulate", "0", here=True), 2, "accumulate must be")
+    assert_one_line_error(train_cli(data, tmp_path / "x", "--prune-ratio", "0.2", "--accumulate", "5", here=True), 2,
+                          "--accumulate 5 is more than the 4 clips a step takes (--batch-size 4)")
+    assert not (tmp_path / "x").exists()
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before  # untouched
     # corrupt, foreign and malicious checkpoints are refused on --resume
     ckpt = run / "checkpoint-last.pt"
     original = ckpt.read_bytes()
     ckpt.write_bytes(original[:1000])
     resume = ("--epochs", "2", "--prune-ratio", "0.2", "--resume")
-    assert_one_line_error(train_cli(data, run, *resume), 2, "not a loadable edgeasc checkpoint")
+    assert_one_line_error(train_cli(data, run, *resume, here=True), 2, "not a loadable edgeasc checkpoint")
     torch.save({"state_dict": {}}, ckpt)
-    assert_one_line_error(train_cli(data, run, *resume), 2, "not an edgeasc checkpoint")
+    assert_one_line_error(train_cli(data, run, *resume, here=True), 2, "not an edgeasc checkpoint")
 
     class Evil:
         def __reduce__(self):
             return (os.system, (f"touch {tmp_path / 'pwned'}",))
 
     torch.save({"format": "edgeasc-checkpoint", "payload": Evil()}, ckpt)
-    assert_one_line_error(train_cli(data, run, *resume), 2, "not a loadable")
+    assert_one_line_error(train_cli(data, run, *resume, here=True), 2, "not a loadable")
     assert not (tmp_path / "pwned").exists()
     assert_one_line_error(run_cli("info", str(ckpt)), 2, "not a loadable")
     ckpt.write_bytes(original)
