@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, run_cli, run_cli_here
 
 # docs/method.md §4, by preset name: (params, MACs per 10 s)
 PRESET_ROWS = {
@@ -31,10 +31,10 @@ PRESET_ROWS = {
 
 
 def test_every_preset_reproduces_method_table():
-    listed = json.loads(run_cli("info", "--list-presets", "--json").stdout)
+    listed = json.loads(run_cli_here("info", "--list-presets", "--json").stdout)
     assert set(listed) == set(PRESET_ROWS)
     for name, (params, macs) in PRESET_ROWS.items():
-        proc = run_cli("info", "--preset", name, "--json")
+        proc = run_cli_here("info", "--preset", name, "--json")
         assert proc.returncode == 0, proc.stderr
         d = json.loads(proc.stdout)
         assert (d["params"], d["macs"]) == (params, macs), name
@@ -47,7 +47,7 @@ def test_every_preset_reproduces_method_table():
 
 
 def test_flags_build_the_same_network_as_the_preset():
-    proc = run_cli("info", "--variant", "damped-decomposed", "--rho", "3", "--width", "128",
+    proc = run_cli_here("info", "--variant", "damped-decomposed", "--rho", "3", "--width", "128",
                    "--depth-restriction", "0,1,4", "--classes", "3", "--channels", "2",
                    "--decomp-factor", "4", "--json")
     d = json.loads(proc.stdout)
@@ -58,9 +58,9 @@ def test_flags_build_the_same_network_as_the_preset():
 
 
 def test_preset_with_override_and_seconds():
-    d = json.loads(run_cli("info", "--preset", "d20-damped", "--width", "64", "--json").stdout)
+    d = json.loads(run_cli_here("info", "--preset", "d20-damped", "--width", "64", "--json").stdout)
     assert d["params"] == 268_678
-    d1 = json.loads(run_cli("info", "--preset", "d20-damped-restricted", "--seconds", "1", "--json").stdout)
+    d1 = json.loads(run_cli_here("info", "--preset", "d20-damped-restricted", "--seconds", "1", "--json").stdout)
     assert d1["input_shape"] == [2, 256, 44]
     assert d1["output_shapes"]["stage1"] == [64, 15, 2]
     assert d1["params"] == 268_678 and d1["macs"] < 1_822_034_304 / 9
@@ -92,7 +92,7 @@ def test_table_output_shows_layers_and_totals():
     (["--no-such-flag"], "no-such-flag"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, needle):
-    assert_one_line_error(run_cli("info", *args), 2, needle)
+    assert_one_line_error(run_cli_here("info", *args), 2, needle)
 
 
 def test_version_and_help():

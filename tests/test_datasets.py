@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import assert_one_line_error, make_dcase, run_cli, write_wav
+from conftest import assert_one_line_error, make_dcase, run_cli, run_cli_here, write_wav
 from edgeasc.data.dcase import DatasetError, open_dataset, parse_clip_name
 
 
@@ -125,15 +125,15 @@ def test_tau2022_mobile_layout_and_train_subsets(tmp_path):
 def test_tau2022_bad_splits_are_one_line(tmp_path):
     root = make_dcase(tmp_path / "tau22", "tau2022-mobile", seconds=1.0)
     cache = ["--cache-dir", str(tmp_path / "c"), "--json"]
-    assert_one_line_error(run_cli("features", str(root), "--split", "7", *cache), 2, "--split must be one of")
+    assert_one_line_error(run_cli_here("features", str(root), "--split", "7", *cache), 2, "--split must be one of")
     (root / "split_setup" / "split10.csv").unlink()
-    assert_one_line_error(run_cli("features", str(root), "--split", "10", *cache), 2, "split10.csv: missing")
+    assert_one_line_error(run_cli_here("features", str(root), "--split", "10", *cache), 2, "split10.csv: missing")
     split25 = root / "split_setup" / "split25.csv"
     split25.write_text(split25.read_text() + "audio/tram-oslo-9-9-0-a.wav\tbus\n")
-    assert_one_line_error(run_cli("features", str(root), "--split", "25", *cache), 2, "split25.csv:", "not in meta")
-    assert_one_line_error(run_cli("features", str(root), "--split", "5", *cache), 2, "no training clips")
+    assert_one_line_error(run_cli_here("features", str(root), "--split", "25", *cache), 2, "split25.csv:", "not in meta")
+    assert_one_line_error(run_cli_here("features", str(root), "--split", "5", *cache), 2, "no training clips")
     old = make_dcase(tmp_path / "tau20", "tau2020-mobile")
-    assert_one_line_error(run_cli("features", str(old), "--split", "50", *cache), 2, "TAU 2022 Mobile layout")
+    assert_one_line_error(run_cli_here("features", str(old), "--split", "50", *cache), 2, "TAU 2022 Mobile layout")
     assert not (tmp_path / "c").exists()
 
 
@@ -141,12 +141,12 @@ def test_tau2022_with_ten_second_clips_or_without_source_label_is_refused(tmp_pa
     cache = ["--cache-dir", str(tmp_path / "c"), "--json"]
     long = make_dcase(tmp_path / "long", "tau2022-mobile", seconds=10.0)
     for seconds in ([], ["--seconds", "1"]):  # --seconds does not make 10-s audio TAU 2022
-        assert_one_line_error(run_cli("features", str(long), *cache, *seconds), 2,
+        assert_one_line_error(run_cli_here("features", str(long), *cache, *seconds), 2,
                               "holds 1-s clips", "10 s long")
     nosource = make_dcase(tmp_path / "nosource", "tau2022-mobile", seconds=1.0)
     meta = nosource / "meta.csv"
     meta.write_text("".join("\t".join(line.split("\t")[:3]) + "\n" for line in meta.read_text().splitlines()))
-    assert_one_line_error(run_cli("features", str(nosource), *cache), 2, "meta.csv: no source_label column")
+    assert_one_line_error(run_cli_here("features", str(nosource), *cache), 2, "meta.csv: no source_label column")
     assert not (tmp_path / "c").exists()
     ok = make_dcase(tmp_path / "ok", "tau2022-mobile", seconds=1.0)
     assert open_dataset(ok).layout == "tau2022-mobile"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_one_line_error, run_cli, run_torchrun
+from conftest import assert_one_line_error, run_cli, run_cli_here, run_torchrun
 from edgeasc.data.synth import write_dataset
 
 TINY = ["--preset", "demo", "--width", "4", "--seconds", "1", "--batch-size", "4", "--feature-workers", "1",
@@ -28,9 +28,11 @@ def data(tmp_path_factory):
 
 
 def train_cli(data, out, *extra, **kw):
+    """`edgeasc train` on the module's data, in this process (`run_cli_here`); with process
+    options (`env=`...) in a subprocess."""
     dense = [] if "--prune-target" in extra else ["--prune-ratio", "0"]  # not the demo preset's target
-    return run_cli("train", str(data / "scenes"), *TINY, *dense, "--cache-dir", str(data / "cache"), "--out",
-                   str(out), *extra, **kw)
+    args = ("train", str(data / "scenes"), *TINY, *dense, "--cache-dir", str(data / "cache"), "--out", str(out), *extra)
+    return run_cli(*args, **kw) if kw else run_cli_here(*args)
 
 
 def _config(data, out, **kw):
@@ -156,10 +158,10 @@ def test_distilled_run_records_its_teacher_and_reuses_the_cached_logits(data, tm
     assert summary["kd"] == {"weight": 0.7, "temperature": 3.0, "targets": "cached"}
     config = json.loads((tmp_path / "a" / "config.json").read_text())
     assert config["teachers"][0]["sha256"] == sha and config["train"]["kd_weight"] == 0.7
-    info = run_cli("info", str(tmp_path / "a"))
+    info = run_cli_here("info", str(tmp_path / "a"))
     assert f"teacher: {teacher_file.resolve()} (sha256 {sha[:12]}" in info.stdout
     assert "distillation: weight 0.7, temperature 3.0, cached targets" in info.stdout
-    assert json.loads(run_cli("info", str(tmp_path / "a"), "--json").stdout)["teachers"][0]["sha256"] == sha
+    assert json.loads(run_cli_here("info", str(tmp_path / "a"), "--json").stdout)["teachers"][0]["sha256"] == sha
     # distillation changes training: same seed, no teacher, other weights
     plain = train_cli(data, tmp_path / "plain", "--epochs", "2")
     assert plain.returncode == 0

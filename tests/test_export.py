@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import ROOT, assert_one_line_error, run_cli
+from conftest import ROOT, assert_one_line_error, run_cli, run_cli_here
 from edgeasc.checkpoint import load_checkpoint, save_checkpoint
 from edgeasc.compress.pruning import Pruner
 from edgeasc.errors import ConfigError
@@ -350,25 +350,25 @@ def test_winning_configuration_passes_500kb_at_fp16_and_fails_at_fp32(winner):
 def test_cli_export_budget_and_bad_input(tmp_path):
     ckpt = write_checkpoint(tmp_path / "m.pt", trained_like(ModelConfig(width=8, n_classes=3)))
     out = tmp_path / "model.onnx"
-    over = run_cli("export", str(ckpt), "-o", str(out), "--check-budget", "1kB", "--json")
+    over = run_cli_here("export", str(ckpt), "-o", str(out), "--check-budget", "1kB", "--json")
     assert over.returncode == 3, over.stderr
     result = json.loads(over.stdout)
     assert result["report"]["verdict"] == "FAIL" and result["report"]["budget_bytes"] == 1000
     assert out.is_file() and (tmp_path / "model.size.json").is_file()  # the report is written
     before = out.read_bytes()
-    assert_one_line_error(run_cli("export", str(ckpt), "-o", str(out)), 2, "exists")
-    ok = run_cli("export", str(ckpt), "-o", str(out), "--force", "--precision", "fp16", "--check-budget", "500KB")
+    assert_one_line_error(run_cli_here("export", str(ckpt), "-o", str(out)), 2, "exists")
+    ok = run_cli_here("export", str(ckpt), "-o", str(out), "--force", "--precision", "fp16", "--check-budget", "500KB")
     assert ok.returncode == 0 and "PASS" in ok.stdout and "512,000" in ok.stdout
     assert out.read_bytes() != before
-    assert_one_line_error(run_cli("export", str(ckpt), "-o", str(tmp_path / "x.onnx"), "--check-budget", "5zB"),
+    assert_one_line_error(run_cli_here("export", str(ckpt), "-o", str(tmp_path / "x.onnx"), "--check-budget", "5zB"),
                           2, "malformed budget")
-    assert_one_line_error(run_cli("export", str(ckpt), "-o", str(tmp_path / "nope" / "x.onnx")), 2, "no such folder")
-    assert_one_line_error(run_cli("export", str(ckpt), "--precision", "int4"), 2, "--precision")
-    assert_one_line_error(run_cli("export", str(ckpt), "--rules", "dcase1999"), 2, "--rules")
-    assert_one_line_error(run_cli("export", str(ckpt), "--sparse", "zip"), 2, "--sparse")
+    assert_one_line_error(run_cli_here("export", str(ckpt), "-o", str(tmp_path / "nope" / "x.onnx")), 2, "no such folder")
+    assert_one_line_error(run_cli_here("export", str(ckpt), "--precision", "int4"), 2, "--precision")
+    assert_one_line_error(run_cli_here("export", str(ckpt), "--rules", "dcase1999"), 2, "--rules")
+    assert_one_line_error(run_cli_here("export", str(ckpt), "--sparse", "zip"), 2, "--sparse")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    assert_one_line_error(run_cli("export", str(junk)), 2, "not a loadable edgeasc checkpoint")
+    assert_one_line_error(run_cli_here("export", str(junk)), 2, "not a loadable edgeasc checkpoint")
     assert not (tmp_path / "x.onnx").exists()
 
 

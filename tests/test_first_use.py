@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import run_cli, write_wav
+from conftest import run_cli, run_cli_here, write_wav
 from edgeasc.data.synth import write_dataset
 
 TRAIN = ["--preset", "demo", "--width", "4", "--seconds", "1", "--batch-size", "4", "--feature-workers", "1",
@@ -243,7 +243,7 @@ def test_swa_averages_the_saved_weights_and_is_exported(scenes, tmp_path):
             "--swa-start", "2", "--swa-every", "2", "--json"]
     states = {}
     for epoch in (1, 2, 3, 4):
-        proc = run_cli(*args, "--epochs", str(epoch), *(["--resume"] if epoch > 1 else []))
+        proc = run_cli_here(*args, "--epochs", str(epoch), *(["--resume"] if epoch > 1 else []))
         assert proc.returncode == 0, proc.stderr
         ckpt = torch.load(run / "checkpoint-last.pt", weights_only=True)
         masks = {f"{name}.weight": m.to(torch.float64) for name, m in ckpt["pruner"]["masks"].items()}
@@ -263,7 +263,7 @@ def test_swa_averages_the_saved_weights_and_is_exported(scenes, tmp_path):
     best = torch.load(run / "model-best.pt", weights_only=True)
     losses = [h["eval_loss"] for h in best["history"]]
     assert best["kind"] == "best" and losses[-1] == min(losses)
-    exported = run_cli("export", str(run), "--swa", "--json")
+    exported = run_cli_here("export", str(run), "--swa", "--json")
     assert exported.returncode == 0, exported.stderr
     assert (run / "model-swa.onnx").is_file()
     assert json.loads(exported.stdout)["checkpoint"].endswith("model-swa.pt")
@@ -271,8 +271,8 @@ def test_swa_averages_the_saved_weights_and_is_exported(scenes, tmp_path):
 
 def test_freq_mixstyle_trains_and_changes_the_run_only_when_asked(scenes, tmp_path):
     common = ["train", str(scenes / "scenes"), *TRAIN, "--epochs", "1", "--cache-dir", str(tmp_path / "c"), "--json"]
-    plain = run_cli(*common, "--out", str(tmp_path / "plain"))
-    styled = run_cli(*common, "--out", str(tmp_path / "styled"), "--freq-mixstyle", "1,0.3")
+    plain = run_cli_here(*common, "--out", str(tmp_path / "plain"))
+    styled = run_cli_here(*common, "--out", str(tmp_path / "styled"), "--freq-mixstyle", "1,0.3")
     assert plain.returncode == 0 and styled.returncode == 0, styled.stderr
     loss = {r: json.loads((tmp_path / r / "metrics.jsonl").read_text())["train_loss"] for r in ("plain", "styled")}
     assert loss["plain"] != loss["styled"]

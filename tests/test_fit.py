@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, run_cli_here
 from edgeasc.data.synth import write_dataset
 
 BASE = ["--seconds", "1", "--batch-size", "4", "--feature-workers", "1", "--lr", "3e-3"]
@@ -20,7 +20,7 @@ def data(tmp_path_factory):
 
 
 def train_cli(data, out, *extra):
-    return run_cli("train", str(data / "scenes"), *BASE, "--cache-dir", str(data / "cache"), "--out", str(out), *extra)
+    return run_cli_here("train", str(data / "scenes"), *BASE, "--cache-dir", str(data / "cache"), "--out", str(out), *extra)
 
 
 def test_plan_picks_the_widest_candidate_within_the_headroom():
@@ -59,16 +59,16 @@ def test_fitted_student_meets_the_rules_after_int8_export(data, tmp_path):
     assert summary["model"]["width"] == 32 and summary["fit"]["rules"] == "dcase2024"
     assert summary["dense_macs"] > 30_000_000 >= summary["macs"] > 0.97 * 30_000_000  # cut close to the limit
     assert summary["params"] <= 128_000
-    exp = run_cli("export", str(run), "--cache-dir", str(data / "cache"), "--json")
+    exp = run_cli_here("export", str(run), "--cache-dir", str(data / "cache"), "--json")
     assert exp.returncode == 0, exp.stderr
     report = json.loads(exp.stdout)["report"]
     assert (report["rules"], report["precision"], report["verdict"]) == ("dcase2024", "int8", "PASS")
     assert report["counted_bytes"] == summary["params"] and report["macs_per_second"] == summary["macs"]
     assert report["macs_limit_per_second"] == 30e6
-    info = run_cli("info", str(run))
+    info = run_cli_here("info", str(run))
     assert "fitted to dcase2024: started from the given network" in info.stdout
     # bytes alone fail at fp32 (4 bytes per parameter): exit 3, naming the bytes and by how much
-    fp32 = run_cli("export", str(run), "--precision", "fp32", "-o", str(tmp_path / "fp32.onnx"))
+    fp32 = run_cli_here("export", str(run), "--precision", "fp32", "-o", str(tmp_path / "fp32.onnx"))
     assert fp32.returncode == 3
     over = 4 * summary["params"] - 128_000
     assert f"bytes: {4 * summary['params']:,} counted > budget 128,000, {over:,} over" in fp32.stderr
@@ -81,14 +81,14 @@ def test_budget_fails_on_macs_alone_with_exit_3(data, tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     macs = summary["macs"]
     assert macs > 30_000_000 and summary["params"] <= 128_000
-    proc = run_cli("export", str(run), "--precision", "int8", "--rules", "dcase2024", "--cache-dir", str(data / "cache"),
+    proc = run_cli_here("export", str(run), "--precision", "int8", "--rules", "dcase2024", "--cache-dir", str(data / "cache"),
                    "-o", str(tmp_path / "wide.onnx"))
     assert proc.returncode == 3, proc.stderr
     line = [x for x in proc.stderr.splitlines() if "budget FAIL" in x][0]
     assert f"MACs: {macs / 1e6:,.3f} M per second > limit 30 M, {(macs - 30e6) / 1e6:,.3f} M" in line
     assert "bytes:" not in line and "under dcase2024" in line
     # the same network under the 2020 rules (no MAC limit, 500 KB of non-zeros) passes
-    ok = run_cli("export", str(run), "--precision", "int8", "--rules", "dcase2020", "-o", str(tmp_path / "ok.onnx"))
+    ok = run_cli_here("export", str(run), "--precision", "int8", "--rules", "dcase2020", "-o", str(tmp_path / "ok.onnx"))
     assert ok.returncode == 0, ok.stderr
 
 

@@ -132,14 +132,52 @@ def test_mask_state_round_trips():
     assert all(torch.equal(a.weight_mask, b.weight_mask) for (_, a), (_, b) in zip(pruner.convs, p2.convs, strict=True))
 
 
+# width 4, 3 classes: 1,566 parameters, 190 of them outside the convs (BatchNorm)
+RANGE = "prune target must be an integer in (190, 1,566] for this model (all parameters, BatchNorm's 190 included), got "
+
+
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(target=10**9), "prune target"), (dict(target=0), "prune target"), (dict(target=-5), "prune target"),
-    (dict(target=True), "prune target"), (dict(ratio=1.0), "ratio"), (dict(), "exactly one"),
-    (dict(target=5000, ratio=0.1), "exactly one"), (dict(target=5000, schedule="log"), "schedule"),
+    (dict(target=10**9), RANGE + "1000000000"), (dict(target=190), RANGE + "190"), (dict(target=-5), RANGE + "-5"),
+    (dict(target=True), RANGE + "True"), (dict(target=500.0), RANGE + "500.0"),
+    (dict(ratio=1.0), "prune ratio must be in [0, 1), got 1.0"), (dict(ratio=-0.1), "prune ratio must be in [0, 1), got -0.1"),
+    (dict(), "give exactly one of a prune target or a prune ratio"),
+    (dict(target=5000, ratio=0.1), "give exactly one of a prune target or a prune ratio"),
+    (dict(target=5000, schedule="log"), "unknown prune schedule 'log'; choose one of exp, linear, cubic"),
+    (dict(target=500, epochs=-1), "--prune-epochs must be an integer >= 0, got -1"),
+    (dict(target=500, epochs=2.0), "--prune-epochs must be an integer >= 0, got 2.0"),
 ])
 def test_bad_targets(kwargs, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError) as refused:
         Pruner(build_model(ModelConfig(width=4, n_classes=3)), **kwargs)
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("extra", ["plain", "only"])
+def test_a_model_without_edgeasc_convs_is_refused(extra):
+    model = build_model(ModelConfig(width=4, n_classes=3))
+    model = torch.nn.Sequential(model, torch.nn.Conv2d(3, 3, 1)) if extra == "plain" else torch.nn.Linear(3, 3)
+    with pytest.raises(ConfigError) as refused:
+        Pruner(model, ratio=0.5)
+    assert str(refused.value) == "pruning needs an edgeasc model (its convs carry the masks)"
+
+
+def test_target_bounds_defaults_and_a_delayed_ramp():
+    model = _dense(ModelConfig(width=4, n_classes=3))
+    whole = Pruner(model, target=1566)  # the upper bound itself: nothing to prune
+    assert (whole.k_final, whole.target, whole.monotone, whole.epochs, whole.start) == (0, 1566, False, 100, 0)
+    assert whole.state_dict() == {"k_current": 0, "masks": {}}
+    assert Pruner(model, target=191).k_final == 1566 - 191  # one above the BatchNorm count
+    assert Pruner(model, ratio=0.0).k_final == 0
+    assert ramp("linear", 0, 0) == 1.0 and ramp("linear", 4, 4) == 1.0 and ramp("linear", 3, 4) == 0.75
+    delayed = Pruner(model, target=1000, schedule="linear", epochs=4, start=2)
+    assert [delayed.k_at(e) for e in range(8)] == [0, 0, 0, 142, 283, 424, 566, 566]
+    delayed.update(3)
+    for _, conv in delayed.convs:  # masks in the weights' dtype, so W ⊙ M stays float
+        assert conv.weight_mask.dtype == conv.weight.dtype
+    state = delayed.state_dict()
+    other = Pruner(_dense(ModelConfig(width=4, n_classes=3)).double(), target=1000)
+    other.load_state_dict(state)
+    assert all(conv.weight_mask.dtype == torch.float64 for _, conv in other.convs)
 
 
 # ----------------------------------------------------------------------------- gate pruning (the released winner)

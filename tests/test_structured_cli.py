@@ -10,7 +10,7 @@ import onnx
 import pytest
 import torch
 
-from conftest import assert_one_line_error, run_cli, run_torchrun
+from conftest import assert_one_line_error, run_cli_here, run_torchrun
 from edgeasc.data.cache import extract_features
 from edgeasc.data.dcase import open_dataset
 from edgeasc.data.synth import write_dataset
@@ -33,7 +33,7 @@ def data(tmp_path_factory):
 
 
 def train_cli(data, out, *extra):
-    return run_cli("train", str(data / "scenes"), *TINY, "--cache-dir", str(data / "cache"), "--out", str(out), *extra)
+    return run_cli_here("train", str(data / "scenes"), *TINY, "--cache-dir", str(data / "cache"), "--out", str(out), *extra)
 
 
 def _metrics(run_dir):
@@ -71,19 +71,19 @@ def test_channel_then_magnitude_pruning_hits_both_targets(pruned_run):
 
 def test_info_eval_export_rebuild_from_the_checkpoint_alone(pruned_run, data, tmp_path):
     run, summary = pruned_run
-    info = json.loads(run_cli("info", str(run), "--seconds", "1", "--json").stdout)
+    info = json.loads(run_cli_here("info", str(run), "--seconds", "1", "--json").stdout)
     assert (info["params"], info["macs"], info["nonzero_params"]) == (summary["params"], summary["macs"], 3000)
     assert (info["dense_params"], info["dense_macs"]) == (18_022, 12_527_520)
     stem = next(layer for layer in info["layers"] if layer["name"] == "stem.0")
     assert stem["channels"] == [2, summary["channel_plan"]["stem"]] and stem["dense_channels"] == [2, 16]
-    text = run_cli("info", str(run), "--seconds", "1").stdout
+    text = run_cli_here("info", str(run), "--seconds", "1").stdout
     assert "before channel pruning" in text and f"2→{summary['channel_plan']['stem']} (2→16)" in text
-    ev = run_cli("eval", str(run), "--cache-dir", str(data / "cache"), "--json")
+    ev = run_cli_here("eval", str(run), "--cache-dir", str(data / "cache"), "--json")
     assert ev.returncode == 0, ev.stderr
     assert json.loads(ev.stdout)["accuracy"] == pytest.approx(summary["final"]["accuracy"])
     for precision in ("fp32", "fp16", "int8"):
         out = tmp_path / f"m-{precision}.onnx"
-        proc = run_cli("export", str(run), "-o", str(out), "--precision", precision, "--rules", "dcase2024", "--json")
+        proc = run_cli_here("export", str(run), "-o", str(out), "--precision", precision, "--rules", "dcase2024", "--json")
         assert proc.returncode == 0, proc.stderr
         report = json.loads(proc.stdout)["report"]
         # the MACs of the exported file, counted from its graph by shape inference here, equal info's
@@ -92,7 +92,7 @@ def test_info_eval_export_rebuild_from_the_checkpoint_alone(pruned_run, data, tm
         assert report["dense"] == {"params": 18_022, "macs_per_clip": 12_527_520}
         assert report["counted_bytes"] == summary["params"] * {"fp32": 4, "fp16": 2, "int8": 1}[precision]
         assert "before channel pruning" in out.with_suffix(".size.md").read_text()
-    table = run_cli("export", str(run), "-o", str(tmp_path / "t.onnx"))
+    table = run_cli_here("export", str(run), "-o", str(tmp_path / "t.onnx"))
     assert table.returncode == 0 and "before channel pruning: params / MACs per clip" in table.stdout
     assert "18,022 / 12.528 M" in table.stdout
 
@@ -136,7 +136,7 @@ def test_int8_weights_are_packed_and_optimise_to_the_same_graph(data, tmp_path):
     files, packed = {}, {}
     for sparse in ("auto", "none"):
         files[sparse] = tmp_path / f"int8-{sparse}.onnx"
-        r = run_cli("export", str(run), "-o", str(files[sparse]), "--precision", "int8", "--sparse", sparse, "--json")
+        r = run_cli_here("export", str(run), "-o", str(files[sparse]), "--precision", "int8", "--sparse", sparse, "--json")
         assert r.returncode == 0, r.stderr
         packed[sparse] = len(json.loads(r.stdout)["sparse"]["packed"])
     assert packed["auto"] > 0 == packed["none"]
@@ -201,10 +201,10 @@ def test_a_channel_plan_that_does_not_fit_its_weights(pruned_run, tmp_path):
     ckpt["model_config"]["channels"] = {**summary["channel_plan"], "stem": summary["channel_plan"]["stem"] + 1}
     torch.save(ckpt, bad)
     for args in (["info", str(bad)], ["export", str(bad), "-o", str(tmp_path / "x.onnx")]):
-        assert_one_line_error(run_cli(*args), 2, "weights do not fit the stored config")
+        assert_one_line_error(run_cli_here(*args), 2, "weights do not fit the stored config")
     ckpt["model_config"]["channels"] = {"stem": 4}
     torch.save(ckpt, bad)
-    assert_one_line_error(run_cli("info", str(bad)), 2, "channel plan does not fit this network")
+    assert_one_line_error(run_cli_here("info", str(bad)), 2, "channel plan does not fit this network")
     assert not (tmp_path / "x.onnx").exists()
 
 

@@ -86,7 +86,9 @@ def test_lr_schedule_at_every_phase_boundary():
 
 def test_same_seed_same_run(data, tmp_path):
     a = train_cli(data, tmp_path / "a", "--epochs", "2", "--prune-ratio", "0.3", "--prune-epochs", "1", "--json")
-    b = train_cli(data, tmp_path / "b", "--epochs", "2", "--prune-ratio", "0.3", "--prune-epochs", "1", "--json")
+    # the second in this process: the same run, so nothing leaks between runs or depends on the process
+    b = train_cli(data, tmp_path / "b", "--epochs", "2", "--prune-ratio", "0.3", "--prune-epochs", "1", "--json",
+                  here=True)
     assert a.returncode == b.returncode == 0, a.stderr + b.stderr
     assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
 
@@ -252,13 +254,13 @@ def test_gate_pruning_trains_to_its_exact_target_and_resumes_bit_exactly(data, t
     for name, w in final["model"].items():
         if w.dim() == 4 and (w == 0).any():
             assert name.startswith("stage") and tuple(w.shape[2:]) == (1, 1), name
-    part = train_cli(data, tmp_path / "part", "--epochs", "2", *args)
+    part = train_cli(data, tmp_path / "part", "--epochs", "2", *args, here=True)
     assert part.returncode == 0, part.stderr
-    resumed = train_cli(data, tmp_path / "part", "--epochs", "3", "--resume", *args)
+    resumed = train_cli(data, tmp_path / "part", "--epochs", "3", "--resume", *args, here=True)
     assert resumed.returncode == 0, resumed.stderr
     assert _metrics(tmp_path / "part") == _metrics(tmp_path / "whole")
-    exported = run_cli("export", str(tmp_path / "whole"), "--json")
+    exported = run_cli_here("export", str(tmp_path / "whole"), "--json")
     assert exported.returncode == 0, exported.stderr
     assert json.loads(exported.stdout)["report"]["nonzero_params"] == 1350
-    assert_one_line_error(train_cli(data, tmp_path / "x", "--prune-method", "gate", "--prune-ratio", "0.5"), 2,
+    assert_one_line_error(train_cli(data, tmp_path / "x", "--prune-method", "gate", "--prune-ratio", "0.5", here=True), 2,
                           "--prune-method gate takes --prune-target")
