@@ -268,11 +268,11 @@ def test_int8_static_qdq_calibrated_on_real_clips(tmp_path):
     assert result["report"]["bytes_per_value"] == 1
     assert result["verification"]["top1_agreement"] >= 0.5
     assert read_metadata(out)["precision"] == "int8"
-    assert_one_line_error(run_cli("export", str(ckpt), "-o", str(tmp_path / "x.onnx"), "--precision", "int8",
+    assert_one_line_error(run_cli_here("export", str(ckpt), "-o", str(tmp_path / "x.onnx"), "--precision", "int8",
                                   "--calibration", str(tmp_path / "nowhere")), 2, "--calibration")
-    assert_one_line_error(run_cli("export", str(ckpt), "-o", str(tmp_path / "x.onnx"), "--calibration", str(data)),
+    assert_one_line_error(run_cli_here("export", str(ckpt), "-o", str(tmp_path / "x.onnx"), "--calibration", str(data)),
                           2, "only applies to --precision int8")
-    assert_one_line_error(run_cli("export", str(ckpt), "-o", str(tmp_path / "x.onnx"), "--precision", "int8"),
+    assert_one_line_error(run_cli_here("export", str(ckpt), "-o", str(tmp_path / "x.onnx"), "--precision", "int8"),
                           2, "int8 needs calibration clips")
     # a run whose dataset's features are cached: fp32/fp16 are verified on its evaluate clips too
     run = load_checkpoint(ckpt)

@@ -62,8 +62,8 @@ def test_run_artifacts_respect_the_umask_and_eval_reuses_the_runs_own_cache(scen
 
 def test_a_budget_fail_is_said_on_stderr_and_the_files_are_kept(scenes, tmp_path):
     run = tmp_path / "run"
-    assert run_cli("train", str(scenes / "scenes"), *TRAIN, "--epochs", "1", "--cache-dir", str(tmp_path / "c"),
-                   "--out", str(run), "--json").returncode == 0
+    assert run_cli_here("train", str(scenes / "scenes"), *TRAIN, "--epochs", "1", "--cache-dir", str(tmp_path / "c"),
+                        "--out", str(run), "--json").returncode == 0
     proc = run_cli("export", str(run), "--check-budget", "1KB", "--json")
     assert proc.returncode == 3
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -84,7 +84,7 @@ def test_a_run_killed_in_its_first_epoch_is_not_a_dead_end(scenes, tmp_path):
     proc.send_signal(signal.SIGKILL)  # long before the first checkpoint: features are still being extracted
     proc.wait()
     assert run.is_dir() and not (run / "checkpoint-last.pt").exists()
-    resumed = run_cli(*args, "--resume", "--json")
+    resumed = run_cli_here(*args, "--resume", "--json")
     assert resumed.returncode == 0, resumed.stderr
     assert "no checkpoint yet" in resumed.stderr and json.loads(resumed.stdout)["epochs"] == 2
     shutil.rmtree(run)

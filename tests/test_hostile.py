@@ -23,7 +23,7 @@ import onnx
 import pytest
 import torch
 
-from conftest import run_cli, write_wav
+from conftest import run_cli, run_cli_here, write_wav
 from edgeasc.checkpoint import save_checkpoint
 from edgeasc.data.cache import extract_features
 from edgeasc.data.dcase import open_dataset
@@ -98,8 +98,8 @@ def assets(tmp_path_factory):
     write_dataset(tmp / "scenes", classes=3, clips_per_class=8, seconds=1.0, seed=2, workers=1, progress=False)
     extract_features(open_dataset(tmp / "scenes"), FeatureParams(clip_seconds=1.0), workers=1,
                      root=tmp / "cache", progress=False)
-    proc = run_cli("train", str(tmp / "scenes"), *TRAIN, "--cache-dir", str(tmp / "cache"), "--epochs", "1",
-                   "--out", str(tmp / "run"), "--json")
+    proc = run_cli_here("train", str(tmp / "scenes"), *TRAIN, "--cache-dir", str(tmp / "cache"), "--epochs", "1",
+                        "--out", str(tmp / "run"), "--json")
     assert proc.returncode == 0, proc.stderr
     return tmp
 
@@ -352,7 +352,7 @@ def test_an_export_whose_report_does_not_fit_leaves_nothing(assets, ws, after):
 
 
 def test_a_failed_export_with_force_keeps_the_previous_outputs(assets, ws):
-    proc = run_cli("export", str(assets / "m.pt"), "-o", str(ws / "m.onnx"), "--json")
+    proc = run_cli_here("export", str(assets / "m.pt"), "-o", str(ws / "m.onnx"), "--json")
     assert proc.returncode == 0, proc.stderr
     before = snapshot(ws)
     refused(run_cli("export", str(assets / "m.pt"), "-o", str(ws / "m.onnx"), "--force", "--precision", "fp16",
