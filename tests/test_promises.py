@@ -243,3 +243,53 @@ def test_the_size_report_and_its_markdown_in_full():
     md20 = report_markdown(r20)
     assert "BatchNorm in, 2 bytes per value (fp16)" in md20 and "non-zero parameters, BatchNorm in" in md20
     assert "MAC limit" not in md20 and "ONNX file bytes" not in md20 and "# Size report: PASS" in md20
+
+
+@pytest.mark.parametrize("text, n", [("1", 1), ("1B", 1), ("7 b", 7), ("9bytes", 9), ("9 BYTES", 9), ("2MiB", 2 << 20),
+                                     ("2 mib", 2 << 20), ("0.5MB", 1 << 19), ("3kB", 3000), ("3KiB", 3072)])
+def test_budget_units(text, n):
+    from edgeasc.export.report import parse_budget
+
+    assert parse_budget(text) == n
+
+
+@pytest.mark.parametrize("text, message", [
+    ("lots", "malformed budget 'lots': use e.g. 500KB, 500KiB, 500kB, 0.5MB or 512000"),
+    ("5zB", "malformed budget '5zB': unknown unit 'zB' (B, kB, KB, KiB, MB, MiB)"),
+    ("0", "budget '0' must be a positive whole number of bytes, got 0"),
+    ("0.5", "budget '0.5' must be a positive whole number of bytes, got 0.5"),
+])
+def test_malformed_budgets_say_what_is_wrong(text, message):
+    from edgeasc.errors import ConfigError
+    from edgeasc.export.report import parse_budget
+
+    with pytest.raises(ConfigError) as refused:
+        parse_budget(text)
+    assert str(refused.value) == message
+
+
+def test_a_report_at_its_limits_on_ten_second_clips():
+    """Exactly at the byte budget and the MAC limit passes; MACs per second divide by the clip
+    length; a layer the rules do not count counts 0 bytes; the Markdown says BatchNorm out and
+    the MAC limit met, with no channel-pruning line."""
+    from types import SimpleNamespace
+
+    from edgeasc.export.report import RULES, budget_failures, report_markdown, size_report
+
+    conv = SimpleNamespace(name="c", kind="conv", kernel="3x3", params=1200, nonzero_params=900, channels=[1, 2],
+                           dense_channels=[1, 2])
+    bn = SimpleNamespace(name="b", kind="batchnorm", kernel="", params=22, nonzero_params=22, channels=[11],
+                         dense_channels=[11])
+    stats = SimpleNamespace(layers=[conv, bn], macs=300_000_000, seconds=10.0, params=1222, nonzero_params=922,
+                            bn_params=22, dense_params=1222, dense_macs=300_000_000, channel_plan=None)
+    r = size_report(stats, "int8", RULES["dcase2024"], budget_bytes=1222)
+    assert (r["macs_per_second"], r["macs_ok"], r["bytes_ok"], r["verdict"]) == (30e6, True, True, "PASS")
+    assert budget_failures(r) == []
+    r20 = size_report(stats, "fp16", RULES["dcase2020"], count_bn=False)
+    assert [layer["counted_bytes"] for layer in r20["layers"]] == [1800, 0]
+    md = report_markdown(r)
+    assert "| MAC limit per second | 30,000,000 (met) |" in md and "before channel pruning" not in md
+    assert "BatchNorm out, 2 bytes per value (fp16)." in report_markdown(r20)
+    stats.macs = 12_345_678_900  # 1,234.5678900 M per second: the rounding of the third decimal shows
+    assert budget_failures(size_report(stats, "int8", RULES["dcase2024"]))[-1] == (
+        "MACs: 1,234.568 M per second > limit 30 M, 1,204.568 M (4015.2 %) over")
