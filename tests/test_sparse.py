@@ -1,0 +1,132 @@
+"""Sparse packing of pruned weights (export/sparse.py) on a small hand-built graph: each coding
+chosen by its byte count, every rebuilt tensor equal to the original (read back through
+onnxruntime), the bytes reported by their formula, and only the shared constants a coding
+uses stored. The whole-network export tests cover the same code through `edgeasc export`;
+this one runs in a fraction of a second, so mutation testing can afford it."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeasc.export.sparse import coding_bytes, pack_weights
+
+
+def _weights() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    # fp16-representable values (k/8, |k| <= 40, never 0), so a float16 store is exact
+    values = lambda n: (rng.integers(1, 41, n) * rng.choice([-1, 1], n) / 8).astype(np.float32)  # noqa: E731
+    w = {"dense": values(4 * 3 * 9).reshape(4, 3, 3, 3)}
+    half = values(32 * 16 * 9)
+    half[rng.permutation(half.size)[: half.size // 2]] = 0  # 50 % density: a bitmask is cheapest
+    w["half"] = half.reshape(32, 16, 3, 3)
+    sparse = np.zeros(32 * 16 * 9, np.float32)
+    sparse[[0, 5, 6, 700, 4000, 4607]] = values(6)  # very sparse, gaps over 255: gaps with fillers
+    w["sparse"] = sparse.reshape(32, 16, 3, 3)
+    w["zeros"] = np.zeros((8, 4, 3, 3), np.float32)
+    w["tiny"] = np.array([0.5, 0.0], np.float32).reshape(2, 1, 1, 1)  # packing costs more than 8 bytes
+    mel = np.zeros((600, 3), np.float32)
+    mel[[1, 2, 599], [0, 1, 2]] = [0.25, 0.5, 0.75]
+    w["mel"] = mel
+    return w
+
+
+def _graph(w: dict[str, np.ndarray], q: np.ndarray) -> onnx.ModelProto:
+    """A Conv per weight, a MatMul with a constant matrix, an int8 QDQ Conv; every weight is
+    also a graph output, so onnxruntime hands back what the graph rebuilt."""
+    node = helper.make_node
+    inputs, nodes, outputs = [], [], []
+    for name, arr in w.items():
+        if name == "mel":
+            inputs.append(helper.make_tensor_value_info("x_mel", TensorProto.FLOAT, [1, 600]))
+            nodes.append(node("MatMul", ["x_mel", name], ["y_mel"]))
+            outputs.append(helper.make_tensor_value_info("y_mel", TensorProto.FLOAT, [1, 3]))
+        else:
+            inputs.append(helper.make_tensor_value_info(f"x_{name}", TensorProto.FLOAT, [1, arr.shape[1], 5, 5]))
+            nodes.append(node("Conv", [f"x_{name}", name], [f"y_{name}"], pads=[1, 1, 1, 1] if arr.shape[2] == 3 else [0] * 4))
+            outputs.append(helper.make_tensor_value_info(f"y_{name}", TensorProto.FLOAT, [1, arr.shape[0], 5, 5]))
+        nodes.append(node("Identity", [name], [f"{name}_out"]))
+        outputs.append(helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, list(arr.shape)))
+    inputs.append(helper.make_tensor_value_info("x_q", TensorProto.FLOAT, [1, 16, 5, 5]))
+    nodes += [node("DequantizeLinear", ["q", "q_scale", "q_zero"], ["q_w"]),
+              node("Conv", ["x_q", "q_w"], ["y_q"], pads=[1, 1, 1, 1]), node("Identity", ["q"], ["q_out"])]
+    outputs += [helper.make_tensor_value_info("y_q", TensorProto.FLOAT, [1, 32, 5, 5]),
+                helper.make_tensor_value_info("q_out", TensorProto.INT8, list(q.shape))]
+    inits = [numpy_helper.from_array(arr, name) for name, arr in w.items()]
+    inits += [numpy_helper.from_array(q, "q"), numpy_helper.from_array(np.array(0.05, np.float32), "q_scale"),
+              numpy_helper.from_array(np.array(0, np.int8), "q_zero")]
+    graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _run(proto: onnx.ModelProto, w: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1)
+    feeds = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+             for i in proto.graph.input}
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True))
+
+
+@pytest.fixture(scope="module")
+def case():
+    w = _weights()
+    q = np.random.default_rng(2).integers(-127, 128, (32, 16, 3, 3)).astype(np.int8)
+    q[np.random.default_rng(3).random(q.shape) < 0.7] = 0  # 30 % density, int8: a bitmask
+    return w, q, _run(_graph(w, q), w)
+
+
+@pytest.mark.parametrize("mode, value_dtype", [("auto", np.float32), ("auto", np.float16), ("pack", np.float32)])
+def test_every_packed_tensor_is_rebuilt_exactly_in_its_cheapest_coding(case, mode, value_dtype):
+    w, q, reference = case
+    proto = _graph(w, q)
+    result = pack_weights(proto, mode, value_dtype=value_dtype)
+    onnx.checker.check_model(proto, full_check=True)
+    entries = {e["name"]: e for e in result["packed"]}
+    expected = {"half": "bitmask", "sparse": "gaps", "zeros": "zeros", "mel": "gaps", "q": "bitmask"}
+    if mode == "pack":
+        expected["tiny"] = "gaps"  # packed although it costs more than its 8 dense bytes
+    assert {name: e["coding"] for name, e in entries.items()} == expected
+    assert result["mode"] == mode and [e["prefix"] for e in result["packed"]] == [f"sp{i}" for i in range(len(entries))]
+    for name, e in entries.items():
+        arr = q if name == "q" else w[name]
+        per_value = 1 if name == "q" else 4 if name == "mel" else np.dtype(value_dtype).itemsize
+        nz = np.flatnonzero(arr.reshape(-1))
+        overhead = {"bitmask": 450, "gaps": 300, "zeros": 120}[e["coding"]]
+        assert (e["shape"], e["params"], e["nonzero"], e["dense_bytes"]) == (
+            list(arr.shape), arr.size, nz.size, arr.size * per_value)
+        assert e["packed_bytes"] == coding_bytes(arr.size, nz, per_value)[e["coding"]] - overhead
+    stored = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    assert not set(entries) & set(stored)  # the packed tensors are gone, the others stay
+    assert "dense" in stored and ("tiny" in stored) == (mode == "auto")
+    for name, e in entries.items():
+        if e["coding"] != "zeros":
+            values = stored[f"{e['prefix']}.values"]
+            want = np.int8 if name == "q" else np.float32 if name == "mel" else value_dtype
+            assert values.dtype == want, name
+    shared = sorted(k for k in stored if k.startswith("sp."))
+    assert shared == ["sp.axis0", "sp.axis1", "sp.flat", "sp.one", "sp.one64", "sp.shifts", "sp.zero"]
+    rebuilt = _run(proto, w)
+    for name in reference:  # every weight and every output, bit for bit
+        assert rebuilt[name].dtype == reference[name].dtype and np.array_equal(rebuilt[name], reference[name]), name
+
+
+def test_gap_fillers_and_the_bitmask_byte_counts():
+    nz = np.array([0, 3, 300, 301, 1000])  # the gap 3 -> 300 needs one filler, 301 -> 1000 two
+    assert coding_bytes(2000, nz, 4) == {"bitmask": 250 + 6 * 4 + 450, "gaps": (5 + 3) * 5 + 300}
+    assert coding_bytes(2000, np.array([], dtype=np.int64), 4) == {"zeros": 120}
+    assert coding_bytes(9, np.array([8]), 2) == {"bitmask": 2 + 2 * 2 + 450, "gaps": 1 * 3 + 300}
+
+
+def test_only_the_shared_constants_a_coding_uses_are_stored_and_none_is_a_no_op():
+    w = {"sparse": _weights()["sparse"]}
+    q = np.ones((32, 16, 3, 3), np.int8)  # dense: left alone
+    proto = _graph(w, q)
+    before = proto.SerializeToString()
+    assert pack_weights(proto, "none") == {"packed": [], "mode": "none"}
+    assert proto.SerializeToString() == before
+    assert [e["coding"] for e in pack_weights(proto, "auto")["packed"]] == ["gaps"]
+    assert sorted(i.name for i in proto.graph.initializer if i.name.startswith("sp.")) == [
+        "sp.axis0", "sp.axis1", "sp.one64"]
+    dense = _graph({"dense": _weights()["dense"]}, q)
+    assert pack_weights(dense, "pack")["packed"] == []  # nothing has a zero: nothing to pack
