@@ -85,6 +85,40 @@ def test_folding_keeps_the_function(variant):
     assert model.stem[1].__class__.__name__ == "BatchNorm2d"  # the original is untouched
 
 
+@pytest.mark.parametrize("fold_damping, fold_bn", [(False, True), (True, False), (False, False)])
+def test_folding_options_keep_what_they_leave_and_still_fold_the_mask(fold_damping, fold_bn):
+    """--no-fold-damping keeps the damped convs (the damping Mul stays in the graph) with the live
+    pruning mask multiplied into their weights; --no-fold-bn keeps BatchNorm and adds no bias."""
+    from edgeasc.models.layers import DampedConv2d
+
+    model = trained_like(ModelConfig(width=8, n_classes=3, **VARIANTS["damped"]), prune_ratio=None)
+    pruner = Pruner(model, ratio=0.5, epochs=0)
+    pruner.update(0)  # masks live on the convs, not yet multiplied in
+    folded = fold_model(model, fold_damping=fold_damping, fold_bn=fold_bn)
+    x = torch.randn(2, 2, 256, 60)
+    with torch.no_grad():
+        scale = float(model(x).abs().max())
+    assert max_abs_difference(model, folded, x) <= 1e-5 * scale
+    damped = [m for m in folded.modules() if isinstance(m, DampedConv2d)]
+    assert bool(damped) != fold_damping
+    for m in damped:
+        assert m.weight_mask is None and float((m.weight == 0).float().mean()) > 0.3
+    bns = [m for m in folded.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bool(bns) != fold_bn
+    assert (folded.stem[0].bias is not None) == fold_bn
+    assert next(m for m in model.modules() if isinstance(m, DampedConv2d)).weight_mask is not None  # untouched
+
+
+def test_an_export_that_keeps_the_damping_still_folds_batchnorm(tmp_path):
+    """`export --no-fold-damping` (BatchNorm folded, the default) on a damped network: the fold
+    gate used to refuse it, because folding BN into a damped conv dropped the damping."""
+    ckpt = write_checkpoint(tmp_path / "m.pt", trained_like(ModelConfig(width=8, n_classes=3, **VARIANTS["damped"])))
+    result = export_checkpoint(ckpt, tmp_path / "m.onnx", fold_damping=False)
+    assert result["verification"]["top1_agreement"] == 1.0
+    ops = [n.op_type for n in onnx.load(tmp_path / "m.onnx").graph.node]
+    assert "Mul" in ops and "BatchNormalization" not in ops
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_round_trip_every_variant_and_precision(tmp_path, variant, precision):

@@ -38,13 +38,20 @@ def _plain_conv(conv: Conv2d) -> nn.Conv2d:
 
 
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """conv followed by bn (eval statistics) as one conv with a bias."""
+    """conv followed by bn (eval statistics) as one conv with a bias. A damped conv whose
+    damping is kept (--no-fold-damping) stays one: BN scales its raw weight per output
+    channel, and (W·s)·C = (W·C)·s, so the damping factor is untouched."""
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    bias = (bias - bn.running_mean) * scale + bn.bias
+    if isinstance(conv, DampedConv2d):
+        conv.weight.mul_(scale.view(-1, 1, 1, 1))
+        conv.bias = nn.Parameter(bias.detach().clone())
+        return conv
     fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                       conv.dilation, conv.groups, bias=True)
     fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+    fused.bias.copy_(bias)
     return fused
 
 
