@@ -22,10 +22,14 @@ def _weights() -> dict[str, np.ndarray]:
     half[rng.permutation(half.size)[: half.size // 2]] = 0  # 50 % density: a bitmask is cheapest
     w["half"] = half.reshape(32, 16, 3, 3)
     sparse = np.zeros(32 * 16 * 9, np.float32)
-    sparse[[0, 5, 6, 700, 4000, 4607]] = values(6)  # very sparse, gaps over 255: gaps with fillers
+    # very sparse: gaps, with fillers where a gap exceeds 255 (a gap of 255 itself needs none)
+    sparse[[254, 509, 765, 766, 4000, 4607]] = values(6)
     w["sparse"] = sparse.reshape(32, 16, 3, 3)
     w["zeros"] = np.zeros((8, 4, 3, 3), np.float32)
     w["tiny"] = np.array([0.5, 0.0], np.float32).reshape(2, 1, 1, 1)  # packing costs more than 8 bytes
+    even = np.zeros(100, np.float32)
+    even[::5] = values(20)  # gaps: 20 x 5 + 300 = 400 bytes, exactly its dense size: not worth it
+    w["even"] = even.reshape(20, 5, 1, 1)
     mel = np.zeros((600, 3), np.float32)
     mel[[1, 2, 599], [0, 1, 2]] = [0.25, 0.5, 0.75]
     w["mel"] = mel
@@ -44,17 +48,25 @@ def _graph(w: dict[str, np.ndarray], q: np.ndarray) -> onnx.ModelProto:
             outputs.append(helper.make_tensor_value_info("y_mel", TensorProto.FLOAT, [1, 3]))
         else:
             inputs.append(helper.make_tensor_value_info(f"x_{name}", TensorProto.FLOAT, [1, arr.shape[1], 5, 5]))
-            nodes.append(node("Conv", [f"x_{name}", name], [f"y_{name}"], pads=[1, 1, 1, 1] if arr.shape[2] == 3 else [0] * 4))
+            bias = ["bias"] if name == "half" else []  # a float initializer with zeros that is no weight
+            nodes.append(node("Conv", [f"x_{name}", name, *bias], [f"y_{name}"],
+                              pads=[1, 1, 1, 1] if arr.shape[2] == 3 else [0] * 4))
             outputs.append(helper.make_tensor_value_info(f"y_{name}", TensorProto.FLOAT, [1, arr.shape[0], 5, 5]))
         nodes.append(node("Identity", [name], [f"{name}_out"]))
         outputs.append(helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, list(arr.shape)))
-    inputs.append(helper.make_tensor_value_info("x_q", TensorProto.FLOAT, [1, 16, 5, 5]))
-    nodes += [node("DequantizeLinear", ["q", "q_scale", "q_zero"], ["q_w"]),
-              node("Conv", ["x_q", "q_w"], ["y_q"], pads=[1, 1, 1, 1]), node("Identity", ["q"], ["q_out"])]
-    outputs += [helper.make_tensor_value_info("y_q", TensorProto.FLOAT, [1, 32, 5, 5]),
-                helper.make_tensor_value_info("q_out", TensorProto.INT8, list(q.shape))]
-    inits = [numpy_helper.from_array(arr, name) for name, arr in w.items()]
-    inits += [numpy_helper.from_array(q, "q"), numpy_helper.from_array(np.array(0.05, np.float32), "q_scale"),
+    quantized = {"q": q, "q0": np.zeros((8, 16, 3, 3), np.int8)}  # q0: an int8 weight pruned away entirely
+    for name, arr in quantized.items():
+        inputs.append(helper.make_tensor_value_info(f"x_{name}", TensorProto.FLOAT, [1, 16, 5, 5]))
+        nodes += [node("DequantizeLinear", [name, "q_scale", "q_zero"], [f"{name}_w"]),
+                  node("Conv", [f"x_{name}", f"{name}_w"], [f"y_{name}"], pads=[1, 1, 1, 1]),
+                  node("Identity", [name], [f"{name}_out"])]
+        outputs += [helper.make_tensor_value_info(f"y_{name}", TensorProto.FLOAT, [1, arr.shape[0], 5, 5]),
+                    helper.make_tensor_value_info(f"{name}_out", TensorProto.INT8, list(arr.shape))]
+    # the int8 weights first: the last tensor packed (mel) is a gaps one after the bitmasks
+    inits = [numpy_helper.from_array(arr, name) for name, arr in quantized.items()]
+    inits += [numpy_helper.from_array(arr, name) for name, arr in w.items()]
+    inits += [numpy_helper.from_array(np.array([0.0, 1.5] * 16, np.float32), "bias"),
+              numpy_helper.from_array(np.array(0.05, np.float32), "q_scale"),
               numpy_helper.from_array(np.array(0, np.int8), "q_zero")]
     graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
@@ -83,14 +95,15 @@ def test_every_packed_tensor_is_rebuilt_exactly_in_its_cheapest_coding(case, mod
     result = pack_weights(proto, mode, value_dtype=value_dtype)
     onnx.checker.check_model(proto, full_check=True)
     entries = {e["name"]: e for e in result["packed"]}
-    expected = {"half": "bitmask", "sparse": "gaps", "zeros": "zeros", "mel": "gaps", "q": "bitmask"}
-    if mode == "pack":
-        expected["tiny"] = "gaps"  # packed although it costs more than its 8 dense bytes
+    expected = {"q": "bitmask", "q0": "zeros", "half": "bitmask", "sparse": "gaps", "zeros": "zeros", "mel": "gaps"}
+    if mode == "pack":  # packed although it costs at least its dense bytes
+        expected.update(tiny="gaps", even="gaps")
     assert {name: e["coding"] for name, e in entries.items()} == expected
     assert result["mode"] == mode and [e["prefix"] for e in result["packed"]] == [f"sp{i}" for i in range(len(entries))]
+    arrays = {**w, "q": q, "q0": np.zeros((8, 16, 3, 3), np.int8)}
     for name, e in entries.items():
-        arr = q if name == "q" else w[name]
-        per_value = 1 if name == "q" else 4 if name == "mel" else np.dtype(value_dtype).itemsize
+        arr = arrays[name]
+        per_value = 1 if name in ("q", "q0") else 4 if name == "mel" else np.dtype(value_dtype).itemsize
         nz = np.flatnonzero(arr.reshape(-1))
         overhead = {"bitmask": 450, "gaps": 300, "zeros": 120}[e["coding"]]
         assert (e["shape"], e["params"], e["nonzero"], e["dense_bytes"]) == (
@@ -98,12 +111,21 @@ def test_every_packed_tensor_is_rebuilt_exactly_in_its_cheapest_coding(case, mod
         assert e["packed_bytes"] == coding_bytes(arr.size, nz, per_value)[e["coding"]] - overhead
     stored = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
     assert not set(entries) & set(stored)  # the packed tensors are gone, the others stay
-    assert "dense" in stored and ("tiny" in stored) == (mode == "auto")
-    for name, e in entries.items():
+    assert {"dense", "bias"} <= set(stored) and ("tiny" in stored) == ("even" in stored) == (mode == "auto")
+    pieces = {"bitmask": {"shape", "bits", "n", "values"}, "gaps": {"shape", "gaps", "n", "values"}, "zeros": {"shape"}}
+    for name, e in entries.items():  # what each coding stores, and no more
+        assert {k.split(".", 1)[1] for k in stored if k.startswith(e["prefix"] + ".")} == pieces[e["coding"]], name
+        if e["coding"] == "bitmask":
+            assert stored[e["prefix"] + ".bits"].size == (e["params"] + 7) // 8
         if e["coding"] != "zeros":
             values = stored[f"{e['prefix']}.values"]
             want = np.int8 if name == "q" else np.float32 if name == "mel" else value_dtype
             assert values.dtype == want, name
+    # the pack nodes come first, each named after its tensor's prefix (short, unique names)
+    names = [n.name for n in proto.graph.node]
+    pack_nodes = [n for n in names if n.startswith("sp")]
+    assert names[:len(pack_nodes)] == pack_nodes and len(set(pack_nodes)) == len(pack_nodes)
+    assert {n.split(".")[0] for n in pack_nodes} == {e["prefix"] for e in entries.values()}
     shared = sorted(k for k in stored if k.startswith("sp."))
     assert shared == ["sp.axis0", "sp.axis1", "sp.flat", "sp.one", "sp.one64", "sp.shifts", "sp.zero"]
     rebuilt = _run(proto, w)
@@ -119,14 +141,20 @@ def test_gap_fillers_and_the_bitmask_byte_counts():
 
 
 def test_only_the_shared_constants_a_coding_uses_are_stored_and_none_is_a_no_op():
-    w = {"sparse": _weights()["sparse"]}
+    w = {"sparse": _weights()["sparse"], "tiny": _weights()["tiny"]}
     q = np.ones((32, 16, 3, 3), np.int8)  # dense: left alone
     proto = _graph(w, q)
     before = proto.SerializeToString()
     assert pack_weights(proto, "none") == {"packed": [], "mode": "none"}
     assert proto.SerializeToString() == before
-    assert [e["coding"] for e in pack_weights(proto, "auto")["packed"]] == ["gaps"]
+    result = pack_weights(proto)  # the default mode is auto: only where packing saves bytes
+    assert result["mode"] == "auto" and [(e["name"], e["coding"]) for e in result["packed"]] == [
+        ("q0", "zeros"), ("sparse", "gaps")]
     assert sorted(i.name for i in proto.graph.initializer if i.name.startswith("sp.")) == [
         "sp.axis0", "sp.axis1", "sp.one64"]
+    reference = _run(_graph(w, q), w)
+    rebuilt = _run(proto, w)
+    assert all(np.array_equal(rebuilt[k], reference[k]) and rebuilt[k].dtype == reference[k].dtype for k in reference)
     dense = _graph({"dense": _weights()["dense"]}, q)
-    assert pack_weights(dense, "pack")["packed"] == []  # nothing has a zero: nothing to pack
+    # even in pack mode a tensor without a zero stays: only the all-zero int8 weight goes
+    assert [e["name"] for e in pack_weights(dense, "pack")["packed"]] == ["q0"]
