@@ -117,6 +117,8 @@ def test_every_packed_tensor_is_rebuilt_exactly_in_its_cheapest_coding(case, mod
         assert {k.split(".", 1)[1] for k in stored if k.startswith(e["prefix"] + ".")} == pieces[e["coding"]], name
         if e["coding"] == "bitmask":
             assert stored[e["prefix"] + ".bits"].size == (e["params"] + 7) // 8
+        if e["coding"] == "gaps":  # the bytes reported are the bytes stored: one gap and one value per entry
+            assert stored[e["prefix"] + ".gaps"].size * (1 + per_value) == e["packed_bytes"]
         if e["coding"] != "zeros":
             values = stored[f"{e['prefix']}.values"]
             want = np.int8 if name == "q" else np.float32 if name == "mel" else value_dtype
@@ -138,6 +140,9 @@ def test_gap_fillers_and_the_bitmask_byte_counts():
     assert coding_bytes(2000, nz, 4) == {"bitmask": 250 + 6 * 4 + 450, "gaps": (5 + 3) * 5 + 300}
     assert coding_bytes(2000, np.array([], dtype=np.int64), 4) == {"zeros": 120}
     assert coding_bytes(9, np.array([8]), 2) == {"bitmask": 2 + 2 * 2 + 450, "gaps": 1 * 3 + 300}
+    # the first gap counts from -1: position 254 is a gap of 255, no filler; 255 needs one
+    assert coding_bytes(1000, np.array([254]), 4)["gaps"] == 1 * 5 + 300
+    assert coding_bytes(1000, np.array([255]), 4)["gaps"] == 2 * 5 + 300
 
 
 def test_only_the_shared_constants_a_coding_uses_are_stored_and_none_is_a_no_op():
