@@ -101,9 +101,10 @@ def test_every_packed_tensor_is_rebuilt_exactly_in_its_cheapest_coding(case, mod
     assert {name: e["coding"] for name, e in entries.items()} == expected
     assert result["mode"] == mode and [e["prefix"] for e in result["packed"]] == [f"sp{i}" for i in range(len(entries))]
     arrays = {**w, "q": q, "q0": np.zeros((8, 16, 3, 3), np.int8)}
+    bytes_per_value = {name: 1 if name in ("q", "q0") else 4 if name == "mel" else np.dtype(value_dtype).itemsize
+                       for name in entries}
     for name, e in entries.items():
-        arr = arrays[name]
-        per_value = 1 if name in ("q", "q0") else 4 if name == "mel" else np.dtype(value_dtype).itemsize
+        arr, per_value = arrays[name], bytes_per_value[name]
         nz = np.flatnonzero(arr.reshape(-1))
         overhead = {"bitmask": 450, "gaps": 300, "zeros": 120}[e["coding"]]
         assert (e["shape"], e["params"], e["nonzero"], e["dense_bytes"]) == (
@@ -118,7 +119,7 @@ def test_every_packed_tensor_is_rebuilt_exactly_in_its_cheapest_coding(case, mod
         if e["coding"] == "bitmask":
             assert stored[e["prefix"] + ".bits"].size == (e["params"] + 7) // 8
         if e["coding"] == "gaps":  # the bytes reported are the bytes stored: one gap and one value per entry
-            assert stored[e["prefix"] + ".gaps"].size * (1 + per_value) == e["packed_bytes"]
+            assert stored[e["prefix"] + ".gaps"].size * (1 + bytes_per_value[name]) == e["packed_bytes"]
         if e["coding"] != "zeros":
             values = stored[f"{e['prefix']}.values"]
             want = np.int8 if name == "q" else np.float32 if name == "mel" else value_dtype
