@@ -170,6 +170,7 @@ def test_target_bounds_defaults_and_a_delayed_ramp():
     assert Pruner(model, ratio=0.0).k_final == 0
     assert ramp("linear", 0, 0) == 1.0 and ramp("linear", 4, 4) == 1.0 and ramp("linear", 3, 4) == 0.75
     delayed = Pruner(model, target=1000, schedule="linear", epochs=4, start=2)
+    assert (delayed.target, delayed.k_final) == (1000, 566)
     assert [delayed.k_at(e) for e in range(8)] == [0, 0, 0, 142, 283, 424, 566, 566]
     delayed.update(3)
     for _, conv in delayed.convs:  # masks in the weights' dtype, so W ⊙ M stays float
