@@ -14,7 +14,10 @@ from edgeasc.runtime import audio, features
 from edgeasc.runtime.features import (
     FeatureParams,
     a_weighting,
+    fft_frequencies,
+    hz_to_mel,
     mel_filterbank,
+    mel_to_hz,
     perceptual_mel,
     periodic_hann,
 )
@@ -46,8 +49,15 @@ def scene_48k(tmp_path_factory):
 
 
 def test_constants_match_librosa():
-    assert np.array_equal(mel_filterbank(), librosa.filters.mel(sr=22050, n_fft=2048, n_mels=256, fmin=0.0,
-                                                                fmax=11025.0, dtype=np.float64))
+    # computed afresh (__wrapped__: past the cache), so a cached value cannot stand in for the maths
+    assert np.array_equal(mel_filterbank.__wrapped__(), librosa.filters.mel(
+        sr=22050, n_fft=2048, n_mels=256, fmin=0.0, fmax=11025.0, dtype=np.float64))
+    assert np.array_equal(fft_frequencies(22050, 2048), librosa.fft_frequencies(sr=22050, n_fft=2048))
+    hz = np.concatenate([np.linspace(0, 11025, 997), [999.0, 1000.0, 1001.0]])
+    assert np.allclose(hz_to_mel(hz), librosa.hz_to_mel(hz, htk=False), rtol=1e-12, atol=0)
+    mel = np.linspace(0, 60, 601)
+    assert np.allclose(mel_to_hz(mel), librosa.mel_to_hz(mel, htk=False), rtol=1e-12, atol=0)
+    assert np.array_equal(a_weighting.__wrapped__(), a_weighting())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         ref = librosa.A_weighting(librosa.fft_frequencies(sr=22050, n_fft=2048), min_db=-80)
@@ -102,10 +112,22 @@ def test_torch_matches_numpy(scene_48k):
     assert not list(module.parameters()) and not module.state_dict()  # constants only, rebuilt
 
 
+def test_silence_is_the_floor_librosa_gives():
+    """All zeros: every power is amin, so every dB value is -100 (the floor, not peak - top_db)."""
+    x = np.zeros((1, 22050), np.float32)
+    assert np.abs(perceptual_mel(x) - librosa_reference(x)).max() <= 1e-3
+
+
 def test_shapes_and_short_input():
     p = FeatureParams()
     assert perceptual_mel(np.zeros(22050, np.float32) + 0.1).shape == (1, 256, p.n_frames(1.0))
-    assert p.n_frames(10.0) == 431 and p.n_samples(10.0) == 220500
+    assert p.n_frames(10.0) == 431 and p.n_samples(10.0) == 220500 and p.n_samples() == 220500
+    # samples round up, after float noise below 1e-6 of a sample is rounded away
+    assert p.n_samples(1e-4) == 3 and p.n_samples(0.1 + 2e-11) == 2205
+    with pytest.raises(ValueError) as short:
+        features.frame_power(np.zeros((1, 1024), np.float32), p)  # reflect padding needs more than n_fft/2
+    assert str(short.value) == "need more than 1024 samples for reflect padding, got 1024"
+    assert features.frame_power(np.zeros((1, 1025), np.float32), p).shape == (1, 3, 1025)
     with pytest.raises(ValueError, match="samples"):
         perceptual_mel(np.zeros((2, 500), np.float32))
     with pytest.raises(ValueError, match="channels, samples"):
