@@ -1,0 +1,182 @@
+"""`predict`'s windowing and aggregation in this process, on a hand-built waveform-in ONNX
+model whose logits are known in closed form (mean, -mean, log of the mean square of each
+window): which windows are cut, how windows of consecutive files share batches, the linear
+mean per file, top-k, the JSON record, the errors that do not stop the run, and the refusals.
+The CLI tests (test_runtime.py, test_listen.py) run the same code through `edgeasc predict`."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import soundfile as sf
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeasc.errors import ConfigError
+from edgeasc.runtime.deployed import load_model
+from edgeasc.runtime.predict import (
+    Prediction,
+    default_batch,
+    expand_inputs,
+    plan_windows,
+    predict_files,
+    softmax,
+)
+
+RATE, CLIP = 8000, 0.5  # 4000-sample windows, no resampling
+PARAMS = {"sample_rate": RATE, "n_fft": 256, "hop_length": 64, "n_mels": 32, "fmin": 0.0, "fmax": 4000.0,
+          "top_db": 80.0, "amin": 1e-10, "clip_seconds": CLIP}
+LABELS = ["up", "down", "loud"]
+
+
+def write_model(path, macs=None):
+    node = helper.make_node
+    consts = [numpy_helper.from_array(np.array([1, 2], np.int64), "axes"),
+              numpy_helper.from_array(np.array([1], np.int64), "one"),
+              numpy_helper.from_array(np.array(10.0, np.float32), "ten")]
+    nodes = [node("ReduceMean", ["waveform", "axes"], ["m"], keepdims=0),
+             node("Mul", ["waveform", "waveform"], ["sq"]),
+             node("ReduceMean", ["sq", "axes"], ["e"], keepdims=0),
+             node("Log", ["e"], ["l"]), node("Mul", ["m", "ten"], ["m10"]), node("Neg", ["m10"], ["n10"]),
+             node("Unsqueeze", ["m10", "one"], ["c0"]), node("Unsqueeze", ["n10", "one"], ["c1"]),
+             node("Unsqueeze", ["l", "one"], ["c2"]), node("Concat", ["c0", "c1", "c2"], ["logits"], axis=1)]
+    graph = helper.make_graph(nodes, "toy", [helper.make_tensor_value_info("waveform", TensorProto.FLOAT,
+                                                                             ["batch", 1, "samples"])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])], consts)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    meta = {"labels": LABELS, "feature_params": PARAMS, "channels": 1, "clip_seconds": CLIP,
+            "input": {"name": "waveform", "sample_rate": RATE}, "precision": "fp32"}
+    if macs is not None:
+        meta["macs_per_clip"] = macs
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = f"edgeasc.{key}", value if isinstance(value, str) else json.dumps(value)
+    onnx.save(proto, path)
+    return path
+
+
+def expected_logits(piece: np.ndarray) -> np.ndarray:
+    x = piece.astype(np.float64)
+    return np.array([10 * x.mean(), -10 * x.mean(), np.log((x * x).mean())])
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return load_model(write_model(tmp_path_factory.mktemp("toy") / "toy.onnx"))
+
+
+def wav(path, seconds, offset=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (offset + 0.1 * rng.standard_normal(int(round(seconds * RATE)))).astype(np.float32)
+    sf.write(str(path), x, RATE, subtype="FLOAT")
+    return x
+
+
+def test_windows_batches_and_the_linear_mean_per_file(model, tmp_path):
+    a = wav(tmp_path / "a.wav", 1.3, offset=0.2)       # windows at 0, 0.5 and 0.8 (the last one ends at the end)
+    b = wav(tmp_path / "b.wav", 0.3, offset=-0.1)      # shorter than a window: one, zero-padded
+    (tmp_path / "c.wav").write_text("not audio")       # unreadable: reported, the run goes on
+    sf.write(str(tmp_path / "d.wav"), np.zeros(RATE // 2, np.float32), RATE, subtype="FLOAT")  # log 0: not finite
+    e = wav(tmp_path / "e.wav", 0.5, offset=0.05, seed=1)
+    paths = [tmp_path / n for n in ("a.wav", "b.wav", "c.wav", "d.wav", "e.wav")]
+    calls = []
+    real_run = model.run
+    model.run = lambda x: calls.append(len(x)) or real_run(x)
+    try:
+        got = list(predict_files(model, paths, batch_size=2, progress=None))
+    finally:
+        model.run = real_run
+    assert [p.path for p in got] == [str(p) for p in paths]  # input order, errors included
+    assert calls == [2, 2, 2]  # 3 + 1 + 1 + 1 windows (c has none): files share batches
+    pa, pb, pc, pd, pe = got
+    assert pa.starts == [0.0, 0.5, 0.8] and pa.seconds == pytest.approx(1.3) and pa.window_seconds == CLIP
+    want = softmax(np.stack([expected_logits(a[s:s + 4000]) for s in (0, 4000, 6400)]))
+    assert np.allclose(pa.window_probabilities, want, rtol=1e-5, atol=1e-7)
+    assert np.allclose(pa.probabilities, want.mean(axis=0), rtol=1e-5, atol=1e-7)
+    padded = np.concatenate([b, np.zeros(4000 - b.size, np.float32)])
+    assert pb.starts == [0.0] and np.allclose(pb.window_probabilities, softmax(expected_logits(padded)[None]),
+                                              rtol=1e-5, atol=1e-7)
+    assert pc.error.startswith(f"{paths[2]}: cannot read audio") and pc.window_probabilities is None
+    assert pd.error == f"{paths[3]}: the model output a non-finite value (NaN or inf)"
+    assert np.allclose(pe.probabilities, softmax(expected_logits(e)[None])[0], rtol=1e-5, atol=1e-7)
+    record = pa.to_dict(top_k=2)
+    assert record["file"] == str(paths[0]) and record["seconds"] == 1.3
+    top = pa.top(2)
+    assert [t["label"] for t in record["top"]] == [label for label, _ in top] == ["up", "down"]
+    assert record["top"][0]["probability"] == top[0][1] == float(pa.probabilities.max())
+    assert record["probabilities"] == {label: float(p) for label, p in zip(LABELS, pa.probabilities, strict=True)}
+    assert [(w["start"], w["end"]) for w in record["windows"]] == [(0.0, 0.5), (0.5, 1.0), (0.8, 1.3)]
+    assert [w["label"] for w in record["windows"]] == [LABELS[i] for i in want.argmax(axis=1)]
+    assert [w["probability"] for w in record["windows"]] == [float(p) for p in pa.window_probabilities.max(axis=1)]
+    assert record["windows"][1]["probabilities"] == [float(v) for v in pa.window_probabilities[1]]
+    assert pc.to_dict() == {"file": str(paths[2]), "error": pc.error}
+
+
+def test_a_hop_shorter_than_the_window(model, tmp_path):
+    a = wav(tmp_path / "a.wav", 1.0, offset=0.3)
+    p = next(predict_files(model, [tmp_path / "a.wav"], hop=0.2, batch_size=4))
+    assert p.starts == [0.0, 0.2, 0.4, 0.5]  # 0.6 would run past the end: the last one ends at 1.0 instead
+    want = softmax(np.stack([expected_logits(a[s:s + 4000]) for s in (0, 1600, 3200, 4000)]))
+    assert np.allclose(p.window_probabilities, want, rtol=1e-5, atol=1e-7)
+
+
+def test_top_k_breaks_ties_by_label_order():
+    p = Prediction("f.wav", ["a", "b", "c"], 1.0, [0.0], 1.0, np.array([[0.2, 0.4, 0.4]]))
+    assert p.top(3) == [("b", pytest.approx(0.4)), ("c", pytest.approx(0.4)), ("a", pytest.approx(0.2))]
+    assert [t["label"] for t in p.to_dict(top_k=1)["top"]] == ["b"]
+
+
+def test_softmax_is_stable_and_exact():
+    logits = np.array([[1000.0, 1000.0, 999.0], [0.0, np.log(3.0), -np.inf]])
+    p = softmax(logits)
+    e = np.exp(-1.0)
+    assert np.allclose(p[0], [1 / (2 + e), 1 / (2 + e), e / (2 + e)], rtol=1e-12)
+    assert np.allclose(p[1], [0.25, 0.75, 0.0], rtol=1e-12)
+
+
+def test_default_batch_follows_the_macs(tmp_path):
+    def batch(macs, window=None):
+        return default_batch(load_model(write_model(tmp_path / f"m{macs}.onnx", macs)), window)
+
+    assert batch(None) == 1  # unknown cost: one window at a time
+    assert batch(10**6) == 8 and batch(5 * 10**8) == 4 and batch(5 * 10**8, window=1.0) == 2
+    assert batch(3 * 10**9) == 1  # never zero
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(batch_size=0), "--batch must be between 1 and 4096, got 0"),
+    (dict(batch_size=4097), "--batch must be between 1 and 4096, got 4097"),
+    (dict(window=0.01), "--window must be between 0.016 s and 3600 s, got 0.01"),
+    (dict(window=3601.0), "--window must be between 0.016 s and 3600 s, got 3601.0"),
+    (dict(hop=0.6), "--hop must be between one feature frame (0.0080 s) and the window, got 0.6"),
+    (dict(hop=0.001), "--hop must be between one feature frame (0.0080 s) and the window, got 0.001"),
+    (dict(window=0.3, hop=0.4), "--hop must be between one feature frame (0.0080 s) and the window, got 0.4"),
+])
+def test_bad_windows_and_batches_are_refused_before_any_file_is_read(model, tmp_path, kwargs, message):
+    with pytest.raises(ConfigError) as refused:
+        next(predict_files(model, [tmp_path / "never-read.wav"], **kwargs))
+    assert str(refused.value) == message
+
+
+def test_a_hop_that_cuts_too_many_windows_is_refused(model):
+    n = 100_000 * 64 + 4000 + 64  # one more window than MAX_WINDOWS at the shortest hop
+    with pytest.raises(ConfigError) as refused:
+        plan_windows(model, "long.wav", n, hop=0.008)
+    assert str(refused.value) == ("long.wav: --hop 0.008 s cuts this 801-s recording into more than 100,000 "
+                                  "windows; use a longer hop")
+    assert len(plan_windows(model, "ok.wav", n - 64, hop=0.008)[0]) == 100_001
+
+
+def test_folders_expand_recursively_sorted_without_hidden_files(tmp_path):
+    for name in ("b/2.wav", "a.flac", "b/1.WAV", ".hidden/x.wav", "b/.y.wav", "notes.txt"):
+        (tmp_path / "d" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "d" / name).write_bytes(b"")
+    found = expand_inputs([tmp_path / "d", "-", tmp_path / "single.wav"])
+    assert [str(p) for p in found] == [str(tmp_path / "d" / n) for n in ("a.flac", "b/1.WAV", "b/2.wav")] + [
+        "-", str(tmp_path / "single.wav")]  # a named file is taken as given: reading it tells
+    with pytest.raises(ConfigError, match=r"^'-' \(stdin\) can be given once$"):
+        expand_inputs(["-", "-"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError) as refused:
+        expand_inputs([tmp_path / "empty"])
+    assert str(refused.value).startswith(f"{tmp_path / 'empty'}: a folder with no audio files (")
