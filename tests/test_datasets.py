@@ -103,7 +103,7 @@ def test_cli_reports_bad_dataset_in_one_line(tmp_path):
     proc = run_cli("features", str(root), "--cache-dir", str(tmp_path / "cache"), "--workers", "1")
     assert_one_line_error(proc, 2, "fold1_evaluate.csv:2", "outside the dataset root")
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.npy"))
-    assert_one_line_error(run_cli("features", str(tmp_path / "nowhere")), 2, "no such file")
+    assert_one_line_error(run_cli_here("features", str(tmp_path / "nowhere")), 2, "no such file")
 
 
 # ----------------------------------------------------------------------------- TAU 2022 Mobile (DCASE 2022-2025)

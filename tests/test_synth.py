@@ -6,7 +6,7 @@ import json
 import numpy as np
 import soundfile as sf
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, run_cli, run_cli_here
 from edgeasc.data.dcase import open_dataset
 from edgeasc.data.synth import (
     SCENES,
@@ -85,11 +85,11 @@ def test_cli_synth_then_features(tmp_path):
     assert feats.returncode == 0, feats.stderr
     summary = json.loads(feats.stdout)
     assert summary["layout"] == "dcase2020-1b" and summary["extracted"] and summary["frames"] == 44
-    again = run_cli("features", str(out), "--cache-dir", str(tmp_path / "c"), "--seconds", "1")
+    again = run_cli_here("features", str(out), "--cache-dir", str(tmp_path / "c"), "--seconds", "1")
     assert again.returncode == 0 and "reused" in again.stdout
     # refuses to overwrite, leaves the existing dataset untouched
     before = _digest(out)
-    assert_one_line_error(run_cli("synth", str(out), "--clips-per-class", "8"), 2, "not empty")
+    assert_one_line_error(run_cli_here("synth", str(out), "--clips-per-class", "8"), 2, "not empty")
     assert _digest(out) == before
     replaced = run_cli("synth", str(out), "--clips-per-class", "8", "--seconds", "0.5", "--force", "--json")
     assert replaced.returncode == 0 and sf.info(str(next((out / "audio").iterdir()))).frames == 24000
@@ -97,10 +97,10 @@ def test_cli_synth_then_features(tmp_path):
 
 
 def test_cli_synth_bad_input(tmp_path):
-    assert_one_line_error(run_cli("synth", str(tmp_path / "x"), "--classes", "5"), 2, "--classes")
-    assert_one_line_error(run_cli("synth", str(tmp_path / "x"), "--clips-per-class", "2"), 2, "clips-per-class")
-    assert_one_line_error(run_cli("synth", str(tmp_path / "x"), "--seconds", "0"), 2, "--seconds")
+    assert_one_line_error(run_cli_here("synth", str(tmp_path / "x"), "--classes", "5"), 2, "--classes")
+    assert_one_line_error(run_cli_here("synth", str(tmp_path / "x"), "--clips-per-class", "2"), 2, "clips-per-class")
+    assert_one_line_error(run_cli_here("synth", str(tmp_path / "x"), "--seconds", "0"), 2, "--seconds")
     (tmp_path / "afile").write_text("x")
-    assert_one_line_error(run_cli("synth", str(tmp_path / "afile" / "x")), 1, "afile", "a file of that name exists")
+    assert_one_line_error(run_cli_here("synth", str(tmp_path / "afile" / "x")), 1, "afile", "a file of that name exists")
     assert not (tmp_path / "x").exists()
-    assert_one_line_error(run_cli("features", str(tmp_path), "--channels", "3"), 2, "--channels")
+    assert_one_line_error(run_cli_here("features", str(tmp_path), "--channels", "3"), 2, "--channels")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, run_cli, run_cli_here
 from edgeasc.data.cache import probe_clip_seconds
 from edgeasc.data.dcase import open_dataset, parse_clip_name
 from edgeasc.data.synth import CITIES, SCENES
@@ -123,19 +123,19 @@ def test_features_follow_the_data_clip_length(profile, tmp_path):
     cache = ["--cache-dir", str(tmp_path / "c"), "--json", "--split", "5"]
     auto = json.loads(run_cli("features", str(root), *cache).stdout)
     assert auto["frames"] == 44 and auto["layout"] == "tau2022-mobile"
-    longer = json.loads(run_cli("features", str(root), *cache, "--seconds", "2").stdout)
+    longer = json.loads(run_cli_here("features", str(root), *cache, "--seconds", "2").stdout)
     assert longer["frames"] == 87
 
 
 def test_synth_profile_bad_input_is_one_line(tmp_path):
     out = tmp_path / "x"
-    assert_one_line_error(run_cli("synth", str(out), "--profile", "dcase2023"), 2, "--profile must be")
-    assert_one_line_error(run_cli("synth", str(out), "--profile", "dcase2022", "--classes", "3"), 2, "10 classes")
-    assert_one_line_error(run_cli("synth", str(out), "--profile", "dcase2022", "--seconds", "10"), 2, "1-s clips")
-    assert_one_line_error(run_cli("synth", str(out), "--profile", "dcase2022", "--clips-per-class", "0"), 2,
+    assert_one_line_error(run_cli_here("synth", str(out), "--profile", "dcase2023"), 2, "--profile must be")
+    assert_one_line_error(run_cli_here("synth", str(out), "--profile", "dcase2022", "--classes", "3"), 2, "10 classes")
+    assert_one_line_error(run_cli_here("synth", str(out), "--profile", "dcase2022", "--seconds", "10"), 2, "1-s clips")
+    assert_one_line_error(run_cli_here("synth", str(out), "--profile", "dcase2022", "--clips-per-class", "0"), 2,
                           "--clips-per-class must be positive")
     for profile in ("dcase2020", "dcase2022"):
-        assert_one_line_error(run_cli("synth", str(out), "--profile", profile, "--seed", "-1"), 2, "--seed must be")
+        assert_one_line_error(run_cli_here("synth", str(out), "--profile", profile, "--seed", "-1"), 2, "--seed must be")
     assert not out.exists()
 
 
@@ -155,7 +155,7 @@ def test_one_second_pipeline_train_export_predict(profile, tmp_path):
     assert final["seen_devices"] == trained and set(UNSEEN) <= set(final["unseen_devices"])  # the subset's own
     assert final["n"] == written["evaluate"] == sum(final["device_counts"].values())  # test.csv: all of evaluate
     assert (run / "devices.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    stats = json.loads(run_cli("info", str(run / "model-final.pt"), "--json").stdout)
+    stats = json.loads(run_cli_here("info", str(run / "model-final.pt"), "--json").stdout)
     assert stats["seconds"] == 1.0 and stats["input_shape"][-1] == 44
     assert summary["macs"] == stats["macs"]
     features_dirs = sorted((cache / "features").iterdir())
