@@ -61,11 +61,13 @@ def trained_like(config: ModelConfig, prune_ratio: float | None = 0.5, seed: int
     return model
 
 
-def write_checkpoint(path, model, labels=("indoor", "outdoor", "transportation")):
+def write_checkpoint(path, model, labels=("indoor", "outdoor", "transportation"), mean=None, std=None):
     params = FeatureParams(clip_seconds=1.0)
+    normalization = {"mean": [0.0] * 256 if mean is None else [float(v) for v in mean],
+                     "std": [1.0] * 256 if std is None else [float(v) for v in std]}
     save_checkpoint(path, {"model_config": model.config.to_dict(), "labels": list(labels),
                            "feature_params": params.to_dict(), "channels": model.config.in_channels,
-                           "normalization": {"mean": [0.0] * 256, "std": [1.0] * 256},
+                           "normalization": normalization,
                            "model": model.state_dict(), "epoch": 1, "kind": "final"})
     return path
 
@@ -326,7 +328,9 @@ def test_with_frontend_takes_raw_audio(tmp_path, precision):
     from edgeasc.runtime.features import perceptual_mel
 
     model = trained_like(ModelConfig(width=8, n_classes=3))
-    ckpt = write_checkpoint(tmp_path / "m.pt", model)
+    # per-band statistics as training leaves them: the graph must normalise exactly like the runtime
+    mean, std = np.linspace(-45.0, -25.0, 256), np.linspace(4.0, 12.0, 256)
+    ckpt = write_checkpoint(tmp_path / "m.pt", model, mean=mean, std=std)
     result = export_checkpoint(ckpt, tmp_path / "w.onnx", precision=precision, with_frontend=True)
     proto = onnx.load(tmp_path / "w.onnx")
     onnx.checker.check_model(proto, full_check=True)
@@ -337,7 +341,7 @@ def test_with_frontend_takes_raw_audio(tmp_path, precision):
     session = ort.InferenceSession(str(tmp_path / "w.onnx"), providers=["CPUExecutionProvider"])
     wave = (0.1 * np.random.default_rng(3).standard_normal((2, 2, 30000))).astype(np.float32)
     got = session.run(["logits"], {"waveform": wave})[0]
-    feats = np.stack([perceptual_mel(w) for w in wave])  # the numpy frontend; normalisation is 0/1 here
+    feats = np.stack([(perceptual_mel(w) - mean[:, None]) / std[:, None] for w in wave]).astype(np.float32)
     with torch.no_grad():
         want = model(torch.from_numpy(feats)).numpy()
     spread = float(np.ptp(want))
