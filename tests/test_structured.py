@@ -20,7 +20,7 @@ from edgeasc.compress.structured import (
 )
 from edgeasc.errors import ConfigError
 from edgeasc.models import ModelConfig, build_model, get_preset
-from edgeasc.models.channels import CostModel, channel_groups, complexity
+from edgeasc.models.channels import CostModel, channel_groups, complexity, widths
 from edgeasc.models.complexity import analyse
 from edgeasc.runtime.features import FeatureParams
 
@@ -285,3 +285,83 @@ def test_channel_plan_must_fit_the_network():
         SMALL.replace(channels={**full, "stem": 0})
     round_trip = ModelConfig.from_dict(SMALL.replace(channels={**full, "stem": 3}).to_dict())
     assert round_trip.stem_channels == 3 and round_trip.dense == SMALL
+
+
+# ----------------------------------------------------------------------------- exact messages and boundaries
+def test_macs_target_messages_and_share_bounds():
+    with pytest.raises(ConfigError) as refused:
+        parse_macs_target("25")
+    assert str(refused.value) == ("malformed --macs-target '25': give a share of the dense network's MACs like 25% "
+                                  "or MACs per clip with a k/M/G suffix like 460M")
+    with pytest.raises(ConfigError) as refused:
+        parse_macs_target("101%")
+    assert str(refused.value) == "--macs-target '101%': a share must be in (0, 100] %"
+    assert parse_macs_target("100%") == ("share", 1.0) and parse_macs_target("0.5%") == ("share", 0.005)
+
+
+def test_budget_bounds_are_inclusive_and_the_messages_exact():
+    # the smallest (one channel per group) and the dense network are both reachable targets
+    low = resolve_budget(SMALL, FRAMES_1S, macs_target="173.52k", params_target=138)
+    high = resolve_budget(SMALL, FRAMES_1S, macs_target="100%", params_target=4_918)
+    assert (low.macs, low.params, high.macs, high.params) == (173_520, 138, 3_666_000, 4_918)
+    assert low.dense == (4_918, 3_666_000) and low.minimum == (138, 173_520)
+    for kwargs in (dict(macs_target="173.519k"), dict(params_target=137), dict(params_target=4_919),
+                   dict(macs_target="3.666001M")):
+        with pytest.raises(ConfigError):
+            resolve_budget(SMALL, FRAMES_1S, **kwargs)
+    with pytest.raises(ConfigError) as refused:
+        resolve_budget(SMALL, FRAMES_1S, params_target=10, multiple=4)
+    minimum = resolve_budget(SMALL, FRAMES_1S, params_target=4_918, multiple=4).minimum
+    assert str(refused.value) == (f"--params-target 10 is outside what channel pruning can reach for this network: "
+                                  f"{minimum[0]:,} (widths of 4 channels) to 4,918 parameters (dense)")
+    for multiple in (0, True, 2.0):
+        with pytest.raises(ConfigError) as refused:
+            resolve_budget(SMALL, FRAMES_1S, params_target=4_918, multiple=multiple)
+        assert str(refused.value) == f"--channel-multiple must be an integer >= 1, got {multiple!r}"
+    with pytest.raises(ConfigError) as refused:
+        resolve_budget(SMALL, FRAMES_1S)
+    assert str(refused.value) == "channel pruning needs --macs-target or --params-target"
+    assert allowed_widths(5) == [1, 2, 3, 4, 5] and allowed_widths(8, 3) == [3, 6, 8]
+
+
+def test_channel_pruner_defaults_budgets_and_done_at_the_exact_budget():
+    pruner = ChannelPruner(SMALL, FRAMES_1S, params_target=4_918)
+    assert {k: pruner.describe()[k] for k in ("schedule", "epochs", "importance", "channel_multiple")} == {
+        "schedule": "exp", "epochs": 100, "importance": "l2", "channel_multiple": 16}
+    with pytest.raises(ConfigError) as refused:
+        ChannelPruner(SMALL, FRAMES_1S, params_target=4_918, importance="taylor")
+    assert str(refused.value) == "unknown channel importance 'taylor'; choose one of l2, bn"
+    four = ChannelPruner(SMALL, FRAMES_1S, params_target=4_918, multiple=4)
+    assert four.budget.minimum == resolve_budget(SMALL, FRAMES_1S, params_target=4_918, multiple=4).minimum
+    only_params = ChannelPruner(SMALL, FRAMES_1S, params_target=2_000, schedule="linear", epochs=4, multiple=1)
+    assert [only_params.budget_at(e) for e in (0, 2, 4)] == [(4_918, None), (3_459, None), (2_000, None)]
+    only_macs = ChannelPruner(SMALL, FRAMES_1S, macs_target="1M", schedule="linear", epochs=4, multiple=1)
+    assert [only_macs.budget_at(e) for e in (0, 1, 4)] == [(None, 3_666_000), (None, 2_999_500), (None, 1_000_000)]
+    plan = SMALL.replace(channels={g.name: max(1, g.dense_width // 2) for g in channel_groups(SMALL)})
+    p, m = CostModel(plan, FRAMES_1S).cost({g.name: max(1, g.dense_width // 2) for g in channel_groups(SMALL)})
+    at = ChannelPruner(SMALL, FRAMES_1S, params_target=p, macs_target=f"{m / 1000}k", multiple=1)
+    assert at.done(plan)  # exactly at both budgets is within them
+    assert not ChannelPruner(SMALL, FRAMES_1S, params_target=p - 1, multiple=1).done(plan)
+    assert not ChannelPruner(SMALL, FRAMES_1S, macs_target=f"{(m - 1) / 1000}k", multiple=1).done(plan)
+    assert not ChannelPruner(SMALL, FRAMES_1S, params_target=p, macs_target=f"{(m - 1) / 1000}k", multiple=1).done(plan)
+
+
+def test_a_step_hands_its_optimizer_and_check_batch_to_the_rebuild(monkeypatch):
+    import edgeasc.compress.structured as structured
+
+    model = trained_like(SMALL).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    pruner = ChannelPruner(SMALL, FRAMES_1S, params_target=2_000, schedule="linear", epochs=2, multiple=1)
+    check = torch.randn(3, 2, 256, 44)
+    assert pruner.step(model, 0, optimizer, check) == (model, optimizer, 0, 0.0)  # epoch 0: the dense budget
+    seen = {}
+    real = structured.rebuild
+    monkeypatch.setattr(structured, "rebuild", lambda m, keep, opt, chk: seen.update(opt=opt, check=chk) or real(
+        m, keep, opt, chk))
+    small, new_opt, removed, diff = pruner.step(model, 2, optimizer, check)
+    assert seen["opt"] is optimizer and seen["check"] is check
+    before, after = widths(SMALL), widths(small.config)
+    assert removed == sum(before.values()) - sum(after.values()) > 0
+    assert new_opt is not optimizer and {id(p) for p in new_opt.param_groups[0]["params"]} == {
+        id(p) for p in small.parameters()}
+    assert 0.0 <= diff <= 1e-5 * 100 and complexity(small.config, FRAMES_1S)[0] <= 2_000
