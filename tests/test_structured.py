@@ -365,3 +365,31 @@ def test_a_step_hands_its_optimizer_and_check_batch_to_the_rebuild(monkeypatch):
     assert new_opt is not optimizer and {id(p) for p in new_opt.param_groups[0]["params"]} == {
         id(p) for p in small.parameters()}
     assert 0.0 <= diff <= 1e-5 * 100 and complexity(small.config, FRAMES_1S)[0] <= 2_000
+
+
+def test_selection_is_scale_free_keeps_all_at_the_dense_budget_and_names_an_impossible_one():
+    model = trained_like(SMALL)
+    scores = importance(model, "l2")
+    plan = select_channels(SMALL, scores, FRAMES_1S, macs=1_500_000, multiple=1)
+    tiny = {g: s * 1e-4 for g, s in scores.items()}  # importance relative to the group: the scale cancels
+    assert all(torch.equal(plan[g], k) for g, k in select_channels(SMALL, tiny, FRAMES_1S, macs=1_500_000).items())
+    dense = select_channels(SMALL, scores, FRAMES_1S, macs=3_666_000, params=4_918)
+    assert all(torch.equal(k, torch.arange(w)) for (g, k), w in zip(dense.items(), widths(SMALL).values(), strict=True))
+    assert all(k.dtype == torch.long for k in dense.values())
+    with pytest.raises(ConfigError) as refused:
+        select_channels(SMALL, scores, FRAMES_1S, params=100)
+    assert str(refused.value) == "the channel budget cannot be met by the widths channel pruning may leave"
+
+
+def test_a_step_ranks_by_its_importance_and_keeps_its_multiple(monkeypatch):
+    import edgeasc.compress.structured as structured
+
+    methods = []
+    real = structured.importance
+    monkeypatch.setattr(structured, "importance", lambda m, method="l2": methods.append(method) or real(m, method))
+    pruner = ChannelPruner(SMALL, FRAMES_1S, macs_target="50%", schedule="linear", epochs=1, importance="bn",
+                           multiple=4)
+    small, _, removed, _ = pruner.step(trained_like(SMALL), 1)
+    assert methods == ["bn"] and removed > 0
+    dense = {g.name: g.dense_width for g in channel_groups(SMALL)}
+    assert all(w % 4 == 0 or w == dense[g] for g, w in widths(small.config).items())
