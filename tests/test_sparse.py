@@ -36,6 +36,12 @@ def _weights() -> dict[str, np.ndarray]:
     return w
 
 
+def _very_sparse_int8() -> np.ndarray:
+    q1 = np.zeros(16 * 16 * 9, np.int8)
+    q1[[7, 1000, 2303]] = [9, -100, 127]  # int8 as gaps: the rebuilt zeros must be int8 too
+    return q1.reshape(16, 16, 3, 3)
+
+
 def _graph(w: dict[str, np.ndarray], q: np.ndarray) -> onnx.ModelProto:
     """A Conv per weight, a MatMul with a constant matrix, an int8 QDQ Conv; every weight is
     also a graph output, so onnxruntime hands back what the graph rebuilt."""
@@ -54,7 +60,7 @@ def _graph(w: dict[str, np.ndarray], q: np.ndarray) -> onnx.ModelProto:
             outputs.append(helper.make_tensor_value_info(f"y_{name}", TensorProto.FLOAT, [1, arr.shape[0], 5, 5]))
         nodes.append(node("Identity", [name], [f"{name}_out"]))
         outputs.append(helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, list(arr.shape)))
-    quantized = {"q": q, "q0": np.zeros((8, 16, 3, 3), np.int8)}  # q0: an int8 weight pruned away entirely
+    quantized = {"q1": _very_sparse_int8(), "q": q, "q0": np.zeros((8, 16, 3, 3), np.int8)}  # q0: pruned away
     for name, arr in quantized.items():
         inputs.append(helper.make_tensor_value_info(f"x_{name}", TensorProto.FLOAT, [1, 16, 5, 5]))
         nodes += [node("DequantizeLinear", [name, "q_scale", "q_zero"], [f"{name}_w"]),
@@ -62,8 +68,17 @@ def _graph(w: dict[str, np.ndarray], q: np.ndarray) -> onnx.ModelProto:
                   node("Identity", [name], [f"{name}_out"])]
         outputs += [helper.make_tensor_value_info(f"y_{name}", TensorProto.FLOAT, [1, arr.shape[0], 5, 5]),
                     helper.make_tensor_value_info(f"{name}_out", TensorProto.INT8, list(arr.shape))]
-    # the int8 weights first: the last tensor packed (mel) is a gaps one after the bitmasks
-    inits = [numpy_helper.from_array(arr, name) for name, arr in quantized.items()]
+    # an int8 matrix behind a DequantizeLinear that feeds no Conv: not a weight edgeasc packs
+    qm = np.zeros((600, 3), np.int8)
+    qm[[3, 300], [0, 2]] = [5, -7]
+    inputs.append(helper.make_tensor_value_info("x_qm", TensorProto.FLOAT, [1, 600]))
+    nodes += [node("DequantizeLinear", ["qm", "q_scale", "q_zero"], ["qm_w"]), node("MatMul", ["x_qm", "qm_w"], ["y_qm"]),
+              node("Identity", ["qm"], ["qm_out"])]
+    outputs += [helper.make_tensor_value_info("y_qm", TensorProto.FLOAT, [1, 3]),
+                helper.make_tensor_value_info("qm_out", TensorProto.INT8, [600, 3])]
+    # the int8 weights first (a gaps one, then a bitmask one: each coding's shared constants must
+    # survive the other's); the last tensor packed (mel) is a gaps one after the float bitmasks
+    inits = [numpy_helper.from_array(arr, name) for name, arr in quantized.items()] + [numpy_helper.from_array(qm, "qm")]
     inits += [numpy_helper.from_array(arr, name) for name, arr in w.items()]
     inits += [numpy_helper.from_array(np.array([0.0, 1.5] * 16, np.float32), "bias"),
               numpy_helper.from_array(np.array(0.05, np.float32), "q_scale"),
@@ -95,13 +110,14 @@ def test_every_packed_tensor_is_rebuilt_exactly_in_its_cheapest_coding(case, mod
     result = pack_weights(proto, mode, value_dtype=value_dtype)
     onnx.checker.check_model(proto, full_check=True)
     entries = {e["name"]: e for e in result["packed"]}
-    expected = {"q": "bitmask", "q0": "zeros", "half": "bitmask", "sparse": "gaps", "zeros": "zeros", "mel": "gaps"}
+    expected = {"q1": "gaps", "q": "bitmask", "q0": "zeros", "half": "bitmask", "sparse": "gaps", "zeros": "zeros",
+                "mel": "gaps"}
     if mode == "pack":  # packed although it costs at least its dense bytes
         expected.update(tiny="gaps", even="gaps")
     assert {name: e["coding"] for name, e in entries.items()} == expected
     assert result["mode"] == mode and [e["prefix"] for e in result["packed"]] == [f"sp{i}" for i in range(len(entries))]
-    arrays = {**w, "q": q, "q0": np.zeros((8, 16, 3, 3), np.int8)}
-    bytes_per_value = {name: 1 if name in ("q", "q0") else 4 if name == "mel" else np.dtype(value_dtype).itemsize
+    arrays = {**w, "q": q, "q0": np.zeros((8, 16, 3, 3), np.int8), "q1": _very_sparse_int8()}
+    bytes_per_value = {name: 1 if name in ("q", "q0", "q1") else 4 if name == "mel" else np.dtype(value_dtype).itemsize
                        for name in entries}
     for name, e in entries.items():
         arr, per_value = arrays[name], bytes_per_value[name]
@@ -112,7 +128,7 @@ def test_every_packed_tensor_is_rebuilt_exactly_in_its_cheapest_coding(case, mod
         assert e["packed_bytes"] == coding_bytes(arr.size, nz, per_value)[e["coding"]] - overhead
     stored = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
     assert not set(entries) & set(stored)  # the packed tensors are gone, the others stay
-    assert {"dense", "bias"} <= set(stored) and ("tiny" in stored) == ("even" in stored) == (mode == "auto")
+    assert {"dense", "bias", "qm"} <= set(stored) and ("tiny" in stored) == ("even" in stored) == (mode == "auto")
     pieces = {"bitmask": {"shape", "bits", "n", "values"}, "gaps": {"shape", "gaps", "n", "values"}, "zeros": {"shape"}}
     for name, e in entries.items():  # what each coding stores, and no more
         assert {k.split(".", 1)[1] for k in stored if k.startswith(e["prefix"] + ".")} == pieces[e["coding"]], name
@@ -122,7 +138,7 @@ def test_every_packed_tensor_is_rebuilt_exactly_in_its_cheapest_coding(case, mod
             assert stored[e["prefix"] + ".gaps"].size * (1 + bytes_per_value[name]) == e["packed_bytes"]
         if e["coding"] != "zeros":
             values = stored[f"{e['prefix']}.values"]
-            want = np.int8 if name == "q" else np.float32 if name == "mel" else value_dtype
+            want = np.int8 if name in ("q", "q1") else np.float32 if name == "mel" else value_dtype
             assert values.dtype == want, name
     # the pack nodes come first, each named after its tensor's prefix (short, unique names)
     names = [n.name for n in proto.graph.node]
@@ -155,12 +171,12 @@ def test_only_the_shared_constants_a_coding_uses_are_stored_and_none_is_a_no_op(
     assert proto.SerializeToString() == before
     result = pack_weights(proto)  # the default mode is auto: only where packing saves bytes
     assert result["mode"] == "auto" and [(e["name"], e["coding"]) for e in result["packed"]] == [
-        ("q0", "zeros"), ("sparse", "gaps")]
+        ("q1", "gaps"), ("q0", "zeros"), ("sparse", "gaps")]
     assert sorted(i.name for i in proto.graph.initializer if i.name.startswith("sp.")) == [
         "sp.axis0", "sp.axis1", "sp.one64"]
     reference = _run(_graph(w, q), w)
     rebuilt = _run(proto, w)
     assert all(np.array_equal(rebuilt[k], reference[k]) and rebuilt[k].dtype == reference[k].dtype for k in reference)
     dense = _graph({"dense": _weights()["dense"]}, q)
-    # even in pack mode a tensor without a zero stays: only the all-zero int8 weight goes
-    assert [e["name"] for e in pack_weights(dense, "pack")["packed"]] == ["q0"]
+    # even in pack mode a tensor without a zero stays: only the sparse int8 weights go
+    assert [e["name"] for e in pack_weights(dense, "pack")["packed"]] == ["q1", "q0"]
