@@ -174,6 +174,12 @@ def test_only_the_shared_constants_a_coding_uses_are_stored_and_none_is_a_no_op(
         ("q1", "gaps"), ("q0", "zeros"), ("sparse", "gaps")]
     assert sorted(i.name for i in proto.graph.initializer if i.name.startswith("sp.")) == [
         "sp.axis0", "sp.axis1", "sp.one64"]
+    # a bitmask after gaps: both codings' constants are stored, and the graph runs
+    mixed = {"sparse": _weights()["sparse"], "half": _weights()["half"]}
+    mixed_proto = _graph(mixed, q)
+    assert [e["coding"] for e in pack_weights(mixed_proto)["packed"]] == ["gaps", "zeros", "gaps", "bitmask"]
+    mixed_reference = _run(_graph(mixed, q), mixed)
+    assert all(np.array_equal(_run(mixed_proto, mixed)[k], mixed_reference[k]) for k in mixed_reference)
     reference = _run(_graph(w, q), w)
     rebuilt = _run(proto, w)
     assert all(np.array_equal(rebuilt[k], reference[k]) and rebuilt[k].dtype == reference[k].dtype for k in reference)
