@@ -3,6 +3,7 @@ so a checkpoint from a stranger can never execute code. Written atomically."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -25,6 +26,19 @@ def save_checkpoint(path: str | Path, payload: dict) -> Path:
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
+def _load_failure(exc: Exception) -> str:
+    """torch's reason in one plain line. A weights-only refusal is several paragraphs of advice
+    to load the file unsafely (with terminal escapes): say instead which Python object the file
+    asks for, and that edgeasc never loads one."""
+    text = str(exc).strip()
+    if "Weights only load failed" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f"the Python object {found.group(1)}" if found else "Python objects beyond tensors"
+        return f"it needs {what}; edgeasc loads tensors and plain data only, never code"
+    reason = text.splitlines()[0] if text else type(exc).__name__
+    return re.sub(r"\x1b\[[0-9;]*m", "", reason)[:160]
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     path = Path(path)
     if path.is_dir():
@@ -34,8 +48,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle errors, zip errors, refused globals: all "not a checkpoint"
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a loadable edgeasc checkpoint ({reason})") from None
+        raise CheckpointError(f"{path}: not a loadable edgeasc checkpoint ({_load_failure(exc)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an edgeasc checkpoint (no '{FORMAT}' marker)")
     if ckpt.get("version") != VERSION:

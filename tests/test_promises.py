@@ -293,3 +293,27 @@ def test_a_report_at_its_limits_on_ten_second_clips():
     stats.macs = 12_345_678_900  # 1,234.5678900 M per second: the rounding of the third decimal shows
     assert budget_failures(size_report(stats, "int8", RULES["dcase2024"]))[-1] == (
         "MACs: 1,234.568 M per second > limit 30 M, 1,204.568 M (4015.2 %) over")
+
+
+# ----------------------------------------------------------------------------- checkpoints never run code
+def test_a_checkpoint_that_needs_python_objects_is_refused_in_one_plain_line(tmp_path):
+    from edgeasc.checkpoint import CheckpointError, load_checkpoint
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    scalar = np.float64(1.0).__reduce__()[0]  # numpy.core or numpy._core, by numpy's version
+    for name, payload, needed in (("numpy.pt", {"format": "edgeasc-checkpoint", "x": np.float64(1.0)},
+                                   f"{scalar.__module__}.{scalar.__name__}"),
+                                  ("evil.pt", {"format": "edgeasc-checkpoint", "x": Evil()}, "posix.system")):
+        torch.save(payload, tmp_path / name)
+        with pytest.raises(CheckpointError) as refused:
+            load_checkpoint(tmp_path / name)
+        assert str(refused.value) == (f"{tmp_path / name}: not a loadable edgeasc checkpoint (it needs the Python "
+                                      f"object {needed}; edgeasc loads tensors and plain data only, never code)")
+    assert not (tmp_path / "pwned").exists()
+    (tmp_path / "junk.pt").write_bytes(b"\x1b[1mnot a zip")
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(tmp_path / "junk.pt")
+    assert "\x1b" not in str(refused.value) and "\n" not in str(refused.value)
