@@ -73,7 +73,7 @@ def wav(path, seconds, offset=0.0, seed=0):
 
 
 def test_windows_batches_and_the_linear_mean_per_file(model, tmp_path):
-    a = wav(tmp_path / "a.wav", 1.3, offset=0.2)       # windows at 0, 0.5 and 0.8 (the last one ends at the end)
+    a = wav(tmp_path / "a.wav", 1.300375, offset=0.2)  # windows at 0, 0.5 and 0.800375 (ending at the end)
     b = wav(tmp_path / "b.wav", 0.3, offset=-0.1)      # shorter than a window: one, zero-padded
     (tmp_path / "c.wav").write_text("not audio")       # unreadable: reported, the run goes on
     sf.write(str(tmp_path / "d.wav"), np.zeros(RATE // 2, np.float32), RATE, subtype="FLOAT")  # log 0: not finite
@@ -89,27 +89,78 @@ def test_windows_batches_and_the_linear_mean_per_file(model, tmp_path):
     assert [p.path for p in got] == [str(p) for p in paths]  # input order, errors included
     assert calls == [2, 2, 2]  # 3 + 1 + 1 + 1 windows (c has none): files share batches
     pa, pb, pc, pd, pe = got
-    assert pa.starts == [0.0, 0.5, 0.8] and pa.seconds == pytest.approx(1.3) and pa.window_seconds == CLIP
-    want = softmax(np.stack([expected_logits(a[s:s + 4000]) for s in (0, 4000, 6400)]))
+    assert pa.starts == [0.0, 0.5, 0.800375] and pa.seconds == 1.300375 and pa.window_seconds == CLIP
+    want = softmax(np.stack([expected_logits(a[s:s + 4000]) for s in (0, 4000, 6403)]))
     assert np.allclose(pa.window_probabilities, want, rtol=1e-5, atol=1e-7)
     assert np.allclose(pa.probabilities, want.mean(axis=0), rtol=1e-5, atol=1e-7)
     padded = np.concatenate([b, np.zeros(4000 - b.size, np.float32)])
     assert pb.starts == [0.0] and np.allclose(pb.window_probabilities, softmax(expected_logits(padded)[None]),
                                               rtol=1e-5, atol=1e-7)
-    assert pc.error.startswith(f"{paths[2]}: cannot read audio") and pc.window_probabilities is None
+    assert pc.error.startswith(f"{paths[2]}: cannot read audio (") and "Format not recognised" in pc.error
+    assert "\n" not in pc.error and pc.window_probabilities is None
     assert pd.error == f"{paths[3]}: the model output a non-finite value (NaN or inf)"
     assert np.allclose(pe.probabilities, softmax(expected_logits(e)[None])[0], rtol=1e-5, atol=1e-7)
+    assert len(pa.to_dict()["top"]) == 1 and len(pa.top()) == 1
     record = pa.to_dict(top_k=2)
-    assert record["file"] == str(paths[0]) and record["seconds"] == 1.3
+    assert record["file"] == str(paths[0]) and record["seconds"] == 1.3  # milliseconds in the record
     top = pa.top(2)
     assert [t["label"] for t in record["top"]] == [label for label, _ in top] == ["up", "down"]
     assert record["top"][0]["probability"] == top[0][1] == float(pa.probabilities.max())
     assert record["probabilities"] == {label: float(p) for label, p in zip(LABELS, pa.probabilities, strict=True)}
     assert [(w["start"], w["end"]) for w in record["windows"]] == [(0.0, 0.5), (0.5, 1.0), (0.8, 1.3)]
+    assert json.loads(json.dumps(record)) == record  # plain JSON types only
     assert [w["label"] for w in record["windows"]] == [LABELS[i] for i in want.argmax(axis=1)]
     assert [w["probability"] for w in record["windows"]] == [float(p) for p in pa.window_probabilities.max(axis=1)]
     assert record["windows"][1]["probabilities"] == [float(v) for v in pa.window_probabilities[1]]
     assert pc.to_dict() == {"file": str(paths[2]), "error": pc.error}
+
+
+def test_stdin_resampling_missing_files_and_the_default_batch(model, tmp_path, monkeypatch):
+    """A 16-kHz file streamed block by block (resampled) gives what the same bytes on stdin give
+    (decoded whole); missing paths and folders are errors of their own; without --batch the
+    batch follows the model's MACs."""
+    import io
+    import sys
+
+    rng = np.random.default_rng(5)
+    x = (0.2 + 0.1 * rng.standard_normal(int(2.3 * 16000))).astype(np.float32)
+    sf.write(str(tmp_path / "hi.wav"), x, 16000, subtype="FLOAT")
+    streamed = next(predict_files(model, [tmp_path / "hi.wav"], batch_size=8))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO((tmp_path / "hi.wav").read_bytes())))
+    piped = next(predict_files(model, ["-"], batch_size=8))
+    assert streamed.starts == piped.starts == [0.0, 0.5, 1.0, 1.5, 1.8] and piped.seconds == pytest.approx(2.3)
+    assert np.allclose(streamed.window_probabilities, piped.window_probabilities, rtol=1e-5, atol=1e-6)
+    assert np.isclose(piped.probabilities[0], softmax(np.array([[2.0, -2.0, np.log(0.05)]]))[0, 0], rtol=0.05)
+    (tmp_path / "folder.wav").mkdir()
+    missing, folder = predict_files(model, [tmp_path / "nope.wav", tmp_path / "folder.wav"], batch_size=1)
+    assert missing.error == f"{tmp_path / 'nope.wav'}: no such file"
+    assert folder.error == f"{tmp_path / 'folder.wav'}: not a file"
+    heavy = load_model(write_model(tmp_path / "heavy.onnx", macs=5 * 10**8))  # 4 windows per call by default
+    calls = []
+    real_run = heavy.run
+    heavy.run = lambda batch: calls.append(len(batch)) or real_run(batch)
+    list(predict_files(heavy, [tmp_path / "hi.wav"]))
+    assert calls == [4, 1]
+    calls.clear()
+    list(predict_files(heavy, [tmp_path / "hi.wav"], window=1.0))  # 1e9 MACs per window: 2 per call
+    assert calls == [2, 1]
+    for size in (1, 4096):  # the bounds themselves are allowed
+        assert next(predict_files(model, [tmp_path / "hi.wav"], batch_size=size)).error is None
+    short = next(predict_files(model, [tmp_path / "hi.wav"], window=0.3, batch_size=8))
+    assert short.window_seconds == 0.3 and short.to_dict()["windows"][0]["end"] == 0.3
+
+
+def test_a_model_without_edgeasc_metadata_cannot_predict(tmp_path):
+    path = write_model(tmp_path / "bare.onnx")
+    proto = onnx.load(path)
+    del proto.metadata_props[:]
+    onnx.save(proto, path)
+    from edgeasc.runtime.deployed import ModelError
+
+    with pytest.raises(ModelError) as refused:
+        next(predict_files(load_model(path), [tmp_path / "x.wav"]))
+    assert str(refused.value) == (f"{path}: not an edgeasc export (predict needs the metadata edgeasc.labels, "
+                                  "edgeasc.feature_params, edgeasc.input, edgeasc.channels; `edgeasc export` writes it)")
 
 
 def test_a_hop_shorter_than_the_window(model, tmp_path):
@@ -175,12 +226,15 @@ def test_folders_expand_recursively_sorted_without_hidden_files(tmp_path):
     for name in ("b/2.wav", "a.flac", "b/1.WAV", ".hidden/x.wav", "b/.y.wav", "notes.txt"):
         (tmp_path / "d" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "d" / name).write_bytes(b"")
-    found = expand_inputs([tmp_path / "d", "-", tmp_path / "single.wav"])
-    assert [str(p) for p in found] == [str(tmp_path / "d" / n) for n in ("a.flac", "b/1.WAV", "b/2.wav")] + [
+    found = expand_inputs([tmp_path / "first.wav", tmp_path / "d", "-", tmp_path / "single.wav"])
+    assert [str(p) for p in found] == [str(tmp_path / "first.wav")] + [
+        str(tmp_path / "d" / n) for n in ("a.flac", "b/1.WAV", "b/2.wav")] + [
         "-", str(tmp_path / "single.wav")]  # a named file is taken as given: reading it tells
     with pytest.raises(ConfigError, match=r"^'-' \(stdin\) can be given once$"):
         expand_inputs(["-", "-"])
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError) as refused:
         expand_inputs([tmp_path / "empty"])
-    assert str(refused.value).startswith(f"{tmp_path / 'empty'}: a folder with no audio files (")
+    from edgeasc.data.dcase import AUDIO_SUFFIXES
+
+    assert str(refused.value) == f"{tmp_path / 'empty'}: a folder with no audio files ({', '.join(AUDIO_SUFFIXES)})"
