@@ -326,8 +326,16 @@ def test_budget_bounds_are_inclusive_and_the_messages_exact():
 
 def test_channel_pruner_defaults_budgets_and_done_at_the_exact_budget():
     pruner = ChannelPruner(SMALL, FRAMES_1S, params_target=4_918)
-    assert {k: pruner.describe()[k] for k in ("schedule", "epochs", "importance", "channel_multiple")} == {
+    minimum = resolve_budget(SMALL, FRAMES_1S, params_target=4_918, multiple=16).minimum
+    assert pruner.describe() == {
+        "macs_target": None, "params_target": 4_918, "macs_budget": None, "params_budget": 4_918,
+        "dense_params": 4_918, "dense_macs": 3_666_000, "min_params": minimum[0], "min_macs": minimum[1],
         "schedule": "exp", "epochs": 100, "importance": "l2", "channel_multiple": 16}
+    assert minimum[0] != minimum[1]
+    described = ChannelPruner(SMALL, FRAMES_1S, macs_target="50%", multiple=1).describe()
+    assert (described["macs_target"], described["macs_budget"], described["params_budget"]) == ("50%", 1_833_000, None)
+    with pytest.raises(ConfigError, match="--params-target 2000.0 is outside"):
+        resolve_budget(SMALL, FRAMES_1S, params_target=2000.0)  # a whole number, but not an integer
     with pytest.raises(ConfigError) as refused:
         ChannelPruner(SMALL, FRAMES_1S, params_target=4_918, importance="taylor")
     assert str(refused.value) == "unknown channel importance 'taylor'; choose one of l2, bn"
@@ -354,6 +362,8 @@ def test_a_step_hands_its_optimizer_and_check_batch_to_the_rebuild(monkeypatch):
     pruner = ChannelPruner(SMALL, FRAMES_1S, params_target=2_000, schedule="linear", epochs=2, multiple=1)
     check = torch.randn(3, 2, 256, 44)
     assert pruner.step(model, 0, optimizer, check) == (model, optimizer, 0, 0.0)  # epoch 0: the dense budget
+    by_macs = ChannelPruner(SMALL, FRAMES_1S, macs_target="1M", schedule="linear", epochs=2, multiple=1)
+    assert by_macs.step(model, 0, optimizer, check) == (model, optimizer, 0, 0.0)  # at the dense MACs exactly
     seen = {}
     real = structured.rebuild
     monkeypatch.setattr(structured, "rebuild", lambda m, keep, opt, chk: seen.update(opt=opt, check=chk) or real(
