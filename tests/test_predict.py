@@ -55,6 +55,31 @@ def write_model(path, macs=None):
     return path
 
 
+def write_features_model(path):
+    """Features in (the numpy frontend's, normalised): logits = (mean, -mean, max) of the input."""
+    node = helper.make_node
+    consts = [numpy_helper.from_array(np.array([1, 2, 3], np.int64), "axes"),
+              numpy_helper.from_array(np.array([1], np.int64), "one")]
+    nodes = [node("ReduceMean", ["features", "axes"], ["m"], keepdims=0), node("Neg", ["m"], ["n"]),
+             node("ReduceMax", ["features", "axes"], ["x"], keepdims=0),
+             node("Unsqueeze", ["m", "one"], ["c0"]), node("Unsqueeze", ["n", "one"], ["c1"]),
+             node("Unsqueeze", ["x", "one"], ["c2"]), node("Concat", ["c0", "c1", "c2"], ["logits"], axis=1)]
+    graph = helper.make_graph(nodes, "toyf", [helper.make_tensor_value_info("features", TensorProto.FLOAT,
+                                                                              ["batch", 1, 32, "frames"])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])], consts)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    meta = {"labels": LABELS, "feature_params": PARAMS, "channels": 1, "clip_seconds": CLIP,
+            "input": {"name": "features"}, "precision": "fp32", "normalization": NORM}
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = f"edgeasc.{key}", value if isinstance(value, str) else json.dumps(value)
+    onnx.save(proto, path)
+    return path
+
+
+NORM = {"mean": [float(v) for v in np.linspace(-60, -40, 32)], "std": [float(v) for v in np.linspace(5, 9, 32)]}
+
+
 def expected_logits(piece: np.ndarray) -> np.ndarray:
     x = piece.astype(np.float64)
     return np.array([10 * x.mean(), -10 * x.mean(), np.log((x * x).mean())])
@@ -150,6 +175,55 @@ def test_stdin_resampling_missing_files_and_the_default_batch(model, tmp_path, m
     assert short.window_seconds == 0.3 and short.to_dict()["windows"][0]["end"] == 0.3
 
 
+def test_a_features_model_gets_the_normalised_numpy_frontend(tmp_path):
+    from edgeasc.runtime.features import FeatureParams, perceptual_mel
+
+    model = load_model(write_features_model(tmp_path / "f.onnx"))
+    x = wav(tmp_path / "a.wav", 0.5, offset=0.0, seed=3)
+    p = next(predict_files(model, [tmp_path / "a.wav"], batch_size=1))
+    feats = perceptual_mel(x[None], FeatureParams(**PARAMS))
+    norm = (feats - np.array(NORM["mean"])[:, None]) / np.array(NORM["std"])[:, None]
+    want = softmax(np.array([[norm.mean(), -norm.mean(), norm.max()]]))
+    assert np.allclose(p.window_probabilities, want, rtol=1e-4, atol=1e-6)
+
+
+def test_long_files_stream_block_by_block_like_the_whole_file(model, tmp_path, monkeypatch):
+    """Files longer than one read block (65,536 frames), at the model's rate and resampled,
+    stereo into a mono model: the streamed windows are the whole-file path's; a bad sample in a
+    later block, an empty file, one sample and three channels each get their own line."""
+    import io
+    import sys
+
+    rng = np.random.default_rng(7)
+    cases = {"same.wav": (8000, 1), "resampled.wav": (16000, 2)}
+    for name, (rate, channels) in cases.items():
+        x = (0.1 * rng.standard_normal((int(20.3 * rate), channels)) + 0.05).astype(np.float32)
+        sf.write(str(tmp_path / name), x, rate, subtype="FLOAT")
+    progressed = []
+    streamed = list(predict_files(model, [tmp_path / n for n in cases], window=0.45, hop=0.35, batch_size=16,
+                                  progress=progressed.append))
+    assert progressed == [1, 1]
+    for name, p in zip(cases, streamed, strict=True):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO((tmp_path / name).read_bytes())))
+        whole = next(predict_files(model, ["-"], window=0.45, hop=0.35, batch_size=16))
+        assert p.error is None and p.starts == whole.starts and len(p.starts) == 58
+        assert np.allclose(p.window_probabilities, whole.window_probabilities, rtol=1e-5, atol=1e-7), name
+    bad = np.full(100_000, 0.1, np.float32)
+    bad[90_000] = np.nan  # in the second block
+    sf.write(str(tmp_path / "nan.wav"), bad, RATE, subtype="FLOAT")
+    sf.write(str(tmp_path / "one.wav"), np.full(1, 0.5, np.float32), RATE, subtype="FLOAT")
+    sf.write(str(tmp_path / "empty.wav"), np.zeros(0, np.float32), RATE, subtype="FLOAT")
+    sf.write(str(tmp_path / "three.wav"), np.full((100, 3), 0.1, np.float32), RATE, subtype="FLOAT")
+    sf.write(str(tmp_path / "two.wav"), np.full((4000, 2), 0.1, np.float32), RATE, subtype="FLOAT")
+    nan, one, empty, three, two = predict_files(model, [tmp_path / n for n in (
+        "nan.wav", "one.wav", "empty.wav", "three.wav", "two.wav")], batch_size=1)
+    assert nan.error == f"{tmp_path / 'nan.wav'}: 1 samples are NaN or infinite"
+    assert one.error is None and one.starts == [0.0]
+    assert empty.error == f"{tmp_path / 'empty.wav'}: the clip has no samples"
+    assert three.error == f"{tmp_path / 'three.wav'}: 3 channels; edgeasc takes mono or stereo audio"
+    assert two.error is None
+
+
 def test_a_model_without_edgeasc_metadata_cannot_predict(tmp_path):
     path = write_model(tmp_path / "bare.onnx")
     proto = onnx.load(path)
@@ -164,6 +238,8 @@ def test_a_model_without_edgeasc_metadata_cannot_predict(tmp_path):
 
 
 def test_a_hop_shorter_than_the_window(model, tmp_path):
+    wav(tmp_path / "over.wav", 8010 / RATE)  # 10 samples past the second window: less than one STFT hop
+    assert next(predict_files(model, [tmp_path / "over.wav"], batch_size=4)).starts == [0.0, 0.5]
     a = wav(tmp_path / "a.wav", 1.0, offset=0.3)
     p = next(predict_files(model, [tmp_path / "a.wav"], hop=0.2, batch_size=4))
     assert p.starts == [0.0, 0.2, 0.4, 0.5]  # 0.6 would run past the end: the last one ends at 1.0 instead
@@ -211,6 +287,14 @@ def test_bad_windows_and_batches_are_refused_before_any_file_is_read(model, tmp_
     with pytest.raises(ConfigError) as refused:
         next(predict_files(model, [tmp_path / "never-read.wav"], **kwargs))
     assert str(refused.value) == message
+
+
+def test_the_window_and_hop_bounds_themselves_are_allowed(model, tmp_path):
+    for kwargs in (dict(window=130 / RATE), dict(window=3600.0), dict(hop=64 / RATE), dict(hop=CLIP),
+                   dict(window=0.3, hop=0.3)):
+        assert next(predict_files(model, [tmp_path / "nope.wav"], **kwargs)).error.endswith("no such file")
+    with pytest.raises(ConfigError):
+        next(predict_files(model, [tmp_path / "nope.wav"], window=129 / RATE))  # n_fft / 2 + 1 samples: too short
 
 
 def test_a_hop_that_cuts_too_many_windows_is_refused(model):
