@@ -82,6 +82,7 @@ def test_window_starts_cover_the_recording_without_padding():
     assert window_starts(107, 100, 100, min_overhang=8) == [0]
     assert window_starts(108, 100, 100, min_overhang=8) == [0, 8]
     assert window_starts(101, 100, 100) == [0, 1]
+    assert window_starts(250, 100, 151) == [0, 150]  # 151 would end one sample past the end
     for n in range(100, 400):
         starts = window_starts(n, 100, 30, min_overhang=8)
         assert len(set(starts)) == len(starts) and starts[-1] + 100 >= n - 7
