@@ -132,3 +132,13 @@ def test_shapes_and_short_input():
         perceptual_mel(np.zeros((2, 500), np.float32))
     with pytest.raises(ValueError, match="channels, samples"):
         perceptual_mel(np.zeros((1, 2, 3000), np.float32))
+
+
+def test_the_frontend_computes_in_float32_whatever_the_input_dtype(scene_48k):
+    """The same samples as float32, float64 or a Python list give bit-identical features:
+    callers (a WAV decoder, a microphone, a user's array) cannot change the numbers."""
+    x = audio.load(scene_48k)[0][:, : 22050 * 2]
+    ref = perceptual_mel(x)
+    assert ref.dtype == np.float32
+    assert np.array_equal(perceptual_mel(x.astype(np.float64)), ref)
+    assert np.array_equal(perceptual_mel(x.tolist()), ref)
