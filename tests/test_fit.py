@@ -43,6 +43,81 @@ def test_plan_picks_the_widest_candidate_within_the_headroom():
     assert "--precision int8 --rules dcase2024" in lines
 
 
+EXPORT = "  export: --precision int8 --rules {} (the run's default)"
+HEAD = ("fit {}: at most {} parameters (int8, 1 byte each, BatchNorm and zeros counted) and 30 M MACs per second "
+        "of audio")
+CUT = ("  channel pruning (widths in multiples of 1) to at most {0} parameters = {0} counted bytes and 30 M MACs per "
+       "second (which channels stay, and so the exact counts, training decides)")
+
+
+def test_the_plan_says_what_it_will_do_line_for_line():
+    from edgeasc.compress.fit import candidates, plan_fit
+    from edgeasc.models.config import ModelConfig
+
+    table = plan_fit("dcase2024", 44, 1.0, 10, 1)
+    assert table.lines() == [
+        HEAD.format("dcase2024", "128,000"),
+        "  start: damped rho 3 width 32 (from the candidate table), 68,468 parameters, 43.72 M MACs per second",
+        CUT.format("68,468"), EXPORT.format("dcase2024")]
+    fits = plan_fit("dcase2024", 44, 1.0, 3, 2)
+    assert fits.lines() == [
+        HEAD.format("dcase2024", "128,000"),
+        "  start: damped rho 3 width 24 (from the candidate table), 39,318 parameters, 26.58 M MACs per second",
+        "  the start already fits the rules: no channel pruning", EXPORT.format("dcase2024")]
+    assert (fits.params_target, fits.macs_target) == (None, None)
+    # a given network over both limits, on 10-s clips: the limits per clip, the lines per second
+    given = plan_fit("dcase2022", 431, 10.0, 3, 2, network=ModelConfig(rho=3, width=64, n_classes=3, in_channels=2))
+    assert given.lines() == [
+        HEAD.format("dcase2022", "131,072"),
+        "  start: the given network (given), 268,678 parameters, 182.20 M MACs per second",
+        CUT.format("131,072"), EXPORT.format("dcase2022")]
+    assert (given.params_target, given.macs_target, given.macs_limit) == (131_072, "300000k", 300_000_000)
+    assert given.describe() == {
+        "rules": "dcase2022", "precision": "int8", "clip_seconds": 10.0, "start": "the given network",
+        "start_config": given.start.to_dict(), "explicit": True, "params_limit": 131_072,
+        "macs_limit_per_clip": 300_000_000, "macs_limit_per_second": 30_000_000.0, "start_params": 268_678,
+        "start_macs_per_clip": given.dense[1], "params_target": 131_072, "macs_target": "300000k",
+        "channel_multiple": 1}
+    assert given.dense == (268_678, 1_822_034_304) and given.minimum == (138, 1_783_254) and not table.explicit
+    assert [name for name, _ in candidates(3, 2)] == [f"damped rho 3 width {w}" for w in (16, 24, 32, 40, 48, 64, 96,
+                                                                                          128)]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(network=dict(width=128), multiple=64),
+     "--fit dcase2024: the given network cannot meet the rules: even at its smallest channel plan (widths of 64) it "
+     "has 197,958 parameters > 128,000 and 172.71 M MACs per second > 30 M (a smaller --width or --rho, a smaller "
+     "--channel-multiple, or leave the network to --fit)"),
+    (dict(network=dict(width=128), multiple=40),
+     "--fit dcase2024: the given network cannot meet the rules: even at its smallest channel plan (widths of 40) it "
+     "has 69.47 M MACs per second > 30 M (a smaller --width or --rho, a smaller --channel-multiple, or leave the "
+     "network to --fit)"),
+    (dict(seconds=0.001), "--fit dcase2024: no candidate network meets the rules for 0.001-s clips of 44 frames "
+                          "(limits 128,000 parameters, 30,000 MACs per clip)"),
+    (dict(rules="dcase2020"), "--fit must be one of dcase2022, dcase2024 (the rule sets that cap all parameters and "
+                              "MACs), got 'dcase2020'"),
+    (dict(network=dict(width=32, channels="half")), "--fit starts from a dense network, not a channel-pruned one"),
+])
+def test_plans_that_cannot_work_say_why(kwargs, message):
+    from edgeasc.compress.fit import plan_fit
+    from edgeasc.errors import ConfigError
+    from edgeasc.models.channels import channel_groups
+    from edgeasc.models.config import ModelConfig
+
+    kwargs = dict(kwargs)
+    network = kwargs.pop("network", None)
+    if network is not None:
+        config = ModelConfig(rho=3, width=network["width"], n_classes=3, in_channels=2)
+        if network.get("channels"):
+            config = config.replace(channels={g.name: g.dense_width // 2 for g in channel_groups(config)})
+        kwargs["network"] = config
+    args = dict(rules="dcase2024", n_frames=44, seconds=1.0, n_classes=3, in_channels=2)
+    args.update({k: kwargs.pop(k) for k in list(kwargs) if k in args})
+    with pytest.raises(ConfigError) as refused:
+        plan_fit(**args, **kwargs)
+    assert str(refused.value) == message
+
+
 def test_fitted_student_meets_the_rules_after_int8_export(data, tmp_path):
     # stereo 1-s clips: the table's width 24 (26.6 M MACs per second) already fits; width 32 is 1.55x
     auto = train_cli(data, tmp_path / "auto", "--fit", "dcase2024", "--epochs", "2", "--prune-epochs", "1")
