@@ -78,19 +78,19 @@ def test_the_plan_says_what_it_will_do_line_for_line():
         "macs_limit_per_clip": 300_000_000, "macs_limit_per_second": 30_000_000.0, "start_params": 268_678,
         "start_macs_per_clip": given.dense[1], "params_target": 131_072, "macs_target": "300000k",
         "channel_multiple": 1}
-    assert given.dense == (268_678, 1_822_034_304) and given.minimum == (138, 1_783_254) and not table.explicit
+    assert given.dense == (268_678, 1_822_034_304) and given.minimum == (138, 1_783_254) and table.explicit is False
     assert [name for name, _ in candidates(3, 2)] == [f"damped rho 3 width {w}" for w in (16, 24, 32, 40, 48, 64, 96,
                                                                                           128)]
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(network=dict(width=128), multiple=64),
+    (dict(network=dict(width=128), multiple=64, n_frames=431, seconds=10.0),  # 10-s clips: the MACs per second
      "--fit dcase2024: the given network cannot meet the rules: even at its smallest channel plan (widths of 64) it "
-     "has 197,958 parameters > 128,000 and 172.71 M MACs per second > 30 M (a smaller --width or --rho, a smaller "
+     "has 197,958 parameters > 128,000 and 179.48 M MACs per second > 30 M (a smaller --width or --rho, a smaller "
      "--channel-multiple, or leave the network to --fit)"),
-    (dict(network=dict(width=128), multiple=40),
+    (dict(network=dict(width=128), multiple=40, n_frames=431, seconds=10.0),
      "--fit dcase2024: the given network cannot meet the rules: even at its smallest channel plan (widths of 40) it "
-     "has 69.47 M MACs per second > 30 M (a smaller --width or --rho, a smaller --channel-multiple, or leave the "
+     "has 72.16 M MACs per second > 30 M (a smaller --width or --rho, a smaller --channel-multiple, or leave the "
      "network to --fit)"),
     (dict(seconds=0.001), "--fit dcase2024: no candidate network meets the rules for 0.001-s clips of 44 frames "
                           "(limits 128,000 parameters, 30,000 MACs per clip)"),
