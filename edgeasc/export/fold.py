@@ -45,9 +45,10 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
     bias = (bias - bn.running_mean) * scale + bn.bias
     if isinstance(conv, DampedConv2d):
-        conv.weight.mul_(scale.view(-1, 1, 1, 1))
-        conv.bias = nn.Parameter(bias.detach().clone())
-        return conv
+        fused = copy.deepcopy(conv)  # like the plain path: the conv given is left as it was
+        fused.weight.mul_(scale.view(-1, 1, 1, 1))
+        fused.bias = nn.Parameter(bias.detach().clone())
+        return fused
     fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                       conv.dilation, conv.groups, bias=True)
     fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
