@@ -30,13 +30,13 @@ from edgeasc.compress.fit import rules_limits
 from edgeasc.data.cache import FeatureCache, extract_features, probe_clip_seconds
 from edgeasc.data.dcase import open_dataset
 from edgeasc.data.synth2022 import write_dataset_2022
-from edgeasc.distill import compute_logits, load_teacher
 from edgeasc.export.pipeline import export_checkpoint
 from edgeasc.models.channels import complexity
 from edgeasc.models.presets import resolve_model
 from edgeasc.runtime.features import FeatureParams
-from edgeasc.train import train
-from edgeasc.train_config import resolve_train_config
+from edgeasc.train.config import resolve_train_config
+from edgeasc.train.distill import compute_logits, load_teacher
+from edgeasc.train.run import train
 
 RULES = "dcase2024"
 TEACHER_WIDTH = int(os.environ.get("EDGEASC_BENCH_TEACHER_WIDTH", 32))

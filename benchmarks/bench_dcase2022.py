@@ -19,8 +19,8 @@ from edgeasc.data.cache import extract_features, probe_clip_seconds
 from edgeasc.data.dcase import open_dataset
 from edgeasc.data.synth2022 import DEFAULT_CLIPS_PER_CLASS, write_dataset_2022
 from edgeasc.runtime.features import FeatureParams
-from edgeasc.train import train
-from edgeasc.train_config import resolve_train_config
+from edgeasc.train.config import resolve_train_config
+from edgeasc.train.run import train
 
 HERE = Path(__file__).resolve().parent
 EPOCHS = int(os.environ.get("EDGEASC_BENCH_EPOCHS", 20))
@@ -84,7 +84,7 @@ def _pm(values: list[float]) -> str:
 
 
 def plot(r: dict, path: Path) -> None:
-    from edgeasc.plots import pyplot, save_png
+    from edgeasc.train.plots import pyplot, save_png
 
     fig, ax = pyplot().subplots(figsize=(7, 4.4))
     styles = {"width": ("o", "-", "C0", "width-restricted (dense)"), "pruned": ("s", "--", "C1", "w16, magnitude-pruned"),

@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgeasc.checkpoint import load_checkpoint, save_checkpoint
 from edgeasc.compress.pruning import Pruner
 from edgeasc.data.cache import extract_features
 from edgeasc.data.dcase import open_dataset
@@ -41,6 +40,7 @@ from edgeasc.models import ModelConfig, build_model, get_preset
 from edgeasc.models.complexity import analyse
 from edgeasc.runtime.bench import bench_models
 from edgeasc.runtime.features import FeatureParams
+from edgeasc.train.checkpoint import load_checkpoint, save_checkpoint
 
 HERE = Path(__file__).resolve().parent
 AUTHORS_D20 = ModelConfig(rho=4, width=64, depth_restriction=(0, 2, 4), n_classes=3, in_channels=2)
@@ -238,7 +238,7 @@ def run() -> dict:
 
 
 def plot_latency(rows: list[dict], path: Path) -> None:
-    from edgeasc.plots import pyplot, save_png
+    from edgeasc.train.plots import pyplot, save_png
 
     fig, ax = pyplot().subplots(figsize=(7.5, 4.8))
     for precision, marker in (("fp32", "o"), ("fp16", "s"), ("int8", "^")):

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from edgeasc.checkpoint import save_checkpoint
 from edgeasc.compress.pruning import Pruner
 from edgeasc.export.pipeline import export_checkpoint
 from edgeasc.models import build_model, get_preset
 from edgeasc.runtime.features import FeatureParams
+from edgeasc.train.checkpoint import save_checkpoint
 
 PATTERNS = ("uniform", "fan-in")
 

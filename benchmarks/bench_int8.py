@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 from bench_dcase2022 import CLIPS_PER_CLASS, RECIPE
 
-from edgeasc.checkpoint import find_checkpoint, load_checkpoint
 from edgeasc.data.synth2022 import UNSEEN, write_dataset_2022
 from edgeasc.export.clips import calibration_features
 from edgeasc.export.pipeline import export_checkpoint
 from edgeasc.runtime.bench import bench_models
-from edgeasc.train import train
-from edgeasc.train_config import resolve_train_config
+from edgeasc.train.checkpoint import find_checkpoint, load_checkpoint
+from edgeasc.train.config import resolve_train_config
+from edgeasc.train.run import train
 
 
 def run() -> dict:

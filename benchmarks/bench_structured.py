@@ -32,8 +32,8 @@ from edgeasc.models import get_preset
 from edgeasc.models.channels import complexity
 from edgeasc.runtime.bench import bench_models
 from edgeasc.runtime.features import FeatureParams
-from edgeasc.train import train
-from edgeasc.train_config import DEMO_DEFAULTS, resolve_train_config
+from edgeasc.train.config import DEMO_DEFAULTS, resolve_train_config
+from edgeasc.train.run import train
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 NETWORKS = {"authors-rho4-w64": AUTHORS_D20, "d20-damped": get_preset("d20-damped").config}

@@ -22,12 +22,3 @@ class MissingExtraError(EdgeascError, ImportError):
 
     def __init__(self, what: str, extra: str = "train") -> None:
         super().__init__(f"{what} needs the '{extra}' extra: pip install \"edgeasc[{extra}]\"")
-
-
-def require_torch(what: str):
-    """Import torch or fail with one line saying which extra to install."""
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
-        raise MissingExtraError(what) from exc
-    return torch

@@ -19,7 +19,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
 
 
 def test_next_command_names_the_model_and_a_typable_executable(tmp_path, monkeypatch):
-    from edgeasc.demo import next_command
+    from edgeasc.cli.demo import next_command
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "run").mkdir()

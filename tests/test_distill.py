@@ -36,7 +36,7 @@ def train_cli(data, out, *extra, **kw):
 
 
 def _config(data, out, **kw):
-    from edgeasc.train_config import resolve_train_config
+    from edgeasc.train.config import resolve_train_config
 
     values = dict(dataset=str(data / "scenes"), preset="demo", width=4, seconds=1.0, batch_size=4, feature_workers=1,
                   lr=3e-3, cache_dir=str(data / "cache"), out=str(out), epochs=1, teachers=[str(data / "teacher")],
@@ -46,7 +46,7 @@ def _config(data, out, **kw):
 
 # ----------------------------------------------------------------------------- the loss
 def test_kd_loss_matches_a_hand_computation():
-    from edgeasc.distill import distillation_loss, kd_loss, soft_targets
+    from edgeasc.train.distill import distillation_loss, kd_loss, soft_targets
 
     student = torch.tensor([[2.0, -1.0, 0.5], [0.0, 0.3, -0.2]])
     teacher = torch.tensor([[1.0, 0.0, -1.0], [-0.5, 2.5, 0.1]])
@@ -72,7 +72,7 @@ def test_mixed_targets_give_the_mixup_of_the_two_kd_losses():
     """Mixing the soft targets with mixup's λ and partner is, up to a constant of the targets,
     λ·KD(own teacher) + (1 − λ)·KD(partner's teacher): the same gradient for the student."""
     from edgeasc.data.loader import mix, mixup_plan
-    from edgeasc.distill import kd_loss, soft_targets
+    from edgeasc.train.distill import kd_loss, soft_targets
 
     gen = torch.Generator().manual_seed(0)
     teacher = torch.randn(6, 4, generator=gen) * 2
@@ -103,7 +103,7 @@ def test_mixup_plan_reproduces_mixup_exactly():
 # ----------------------------------------------------------------------------- the cache
 def test_teacher_runs_once_per_clip_and_the_cache_is_keyed(data):
     from edgeasc.data.cache import FeatureCache
-    from edgeasc.distill import cached_logits, compute_logits, load_teacher, logits_key
+    from edgeasc.train.distill import cached_logits, compute_logits, load_teacher, logits_key
 
     cache_dir = next((data / "cache" / "features").iterdir())
     cache = FeatureCache(cache_dir, json.loads((cache_dir / "manifest.json").read_text()))
@@ -172,14 +172,15 @@ def test_distilled_run_records_its_teacher_and_reuses_the_cached_logits(data, tm
 
 # ----------------------------------------------------------------------------- inside the loop
 def test_cached_targets_are_mixed_with_the_inputs_lambda_and_partner(data, tmp_path, monkeypatch):
-    import edgeasc.train as tr
+    import edgeasc.train.loop as loop
+    import edgeasc.train.run as tr
     from edgeasc.data.loader import mix
 
     seen = {"plans": [], "logits": [], "targets": []}
-    real_plan, real_soft, real_loss = tr.mixup_plan, tr.soft_targets, tr.distillation_loss
-    monkeypatch.setattr(tr, "mixup_plan", lambda *a: seen["plans"].append(real_plan(*a)) or seen["plans"][-1])
-    monkeypatch.setattr(tr, "soft_targets", lambda z, t: seen["logits"].append(z.clone()) or real_soft(z, t))
-    monkeypatch.setattr(tr, "distillation_loss",
+    real_plan, real_soft, real_loss = loop.mixup_plan, loop.soft_targets, loop.distillation_loss
+    monkeypatch.setattr(loop, "mixup_plan", lambda *a: seen["plans"].append(real_plan(*a)) or seen["plans"][-1])
+    monkeypatch.setattr(loop, "soft_targets", lambda z, t: seen["logits"].append(z.clone()) or real_soft(z, t))
+    monkeypatch.setattr(loop, "distillation_loss",
                         lambda s, h, t, w, tau: seen["targets"].append(t.clone()) or real_loss(s, h, t, w, tau))
     tr.train(_config(data, tmp_path / "run", kd_temperature=2.0), progress=False)
     assert len(seen["plans"]) == len(seen["targets"]) == 4  # 17 clips, batch 4, the last one dropped
@@ -193,16 +194,17 @@ def test_cached_targets_are_mixed_with_the_inputs_lambda_and_partner(data, tmp_p
 
 
 def test_online_targets_come_from_the_batch_the_student_sees(data, tmp_path, monkeypatch):
-    import edgeasc.train as tr
+    import edgeasc.train.loop as loop
+    import edgeasc.train.run as tr
 
     student_inputs, teacher_inputs = [], []
-    real_online = tr.online_logits
+    real_online = loop.online_logits
 
     def spy(teachers, x, mean, std):
         teacher_inputs.append(x.clone())
         return real_online(teachers, x, mean, std)
 
-    monkeypatch.setattr(tr, "online_logits", spy)
+    monkeypatch.setattr(loop, "online_logits", spy)
     real_build = tr.build_model
 
     def build(config):
@@ -217,7 +219,7 @@ def test_online_targets_come_from_the_batch_the_student_sees(data, tmp_path, mon
 
 
 def test_teacher_input_uses_the_teachers_own_normalisation():
-    from edgeasc.distill import Teacher, to_teacher_input
+    from edgeasc.train.distill import Teacher, to_teacher_input
 
     t = Teacher("t", "0", torch.nn.Identity(), torch.tensor([1.0, 2.0]).view(1, 2, 1),
                 torch.tensor([2.0, 4.0]).view(1, 2, 1), None)
@@ -267,7 +269,7 @@ def test_torchrun_distils_on_two_gloo_processes(data, tmp_path):
 # ----------------------------------------------------------------------------- bad input
 def _doctored(data, tmp_path, **changes):
     """The teacher's checkpoint with some fields replaced (other labels, other features...)."""
-    from edgeasc.checkpoint import save_checkpoint
+    from edgeasc.train.checkpoint import save_checkpoint
 
     ckpt = torch.load(data / "teacher" / "model-final.pt", weights_only=True)
     for key, value in changes.items():

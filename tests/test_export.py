@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from conftest import ROOT, assert_one_line_error, run_cli, run_cli_here
-from edgeasc.checkpoint import load_checkpoint, save_checkpoint
 from edgeasc.compress.pruning import Pruner
 from edgeasc.errors import ConfigError
 from edgeasc.export.fold import fold_model, max_abs_difference
@@ -19,6 +18,7 @@ from edgeasc.export.report import RULES, parse_budget, size_report
 from edgeasc.models import ModelConfig, build_model, get_preset
 from edgeasc.models.complexity import analyse
 from edgeasc.runtime.features import FeatureParams
+from edgeasc.train.checkpoint import load_checkpoint, save_checkpoint
 
 PACK_OPS = {"Unsqueeze", "BitShift", "BitwiseAnd", "Reshape", "Slice", "NonZero", "Transpose", "ConstantOfShape",
             "ScatterND", "CumSum", "Sub", "Mul", "Gather", "Concat"}

@@ -9,7 +9,6 @@ import scipy.signal
 import torch
 
 from edgeasc.data.synth import plan_dataset, synthesize_clip
-from edgeasc.features_torch import PerceptualMel, perceptual_mel_torch
 from edgeasc.runtime import audio, features
 from edgeasc.runtime.features import (
     FeatureParams,
@@ -21,6 +20,7 @@ from edgeasc.runtime.features import (
     perceptual_mel,
     periodic_hann,
 )
+from edgeasc.train.frontend import PerceptualMel, perceptual_mel_torch
 
 
 def librosa_reference(y: np.ndarray) -> np.ndarray:

@@ -159,9 +159,9 @@ def test_predict_refuses_a_hop_that_would_cut_too_many_windows(tmp_path, monkeyp
 def test_export_refuses_an_fp16_file_whose_weights_overflow(tmp_path):
     import torch
 
-    from edgeasc.checkpoint import save_checkpoint
     from edgeasc.errors import EdgeascError
     from edgeasc.export.pipeline import export_checkpoint
+    from edgeasc.train.checkpoint import save_checkpoint
 
     ckpt = _tiny_checkpoint(tmp_path / "m.pt", scale=1e6)  # finite in float32, inf in float16
     with pytest.raises(EdgeascError, match="beyond float16's range"):
@@ -176,8 +176,8 @@ def test_verification_fails_on_non_finite_onnx_outputs_where_torch_is_finite(tmp
     import onnx
     import torch
 
-    from edgeasc.checkpoint import load_checkpoint, model_from_checkpoint
     from edgeasc.export.onnx import verify
+    from edgeasc.train.checkpoint import load_checkpoint, model_from_checkpoint
 
     onnx_path = _tiny_model(tmp_path / "m.onnx")
     model = model_from_checkpoint(load_checkpoint(tmp_path / "m.pt"))
@@ -194,9 +194,9 @@ def test_verification_fails_on_non_finite_onnx_outputs_where_torch_is_finite(tmp
 def _tiny_checkpoint(path, scale: float = 1.0):
     import torch
 
-    from edgeasc.checkpoint import save_checkpoint
     from edgeasc.models import ModelConfig, build_model
     from edgeasc.runtime.features import FeatureParams
+    from edgeasc.train.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(width=8, n_classes=3)).eval()

@@ -24,13 +24,13 @@ import pytest
 import torch
 
 from conftest import run_cli, run_cli_here, write_wav
-from edgeasc.checkpoint import save_checkpoint
 from edgeasc.data.cache import extract_features
 from edgeasc.data.dcase import open_dataset
 from edgeasc.data.synth import write_dataset
 from edgeasc.export.pipeline import export_checkpoint
 from edgeasc.models import ModelConfig, build_model
 from edgeasc.runtime.features import FeatureParams
+from edgeasc.train.checkpoint import save_checkpoint
 
 DEVICE = "import sys; sys.modules['torch'] = None; sys.modules['onnx'] = None"
 LABELS = ["indoor", "outdoor", "transportation"]

@@ -105,8 +105,8 @@ def test_freq_mixstyle_settings_are_checked():
 def test_evaluation_reports_seen_and_unseen_devices_apart(tmp_path):
     """Per-device accuracy, marked seen (in the model's training data) or unseen, and the mean
     accuracy over each group, as DCASE 2022+ reports them."""
-    from edgeasc.evaluate import evaluate
     from edgeasc.models import ModelConfig, build_model
+    from edgeasc.train.evaluate import evaluate
 
     ds = open_dataset(make_dcase(tmp_path / "d", "tau2020-mobile"))
     cache = extract_features(ds, FeatureParams(clip_seconds=0.5), workers=1, root=tmp_path / "c", progress=False)[0]

@@ -134,7 +134,7 @@ class _ByFirstValue(torch.nn.Module):
 
 def test_per_class_per_device_accuracy_and_confusion_against_a_hand_count(tmp_path):
     from edgeasc.data.cache import FeatureCache
-    from edgeasc.evaluate import evaluate
+    from edgeasc.train.evaluate import evaluate
 
     labels = [0, 0, 0, 1, 1, 2, 2, 2, 2]
     preds = [0, 1, 0, 1, 1, 2, 0, 2, 1]
@@ -297,7 +297,7 @@ def test_a_report_at_its_limits_on_ten_second_clips():
 
 # ----------------------------------------------------------------------------- checkpoints never run code
 def test_a_checkpoint_that_needs_python_objects_is_refused_in_one_plain_line(tmp_path):
-    from edgeasc.checkpoint import CheckpointError, load_checkpoint
+    from edgeasc.train.checkpoint import CheckpointError, load_checkpoint
 
     class Evil:
         def __reduce__(self):

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from conftest import assert_one_line_error, run_cli, write_wav
-from edgeasc.checkpoint import save_checkpoint
 from edgeasc.compress.pruning import Pruner
 from edgeasc.export.pipeline import export_checkpoint
 from edgeasc.models import ModelConfig, build_model
 from edgeasc.runtime import audio
 from edgeasc.runtime.features import FeatureParams, perceptual_mel
 from edgeasc.runtime.predict import softmax, window_starts
+from edgeasc.train.checkpoint import save_checkpoint
 
 DEVICE = "import sys; sys.modules['torch'] = None; sys.modules['onnx'] = None"
 LABELS = ["indoor", "outdoor", "transportation"]

@@ -6,17 +6,19 @@ import sys
 from conftest import HIDE_TORCH, ROOT, assert_one_line_error, run_cli
 
 # the whole device subpackage (every module in it, found on disk) plus what the device CLI needs around it
-RUNTIME_MODULES = sorted({"edgeasc", "edgeasc.cli", "edgeasc.errors", "edgeasc.console", "edgeasc.io",
-                          "edgeasc.parallel", "edgeasc.data.dcase", "edgeasc.data.cache", "edgeasc.data.synth",
+RUNTIME_MODULES = sorted({"edgeasc", "edgeasc.errors", "edgeasc.console", "edgeasc.io",
+                          "edgeasc.data.workers", "edgeasc.data.dcase", "edgeasc.data.cache", "edgeasc.data.synth",
                           "edgeasc.models", "edgeasc.models.config", "edgeasc.models.presets",
                           "edgeasc.models.receptive_field", "edgeasc.models.describe", "edgeasc.models.channels",
                           "edgeasc.compress.fit", "edgeasc.runtime"}
-                         | {f"edgeasc.runtime.{p.stem}" for p in (ROOT / "edgeasc" / "runtime").glob("*.py")
-                            if p.stem != "__init__"})
+                         | {f"edgeasc.{pkg}.{p.stem}" for pkg in ("runtime", "cli")
+                            for p in (ROOT / "edgeasc" / pkg).glob("*.py") if p.stem != "__init__"}
+                         | {"edgeasc.cli"})
 
 
 def test_runtime_modules_do_not_import_torch():
-    assert {"edgeasc.runtime.predict", "edgeasc.runtime.cli", "edgeasc.runtime.microphone"} <= set(RUNTIME_MODULES)
+    assert {"edgeasc.runtime.predict", "edgeasc.cli.device", "edgeasc.cli.train", "edgeasc.runtime.microphone"} \
+        <= set(RUNTIME_MODULES)
     code = ("import importlib, sys\n"
             f"for m in {RUNTIME_MODULES!r}: importlib.import_module(m)\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'onnxscript'))\n"

@@ -74,7 +74,8 @@ def test_pruned_run_hits_target_and_writes_everything(data, tmp_path):
 
 
 def test_lr_schedule_at_every_phase_boundary():
-    from edgeasc.train_config import TrainConfig, lr_at
+    from edgeasc.train.config import TrainConfig
+    from edgeasc.train.schedule import lr_at
 
     cfg = TrainConfig(lr=1e-3, lr_hold=5, lr_decay_end=15, lr_final=1e-6, epochs=20)
     assert [lr_at(cfg, e) for e in (0, 4)] == [1e-3, 1e-3]  # held
@@ -224,14 +225,15 @@ def test_bad_input(data, tmp_path):
 
 
 def test_out_of_memory_is_one_clear_error(data, tmp_path, monkeypatch):
-    import edgeasc.train as train_module
+    import edgeasc.train.loop as loop
+    import edgeasc.train.run as train_module
     from edgeasc.errors import EdgeascError
-    from edgeasc.train_config import resolve_train_config
+    from edgeasc.train.config import resolve_train_config
 
     def oom(*args, **kwargs):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
 
-    monkeypatch.setattr(train_module, "mixup_cross_entropy", oom)
+    monkeypatch.setattr(loop, "mixup_cross_entropy", oom)
     cfg = resolve_train_config(dict(dataset=str(data / "scenes"), preset="demo", width=4, seconds=1.0,
                                     batch_size=4, prune_ratio=0.2, epochs=1, cache_dir=str(data / "cache"),
                                     feature_workers=1, out=str(tmp_path / "oom")))

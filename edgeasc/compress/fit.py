@@ -33,7 +33,7 @@ _BASE = ModelConfig(rho=3, width=128)
 
 def rules_limits(rules: str, seconds: float) -> tuple[int, int]:
     """(parameters, MACs per clip) the rules allow at FIT_PRECISION for clips of `seconds`."""
-    from edgeasc.export.report import RULES
+    from edgeasc.compress.rules import RULES
 
     if rules not in FIT_RULES:
         raise ConfigError(f"--fit must be one of {', '.join(FIT_RULES)} (the rule sets that cap all parameters and "

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from edgeasc.console import err
+from edgeasc.console import err, progress_bar
 from edgeasc.data.dcase import Clip, Dataset, DatasetError
+from edgeasc.data.workers import chunks, default_workers, imap
 from edgeasc.io import (
     atomic_write_json,
     make_folder,
@@ -29,7 +30,6 @@ from edgeasc.io import (
     remove_partials,
     write_error,
 )
-from edgeasc.parallel import chunks, default_workers, imap, progress_bar
 from edgeasc.runtime.audio import AudioError, fit_length, load, truncation
 from edgeasc.runtime.features import FeatureParams, perceptual_mel
 

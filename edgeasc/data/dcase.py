@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeasc.errors import EdgeascError
+from edgeasc.runtime.audio import AUDIO_SUFFIXES
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 DCASE20_1B_LABELS = ("indoor", "outdoor", "transportation")
 # scene-city-location-segment[-subsegment]-device.wav, e.g. airport-barcelona-0-0-a.wav, bus-lyon-1-12-s2.wav,
 # and TAU 2022's 1-s pieces airport-lisbon-1000-40000-3-a.wav

@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from edgeasc.console import progress_bar
 from edgeasc.data.synth_sources import SOURCES, band, rms_normalise
+from edgeasc.data.workers import default_workers, imap
 from edgeasc.errors import EdgeascError
 from edgeasc.io import (
     atomic_write_text,
@@ -30,7 +32,6 @@ from edgeasc.io import (
     remove_empty_folders,
     write_error,
 )
-from edgeasc.parallel import default_workers, imap, progress_bar
 
 SAMPLE_RATE = 48_000
 SCENES = ("airport", "bus", "metro", "metro_station", "park", "public_square", "shopping_mall",

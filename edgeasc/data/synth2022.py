@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeasc.console import progress_bar
 from edgeasc.data.dcase import TRAIN_SUBSETS
 from edgeasc.data.synth import (
     CITIES,
@@ -35,8 +36,8 @@ from edgeasc.data.synth import (
     write_table,
 )
 from edgeasc.data.synth_sources import SOURCES, band, rms_normalise, shaped_noise
+from edgeasc.data.workers import default_workers, imap
 from edgeasc.io import make_folder
-from edgeasc.parallel import default_workers, imap, progress_bar
 
 SAMPLE_RATE = 44_100
 SUBSEGMENTS = 10               # 1-s pieces per 10-s recording

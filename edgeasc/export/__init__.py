@@ -1,2 +1,8 @@
 """Export: fold a trained network into its deployed form, write a verified single-file ONNX
-with everything `predict` needs in its metadata, and report its size against a budget."""
+with everything `predict` needs in its metadata (onnx.py, pipeline.py), pack pruned weights
+(sparse.py), quantise to int8 (quantize.py), and report its size against a budget and a
+challenge's rules (report.py).
+
+May import: train (checkpoints, the torch frontend), compress, models, data, runtime and the
+base (errors, io, console). Never cli.
+"""

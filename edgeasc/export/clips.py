@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeasc.errors import EdgeascError
+from edgeasc.train.checkpoint import run_cache_root
 
 CALIBRATION_CLIPS = 64
 
@@ -33,11 +34,6 @@ def run_split(ckpt: dict) -> int | None:
     """The TAU 2022 train subset (--split N) the run trained on: its own dataset opens with it,
     so the feature cache is the run's and calibration draws from the clips it trained on."""
     return (ckpt.get("train_config") or {}).get("split")
-
-
-def run_cache_root(ckpt: dict) -> Path | None:
-    cfg = ckpt.get("train_config") or {}
-    return Path(cfg["cache_dir"]) if cfg.get("cache_dir") else None
 
 
 def normalized(ckpt: dict, features: np.ndarray) -> np.ndarray:

@@ -87,7 +87,7 @@ class WaveformClassifier(nn.Module):
 
     def __init__(self, model: nn.Module, params, mean, std) -> None:
         super().__init__()
-        from edgeasc.features_torch import PerceptualMel
+        from edgeasc.train.frontend import PerceptualMel
 
         self.frontend = PerceptualMel(params)
         self.model = model

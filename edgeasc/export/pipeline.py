@@ -11,7 +11,6 @@ import onnx
 import torch
 
 from edgeasc import __version__
-from edgeasc.checkpoint import load_checkpoint, model_from_checkpoint
 from edgeasc.errors import ConfigError, EdgeascError
 from edgeasc.export.clips import cached_evaluate_clips, spread
 from edgeasc.export.fold import WaveformClassifier, fold_model, max_abs_difference
@@ -28,6 +27,7 @@ from edgeasc.export.sparse import MODES, pack_weights
 from edgeasc.io import atomic_write_group
 from edgeasc.models.complexity import analyse, count_nonzero, count_params
 from edgeasc.runtime.features import FeatureParams, perceptual_mel
+from edgeasc.train.checkpoint import load_checkpoint, model_from_checkpoint
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FOLD_TOLERANCE = 1e-4  # of the logit scale: float32 noise through ~20 folded layers reaches ~1e-5 on networks

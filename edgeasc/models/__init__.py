@@ -1,7 +1,12 @@
-"""The CP-ResNet model zoo.
+"""The model zoo: network families as data (ModelConfig, the block plan, presets), their
+torch-free arithmetic (parameters, MACs, receptive field, channel groups and plans) and the
+torch builders and layers.
 
 `ModelConfig`, presets and the receptive-field maths are torch-free; the torch modules
 (`build_model`, layers, complexity) are imported lazily on first use.
+
+May import: runtime (the frontend's parameters, for input shapes) and the base (errors, io,
+console). Not data: a network does not know which dataset feeds it.
 """
 
 from edgeasc.models.config import VARIANTS, ModelConfig

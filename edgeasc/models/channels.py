@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from edgeasc.models.blocks import STAGE1_POOL_AFTER, kernel_sizes
+
 if TYPE_CHECKING:  # pragma: no cover
     from edgeasc.models.config import ModelConfig
 
@@ -51,8 +53,6 @@ class ConvLayer:
 
 def dense_blocks(config: ModelConfig) -> list[list[dict]]:
     """Per stage, the blocks with their dense widths and the groups their channels belong to."""
-    from edgeasc.models.config import STAGE1_POOL_AFTER, kernel_sizes
-
     k1s, k2s = kernel_sizes(config.rho)
     stages, channels, stream = [], config.width, "stem"
     for s, (n_blocks, out_c) in enumerate(zip(config.blocks_per_stage, config.stage_widths, strict=True)):

@@ -1,8 +1,8 @@
 """ModelConfig: one dataclass that describes every network of the paper (torch-free).
 
-The block plan (kernel sizes from rho, depth restriction, max-pool positions) lives
-here so that the torch builder, the receptive-field calculator and config validation
-all read the same definition (docs/method.md §2).
+The block plan it reads (kernel sizes from rho, depth restriction, max-pool positions) is in
+models/blocks.py, so that the torch builder, the receptive-field calculator, the channel
+groups and config validation all read the same definition (docs/method.md §2).
 """
 
 from __future__ import annotations
@@ -11,11 +11,16 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from edgeasc.errors import ConfigError
+from edgeasc.models.blocks import (  # noqa: F401  (re-exported: the block plan)
+    BLOCKS_PER_STAGE,
+    STAGE1_POOL_AFTER,
+    BlockSpec,
+    kernel_sizes,
+    parse_depth_restriction,
+)
+from edgeasc.models.channels import channel_groups, dense_blocks, last_stream, widths
 
 VARIANTS = ("cp-resnet", "damped", "decomposed", "damped-decomposed")
-BLOCKS_PER_STAGE = 4
-# 1-based indices of the stage-1 blocks followed by a 2x2 max-pool.
-STAGE1_POOL_AFTER = (1, 2, 4)
 
 
 @dataclass(frozen=True)
@@ -60,8 +65,6 @@ class ModelConfig:
             object.__setattr__(self, "channels", self._check_plan(self.channels))
 
     def _check_plan(self, plan: Any) -> tuple[tuple[str, int], ...]:
-        from edgeasc.models.channels import channel_groups
-
         if isinstance(plan, dict):
             plan = plan.items()
         try:
@@ -142,8 +145,6 @@ class ModelConfig:
     def stage_plan(self) -> list[list[BlockSpec]]:
         """The blocks of each stage (empty stages included as empty lists), at the widths of
         the channel plan."""
-        from edgeasc.models.channels import dense_blocks, widths
-
         w = widths(self)
         plan: list[list[BlockSpec]] = []
         for stage in dense_blocks(self):
@@ -161,14 +162,10 @@ class ModelConfig:
 
     @property
     def head_in_channels(self) -> int:
-        from edgeasc.models.channels import last_stream, widths
-
         return widths(self)[last_stream(self)]
 
     @property
     def stem_channels(self) -> int:
-        from edgeasc.models.channels import widths
-
         return widths(self)["stem"]
 
     @property
@@ -176,49 +173,5 @@ class ModelConfig:
         return sum(self.blocks_per_stage)
 
 
-@dataclass(frozen=True)
-class BlockSpec:
-    in_channels: int
-    out_channels: int
-    k1: int
-    k2: int
-    pool_after: bool
-    name: str = ""
-    mid_channels: int | None = None       # conv1 out = conv2 in (default: out_channels)
-    projection: bool | None = None        # 1x1 shortcut (default: when in != out)
-    decomposed: tuple[tuple[int, int], ...] = ()  # (reduce, spatial) widths of conv1, conv2[, shortcut]
-
-
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
-
-
-def parse_depth_restriction(text: str) -> tuple[int, int, int]:
-    parts = [p.strip() for p in str(text).split(",")]
-    try:
-        values = tuple(int(p) for p in parts)
-    except ValueError:
-        raise ConfigError(f"depth restriction must be three integers in 0..4 like '0,1,4', got {text!r}") from None
-    if len(values) != 3 or not all(0 <= v <= BLOCKS_PER_STAGE for v in values):
-        raise ConfigError(f"depth restriction must be three integers in 0..4 like '0,1,4', got {text!r}")
-    return values  # type: ignore[return-value]
-
-
-def kernel_sizes(rho: int) -> tuple[list[list[int]], list[list[int]]]:
-    """(k1, k2) per stage and block, from rho (docs/method.md §2, e = rho - 7)."""
-    e = rho - 7
-
-    def grow(cond: bool) -> int:  # a 1x1 kernel that becomes 3x3 once rho is large enough
-        return 3 if cond else 1
-
-    k1 = [
-        [3, grow(not -e > 6), grow(not -e > 4), grow(not -e > 2)],
-        [grow(not -e > 0), grow(e > 1), grow(e > 3), grow(e > 5)],
-        [grow(e > 7), grow(e > 9), grow(e > 11), grow(e > 13)],
-    ]
-    k2 = [
-        [1, grow(not -e > 5), grow(not -e > 3), grow(not -e > 1)],
-        [grow(e > 0), grow(e > 2), grow(e > 4), grow(e > 6)],
-        [grow(e > 8), grow(e > 10), grow(e > 12), grow(e > 14)],
-    ]
-    return k1, k2

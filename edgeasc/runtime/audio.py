@@ -21,6 +21,8 @@ import soxr
 from edgeasc.errors import EdgeascError
 
 MAX_CHANNELS = 2
+# the files a folder of recordings is searched for (predict, dataset layouts)
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
 
 class AudioError(EdgeascError):

@@ -21,9 +21,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from edgeasc.data.dcase import AUDIO_SUFFIXES
 from edgeasc.errors import ConfigError, EdgeascError
 from edgeasc.runtime import audio
+from edgeasc.runtime.audio import AUDIO_SUFFIXES
 from edgeasc.runtime.deployed import DeployedModel
 from edgeasc.runtime.features import perceptual_mel
 

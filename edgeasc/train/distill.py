@@ -28,15 +28,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgeasc.checkpoint import (
+from edgeasc.data.cache import FeatureCache
+from edgeasc.errors import ConfigError
+from edgeasc.io import atomic_write, make_folder
+from edgeasc.train.checkpoint import (
     CheckpointError,
     find_checkpoint,
     load_checkpoint,
     model_from_checkpoint,
 )
-from edgeasc.data.cache import FeatureCache
-from edgeasc.errors import ConfigError
-from edgeasc.io import atomic_write, make_folder
 
 KD_TARGETS = ("cached", "online")
 DEFAULT_WEIGHT = 0.5

@@ -1,5 +1,6 @@
-"""The training loop: Adam + the paper's LR schedule, mixup, time roll, magnitude pruning to a
-target, evaluation every epoch, atomic checkpoints and exact resume, DDP under torchrun.
+"""A training run: its directory (lock, refusals, --force and --resume), the data and the
+network it starts from, the loop over epochs (loop.py) and what it leaves behind (final and
+SWA checkpoints, summary, plots). DDP under torchrun: rank 0 holds the run directory.
 
 Everything random derives from (seed, epoch, step, rank), so a run killed at any moment and
 resumed from its last completed epoch ends exactly where an uninterrupted run would (CPU).
@@ -7,61 +8,38 @@ resumed from its last completed epoch ends exactly where an uninterrupted run wo
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler
 
-from edgeasc.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from edgeasc.compress.gate import GatePruner
-from edgeasc.compress.pruning import Pruner
-from edgeasc.compress.structured import ChannelPruner
 from edgeasc.console import err, out
 from edgeasc.data.cache import FeatureCache, extract_features
 from edgeasc.data.dcase import open_dataset
-from edgeasc.data.loader import (
-    CachedFeatures,
-    freq_mixstyle,
-    mix,
-    mixup_cross_entropy,
-    mixup_plan,
-    parse_freq_mixstyle,
-)
-from edgeasc.distill import (
-    DEFAULT_TEMPERATURE,
-    DEFAULT_WEIGHT,
-    Teacher,
-    distillation_loss,
-    ensemble_logits,
-    load_teachers,
-    online_logits,
-    soft_targets,
-)
-from edgeasc.distributed import Dist, average_buffers, is_oom, resolve_device, state_digest
 from edgeasc.errors import ConfigError, EdgeascError
-from edgeasc.evaluate import evaluate
 from edgeasc.io import (
     FolderLock,
     atomic_write_json,
-    atomic_write_text,
     make_folder,
     missing_folders,
     remove_empty_folders,
 )
 from edgeasc.models import ModelConfig, build_model
 from edgeasc.models.channels import channel_groups, complexity
-from edgeasc.models.complexity import count_nonzero, count_params
+from edgeasc.models.complexity import count_nonzero
 from edgeasc.models.presets import resolve_model
 from edgeasc.runtime.features import FeatureParams
-from edgeasc.swa import WeightAverage, reestimate_batchnorm
-from edgeasc.train_config import TrainConfig, explicit_network, lr_at
+from edgeasc.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from edgeasc.train.config import TrainConfig, explicit_network
+from edgeasc.train.distill import Teacher, ensemble_logits, load_teachers
+from edgeasc.train.distributed import Dist, resolve_device, state_digest
+from edgeasc.train.evaluate import evaluate
+from edgeasc.train.loop import Loop, epoch_line, run_epoch
+from edgeasc.train.schedule import channel_pruner_for, magnitude_pruning
+from edgeasc.train.swa import WeightAverage, reestimate_batchnorm
 
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint-last.pt", "model-final.pt", "summary.json",
              "curves.png", "nonzero.png", "confusion.png", "confusion-eval.png", "devices.png", "devices-eval.png",
@@ -115,10 +93,6 @@ def check_run_dir(run_dir: Path, resume: bool, force: bool, existed: bool = True
 
 class TrainingInterrupted(EdgeascError):
     exit_code = 130
-
-
-class TrainingDiverged(EdgeascError):
-    exit_code = 1
 
 
 def train(cfg: TrainConfig, resume: bool = False, force: bool = False, progress: bool = True) -> dict:
@@ -197,43 +171,8 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
 
     torch.manual_seed(cfg.seed)
     model = build_model(model_config).to(device)
-    channel_pruner = _channel_pruner(cfg, model_config.dense, n_frames, fit_plan)
-    explicit = cfg.prune_target is not None or cfg.prune_ratio is not None
-    # a preset's magnitude target describes its dense network: it does not apply after channel pruning
-    target = cfg.prune_target if explicit or channel_pruner else preset_target
-    magnitude_start = cfg.prune_epochs if channel_pruner else 0
-    if channel_pruner and target is not None and cfg.epochs <= 2 * cfg.prune_epochs:
-        raise ConfigError(f"channel pruning ramps over --prune-epochs {cfg.prune_epochs}, then magnitude pruning over "
-                          f"as many again, reaching its target at the start of epoch {2 * cfg.prune_epochs + 1}: "
-                          f"that needs --epochs > {2 * cfg.prune_epochs}, not {cfg.epochs}")
-    if channel_pruner and target is not None and cfg.params_target is not None and target > cfg.params_target:
-        raise ConfigError(f"--prune-target {target:,} is above --params-target {cfg.params_target:,}: nothing left "
-                          "for magnitude pruning to do")
-
-    ramp_epochs = cfg.prune_epochs
-    if not channel_pruner and (target is not None or cfg.prune_ratio is not None) and cfg.epochs <= cfg.prune_epochs:
-        # the ramp reaches its target at the start of epoch prune_epochs + 1: finish it by the last epoch instead
-        ramp_epochs = cfg.epochs - 1
-
-    def make_pruner(model):
-        try:
-            if cfg.prune_method == "gate":
-                pruner = GatePruner(model, target, schedule=cfg.prune_schedule, epochs=ramp_epochs,
-                                    start=magnitude_start)
-            else:
-                pruner = Pruner(model, target=target, ratio=cfg.prune_ratio, schedule=cfg.prune_schedule,
-                                epochs=ramp_epochs, monotone=cfg.prune_monotone, start=magnitude_start)
-            if ramp_epochs != cfg.prune_epochs and dist.main:
-                err.print(f"edgeasc: note: --epochs {cfg.epochs} ends before the pruning ramp of --prune-epochs "
-                          f"{cfg.prune_epochs}: pruning ramps over {ramp_epochs} epoch(s) instead, so that the "
-                          "target is reached in the last epoch", markup=False, soft_wrap=True)
-            return pruner
-        except ConfigError as exc:
-            if explicit:
-                raise
-            raise ConfigError(f"preset {cfg.preset!r} prunes to {target:,} parameters, which does not fit the "
-                              f"modified network: {exc}; give --prune-target or --prune-ratio") from None
-
+    channel_pruner = channel_pruner_for(cfg, model_config.dense, n_frames, fit_plan)
+    target, magnitude_start, make_pruner = magnitude_pruning(cfg, preset_target, channel_pruner, dist.main)
     wants_magnitude = target is not None or cfg.prune_ratio is not None
     pruner = make_pruner(model) if wants_magnitude and not channel_pruner else None
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=0.0)
@@ -280,7 +219,7 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
     t_run, first_epoch = time.perf_counter(), start_epoch
     try:
         for epoch in range(start_epoch, cfg.epochs):
-            _epoch(loop, epoch, progress)
+            run_epoch(loop, epoch, progress)
             if dist.main and epoch == first_epoch:
                 # with the first checkpoint of this invocation, not before: a run that fails or is killed
                 # earlier leaves the folder as it was (with --force: the previous run, intact), and a
@@ -292,7 +231,7 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
             if dist.main and progress:
                 done = epoch + 1 - first_epoch
                 left = (time.perf_counter() - t_run) / done * (cfg.epochs - epoch - 1)
-                out.print(_epoch_line(history[-1], cfg.epochs) + (f"  ETA {_clock(left)}" if left else ""))
+                out.print(epoch_line(history[-1], cfg.epochs) + (f"  ETA {_clock(left)}" if left else ""))
         payload_common["model_config"] = loop.model.config.to_dict()
         return _finish(cfg, dist, run_dir, loop, config_record)
     except KeyboardInterrupt:
@@ -307,204 +246,6 @@ def _clock(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     h, m = divmod(m, 60)
     return f"{h}:{m:02d}:{s:02d}"
-
-
-def _diverged(what: str, epoch: int, run_dir: Path, done: int) -> TrainingDiverged:
-    kept = f"the checkpoint of epoch {done} is kept in {run_dir}" if done else "no checkpoint was written"
-    return TrainingDiverged(f"training diverged: {what} in epoch {epoch + 1}; {kept} (lower --lr, then --resume, "
-                            "or --force to start over)")
-
-
-@dataclass
-class Loop:
-    """What every epoch reads, and what channel pruning replaces (model, optimizer, net)."""
-
-    cfg: TrainConfig
-    dist: Dist
-    device: torch.device
-    run_dir: Path
-    cache: FeatureCache
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    pruner: Pruner | None
-    channel_pruner: ChannelPruner | None
-    make_pruner: Callable[[torch.nn.Module], Pruner]
-    wants_magnitude: bool
-    magnitude_start: int
-    history: list[dict]
-    payload_common: dict
-    swa: WeightAverage | None = None
-    teachers: list[Teacher] = field(default_factory=list)
-    teacher_logits: np.ndarray | None = None   # cached targets: the ensemble's logits per training clip
-
-    def __post_init__(self) -> None:
-        self.net = self.wrap(self.model)
-        self.train_data = CachedFeatures(self.cache, "train", train=True, roll=self.cfg.roll, seed=self.cfg.seed,
-                                         targets=self.teacher_logits)
-        self.kd_weight = DEFAULT_WEIGHT if self.cfg.kd_weight is None else float(self.cfg.kd_weight)
-        self.kd_temperature = DEFAULT_TEMPERATURE if self.cfg.kd_temperature is None else float(self.cfg.kd_temperature)
-        self.student_norm = (torch.from_numpy(self.cache.mean[0]).unsqueeze(0), torch.from_numpy(self.cache.std[0]).unsqueeze(0))
-        self.per_rank = self.cfg.batch_size // self.dist.world
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cfg.amp)
-        self.n_frames = int(self.cache.manifest["frames"])
-
-    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        if self.dist.world > 1:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        return model
-
-
-def _epoch(loop: Loop, epoch: int, progress: bool) -> None:
-    """One epoch: prune, train, evaluate, checkpoint."""
-    cfg, dist = loop.cfg, loop.dist
-    t_epoch = time.perf_counter()
-    removed = 0
-    if loop.channel_pruner is not None and epoch <= cfg.prune_epochs:
-        loop.model, loop.optimizer, removed, _ = loop.channel_pruner.step(loop.model, epoch, loop.optimizer)
-        if removed:
-            if cfg.channels_last:
-                loop.model = loop.model.to(memory_format=torch.channels_last)
-            loop.net = loop.wrap(loop.model)
-    if loop.wants_magnitude and loop.pruner is None and epoch >= loop.magnitude_start:
-        loop.pruner = loop.make_pruner(loop.model)
-    lr = lr_at(cfg, epoch)
-    for group in loop.optimizer.param_groups:
-        group["lr"] = lr
-    prune_seconds, pruned = 0.0, 0
-    if loop.pruner is not None:
-        t0 = time.perf_counter()
-        pruned = loop.pruner.update(epoch)
-        prune_seconds = time.perf_counter() - t0
-    t_train = time.perf_counter()
-    loss_sum = _train_steps(loop, epoch, progress)
-    train_seconds = time.perf_counter() - t_train
-    model = loop.model
-    if dist.world > 1:
-        torch.distributed.all_reduce(loss_sum)
-        average_buffers(model, dist.world)
-    result = evaluate(model, loop.cache, device=str(loop.device), rank=dist.rank, world=dist.world,
-                      channels_last=cfg.channels_last)
-    if not (math.isfinite(result.loss) and all(bool(torch.isfinite(p).all()) for p in model.parameters())):
-        raise _diverged("the weights became non-finite", epoch, loop.run_dir, len(loop.history))
-    best = min((h["eval_loss"] for h in loop.history), default=math.inf)
-    loop.history.append({
-        "epoch": epoch + 1, "lr": lr, "train_loss": float(loss_sum[0] / loss_sum[1]),
-        "eval_loss": result.loss, "eval_accuracy": result.accuracy, "per_class": result.per_class,
-        "per_device": result.per_device, "nonzero_params": count_nonzero(model), "pruned": pruned,
-        "params": count_params(model), "macs": complexity(model.config, loop.n_frames)[1],
-        "channels_removed": removed, "prune_seconds": round(prune_seconds, 4),
-        "train_clips_per_s": float(loss_sum[1]) / train_seconds, "seconds": round(time.perf_counter() - t_epoch, 3)})
-    if loop.swa is not None and loop.swa.due(epoch + 1):
-        loop.swa.update(model, epoch + 1)
-    if dist.main:
-        save_checkpoint(loop.run_dir / "checkpoint-last.pt", {  # the resume point first
-            **loop.payload_common, "model_config": model.config.to_dict(), "kind": "last",
-            "model": model.state_dict(), "epoch": epoch + 1, "optimizer": loop.optimizer.state_dict(),
-            "pruner": loop.pruner.state_dict() if loop.pruner else None, "history": loop.history,
-            "swa": loop.swa.state_dict() if loop.swa is not None else None})
-        if result.loss < best:  # the authors' trainer kept the best-by-evaluate-loss model too
-            save_checkpoint(loop.run_dir / "model-best.pt", {
-                **loop.payload_common, "model_config": model.config.to_dict(), "kind": "best",
-                "model": model.state_dict(), "epoch": epoch + 1, "history": loop.history,
-                "pruner": loop.pruner.state_dict() if loop.pruner else None})
-        atomic_write_text(loop.run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in loop.history))
-
-
-def _train_steps(loop: Loop, epoch: int, progress: bool) -> torch.Tensor:
-    """The optimisation steps of one epoch; returns (sum of loss × clips, clips) on this rank.
-    Stops at the first non-finite loss, on every rank at once."""
-    cfg, dist, device = loop.cfg, loop.dist, loop.device
-    data = loop.train_data
-    data.set_epoch(epoch)
-    # One permutation per epoch for any number of processes: DistributedSampler draws
-    # randperm(seed + epoch) and deals it out rank by rank, so at every step the ranks' batches
-    # together are exactly the batch a single process takes at that step.
-    seed = cfg.seed * 100_003
-    if dist.world > 1:
-        sampler = DistributedSampler(data, dist.world, dist.rank, shuffle=True, seed=seed)
-        sampler.set_epoch(epoch)
-    else:
-        sampler = RandomSampler(data, generator=torch.Generator().manual_seed(seed + epoch))
-    loader = DataLoader(data, batch_size=loop.per_rank, sampler=sampler, num_workers=cfg.workers,
-                        drop_last=len(data) >= 2 * cfg.batch_size)
-    loop.net.train()
-    style = parse_freq_mixstyle(cfg.freq_mixstyle)
-    loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
-    with _epoch_bar(f"epoch {epoch + 1}/{cfg.epochs}", len(loader) * loop.per_rank * dist.world,
-                    progress and dist.main) as advance:
-        for step, batch in enumerate(loader):
-            batch = [t.to(device, non_blocking=True) for t in batch]
-            n = len(batch[1])
-            parts = min(cfg.accumulate, n)
-            loop.optimizer.zero_grad(set_to_none=True)
-            step_loss = torch.zeros((), dtype=torch.float64, device=device)
-            try:
-                for part in range(parts):
-                    # Part p of rank r holds the batch positions a process of its own would hold as
-                    # rank r + world·p (the sampler deals clips out round-robin), and draws that
-                    # rank's augmentation: N processes and N parts take the same steps.
-                    micro = [t[part::parts] for t in batch]
-                    last = part == parts - 1
-                    sync = last or dist.world == 1
-                    with (contextlib.nullcontext() if sync else loop.net.no_sync()):
-                        loss = _part_loss(loop, micro, [cfg.seed, epoch, step, dist.rank + dist.world * part], style)
-                        loop.scaler.scale(loss * (len(micro[1]) / n)).backward()
-                    step_loss += loss.detach().double() * len(micro[1])
-                loop.scaler.step(loop.optimizer)
-                loop.scaler.update()
-            except RuntimeError as exc:  # torch.OutOfMemoryError is one too
-                if is_oom(exc):
-                    raise EdgeascError(f"out of memory at batch size {cfg.batch_size} on {device}: try --accumulate "
-                                       f"{2 * cfg.accumulate} (the same steps in smaller parts) or --batch-size "
-                                       f"{max(1, cfg.batch_size // 2)}") from None
-                raise
-            bad = (~torch.isfinite(step_loss)).double()
-            if dist.world > 1:  # every rank stops together, or the others wait forever in the next all-reduce
-                torch.distributed.all_reduce(bad)
-            if bad.item():
-                raise _diverged(f"the loss is {float(step_loss / n):g} at step {step + 1}", epoch, loop.run_dir,
-                                len(loop.history))
-            loss_sum += torch.stack([step_loss, torch.tensor(n, device=device).double()])
-            advance(n * dist.world)
-    return loss_sum
-
-
-def _part_loss(loop: Loop, batch: list[torch.Tensor], key: list[int], style) -> torch.Tensor:
-    """The mean loss of one part of a batch, augmented from its own random streams (`key`)."""
-    cfg, device = loop.cfg, loop.device
-    x, y = batch[0], batch[1]
-    if cfg.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    if style is not None:  # its own stream: runs without it draw exactly what they drew before
-        x = freq_mixstyle(x, np.random.default_rng([*key, 1]), *style)
-    lam, perm = mixup_plan(len(y), np.random.default_rng(key), cfg.mixup_alpha)
-    x, y_a, y_b, lam = mix(x, lam, perm), y, y[perm.to(device)], lam.to(device)
-    targets = None
-    if loop.teachers:  # cached: mixed like the inputs; online: the teachers see this very batch
-        logits_t = (batch[2] if loop.teacher_logits is not None else
-                    online_logits(loop.teachers, x.float(), *loop.student_norm))
-        targets = soft_targets(logits_t, loop.kd_temperature)
-        if loop.teacher_logits is not None:
-            targets = mix(targets, lam, perm)
-    with torch.autocast(device.type, dtype=torch.float16, enabled=cfg.amp):
-        logits = loop.net(x).float()
-    loss = mixup_cross_entropy(logits, y_a, y_b, lam)
-    if targets is not None:
-        loss = distillation_loss(logits, loss, targets, loop.kd_weight, loop.kd_temperature)
-    return loss
-
-
-def _channel_pruner(cfg: TrainConfig, dense_config, n_frames: int, fit_plan=None) -> ChannelPruner | None:
-    macs_target, params_target = ((fit_plan.macs_target, fit_plan.params_target) if fit_plan is not None
-                                  else (cfg.macs_target, cfg.params_target))
-    if macs_target is None and params_target is None:
-        return None
-    if cfg.epochs <= cfg.prune_epochs:  # the budget is reached at the start of epoch prune_epochs + 1
-        raise ConfigError(f"channel pruning reaches its budget at the start of epoch {cfg.prune_epochs + 1} "
-                          f"(--prune-epochs {cfg.prune_epochs}): give --epochs > {cfg.prune_epochs}, not {cfg.epochs}")
-    return ChannelPruner(dense_config, n_frames, macs_target, params_target, cfg.prune_schedule,
-                         cfg.prune_epochs, cfg.channel_importance, cfg.channel_multiple)
 
 
 def _teachers(cfg: TrainConfig, cache: FeatureCache, ckpt: dict | None, run_dir: Path) -> list[Teacher]:
@@ -592,7 +333,7 @@ def _finish(cfg: TrainConfig, dist: Dist, run_dir: Path, loop: Loop, config_reco
                                                       "model": model.state_dict(), "epoch": len(history),
                                                       "history": history, "summary": summary})
         atomic_write_json(run_dir / "summary.json", summary)
-        from edgeasc.plots import plot_confusion, plot_curves, plot_devices, plot_nonzero
+        from edgeasc.train.plots import plot_confusion, plot_curves, plot_devices, plot_nonzero
 
         plot_curves(history, run_dir / "curves.png")
         plot_nonzero(history, summary["prune_target"], run_dir / "nonzero.png")
@@ -601,18 +342,3 @@ def _finish(cfg: TrainConfig, dist: Dist, run_dir: Path, loop: Loop, config_reco
         plot_devices(final_eval.to_dict(), run_dir / "devices.png", "evaluate accuracy per device")
     dist.barrier()  # ranks leave together: tearing down gloo while rank 0 still writes aborts the others
     return summary
-
-
-def _epoch_line(r: dict, epochs: int) -> str:
-    return (f"epoch {r['epoch']:>3}/{epochs}  lr {r['lr']:.2e}  train loss {r['train_loss']:.4f}  "
-            f"eval loss {r['eval_loss']:.4f}  acc {100 * r['eval_accuracy']:5.1f} %  "
-            f"non-zero {r['nonzero_params']:,}  MACs {r['macs'] / 1e6:.1f} M  {r['train_clips_per_s']:.1f} clips/s  {r['seconds']:.1f} s")
-
-
-def _epoch_bar(description: str, total: int, enabled: bool):
-    from edgeasc.console import err
-    from edgeasc.parallel import progress_bar
-
-    # a per-epoch bar only makes sense live; logs get the per-epoch line instead
-    return progress_bar(description, total, unit="clips", enabled=enabled and err.is_terminal, transient=True)
-

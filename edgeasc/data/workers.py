@@ -1,4 +1,4 @@
-"""Run a function over many items in worker processes, with a rich progress bar.
+"""Run a function over many items in worker processes (feature extraction, synthesis).
 
 Workers are spawned (not forked: the parent may hold torch/OpenMP threads) with BLAS
 limited to one thread each, so N workers use N cores. Results arrive as they finish.
@@ -11,20 +11,8 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from typing import Any
 
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-
-from edgeasc.console import err
 from edgeasc.errors import EdgeascError
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -32,29 +20,6 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-
-
-@contextmanager
-def progress_bar(description: str, total: int, unit: str = "clips", enabled: bool = True,
-                 transient: bool = False):
-    """A progress bar on stderr showing items/s and the ETA; yields an `advance(n)` function."""
-    if not enabled:
-        yield lambda n=1: None
-        return
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TaskProgressColumn(), TextColumn("{task.fields[rate]}"),
-                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                        console=err, transient=transient)
-    with progress:
-        task = progress.add_task(description, total=total, rate="")
-
-        def advance(n: int = 1) -> None:
-            progress.advance(task, n)
-            speed = progress.tasks[0].speed
-            if speed:
-                progress.update(task, rate=f"{speed:.1f} {unit}/s")
-
-        yield advance
 
 
 def imap(fn: Callable[[Any], Any], items: Sequence[Any] | Iterable[Any], workers: int,

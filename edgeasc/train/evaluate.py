@@ -1,4 +1,5 @@
-"""Evaluation: loss, accuracy, per-class and per-device accuracy, confusion matrix.
+"""Evaluation: loss, accuracy, per-class and per-device accuracy, confusion matrix; and a
+finished run's model evaluated on a dataset (`edgeasc eval`) or described (`edgeasc info RUN`).
 
 Counts are sums, so a sharded evaluation over several processes is reduced exactly with
 one all-reduce (no padded duplicates, unlike DistributedSampler).
@@ -7,13 +8,22 @@ one all-reduce (no padded duplicates, unlike DistributedSampler).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from edgeasc.data.cache import FeatureCache
+from edgeasc.data.cache import FeatureCache, extract_features
+from edgeasc.data.dcase import open_dataset
 from edgeasc.data.loader import CachedFeatures
+from edgeasc.runtime.features import FeatureParams
+from edgeasc.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    run_cache_root,
+)
 
 
 @dataclass
@@ -92,3 +102,61 @@ def evaluate(model: torch.nn.Module, cache: FeatureCache, split: str = "evaluate
                       seen_devices=seen, unseen_devices=unseen,
                       seen_accuracy=float(np.mean([per_device[d] for d in seen])) if seen else None,
                       unseen_accuracy=float(np.mean([per_device[d] for d in unseen])) if unseen else None)
+
+
+def evaluate_run(run: Path, dataset_dir: Path | None = None, cache_dir: Path | None = None,
+                 device: str = "auto", progress: bool = True) -> dict:
+    ckpt = load_checkpoint(run)
+    model = model_from_checkpoint(ckpt)
+    data = Path(dataset_dir) if dataset_dir else None
+    if data is None:
+        cfg = ckpt.get("train_config") or {}
+        if cfg.get("dataset"):
+            data = Path(cfg["dataset"])
+        else:
+            from edgeasc.data.cache import cache_root
+            from edgeasc.data.synth import default_dataset
+
+            data = default_dataset(Path(cfg["cache_dir"]) if cfg.get("cache_dir") else cache_root(), progress)
+    # the run's own train subset (TAU 2022 --split) when evaluating on its own dataset
+    split = (ckpt.get("train_config") or {}).get("split") if dataset_dir is None else None
+    dataset = open_dataset(data, split=split)
+    if dataset.labels != ckpt["labels"]:
+        raise CheckpointError(f"{data}: classes {dataset.labels} differ from the model's {ckpt['labels']}")
+    params = FeatureParams(**ckpt["feature_params"])
+    # the run's own cache root by default: evaluating what it trained on reuses its features
+    root = Path(cache_dir) if cache_dir else run_cache_root(ckpt)
+    cache, _ = extract_features(dataset, params, channels=ckpt["channels"], root=root, progress=progress)
+    # normalise with the statistics the model was trained with, not this dataset's
+    cache.manifest = {**cache.manifest, "normalization": ckpt["normalization"]}
+    dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    # seen = the devices of the model's own training data, whatever dataset it is evaluated on
+    result = evaluate(model.to(dev), cache, device=dev, seen_devices=ckpt.get("devices")).to_dict()
+    run_dir = Path(ckpt["path"]).parent
+    png = run_dir / "confusion-eval.png"
+    from edgeasc.train.plots import plot_confusion, plot_devices
+
+    plot_confusion(result["confusion"], ckpt["labels"], png, f"accuracy {100 * result['accuracy']:.1f} %")
+    devices_png = run_dir / "devices-eval.png"
+    if not plot_devices(result, devices_png, f"accuracy per device on {dataset.root.name}"):
+        devices_png.unlink(missing_ok=True)  # a plot of another dataset would mislead
+    return {**result, "labels": ckpt["labels"], "checkpoint": ckpt["path"], "dataset": str(dataset.root),
+            "confusion_png": str(png), "devices_png": str(devices_png) if devices_png.exists() else None}
+
+
+def describe_checkpoint(path: Path, seconds: float | None = None) -> tuple[dict, object]:
+    """Complexity of a trained model (non-zeros counted from its weights), its labels and metrics."""
+    from edgeasc.models.complexity import analyse
+
+    ckpt = load_checkpoint(path)
+    model = model_from_checkpoint(ckpt)
+    if seconds is None:  # the clip length the run was trained on
+        seconds = float(ckpt["feature_params"].get("clip_seconds", 10.0))
+    stats = analyse(model, seconds=seconds)
+    extra = {"checkpoint": ckpt["path"], "kind": ckpt.get("kind"), "labels": ckpt["labels"],
+             "epoch": ckpt["epoch"], "summary": ckpt.get("summary"),
+             "last_metrics": (ckpt.get("history") or [None])[-1], "feature_params": ckpt["feature_params"],
+             "teachers": ckpt.get("teachers"), "fit": ckpt.get("fit"),
+             "kd": {k: (ckpt.get("train_config") or {}).get(k) for k in ("kd_weight", "kd_temperature", "kd_targets")}
+             if ckpt.get("teachers") else None}
+    return extra, stats

@@ -87,3 +87,9 @@ def model_from_checkpoint(ckpt: dict):
             raise CheckpointError(f"{ckpt.get('path')}: pruning mask {name!r} does not fit the model")
         conv.weight_mask = mask.to(conv.weight.dtype)
     return model.eval()
+
+
+def run_cache_root(ckpt: dict) -> Path | None:
+    """The feature-cache root a run trained with (`--cache-dir`), None for the default."""
+    cfg = ckpt.get("train_config") or {}
+    return Path(cfg["cache_dir"]) if cfg.get("cache_dir") else None

@@ -86,7 +86,7 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Latency, throughput, real-time factor and memory of exported models under onnxruntime."""
-    from edgeasc.parallel import progress_bar
+    from edgeasc.console import progress_bar
     from edgeasc.runtime.bench import bench_models, end_to_end
 
     counts = parse_threads(threads)
@@ -165,8 +165,8 @@ def predict(
     csv_out: Path | None = typer.Option(None, "--csv", help="Also write one row per window and per file here."),
 ) -> None:
     """Classify recordings, torch-free, with only what the ONNX file carries."""
+    from edgeasc.console import progress_bar
     from edgeasc.io import atomic_write_text
-    from edgeasc.parallel import progress_bar
     from edgeasc.runtime.audio import truncation
     from edgeasc.runtime.deployed import load_model
     from edgeasc.runtime.predict import expand_inputs, predict_files
@@ -324,12 +324,3 @@ def listen(
     median = f"; median latency {sorted(latencies)[len(latencies) // 2]:.1f} ms per window" if latencies else ""
     err.print(f"edgeasc: {stopped}: {windows} windows over {last_end:.1f} s of {name}"
               + (f" ({common})" if common else "") + median, markup=False, soft_wrap=True)
-
-
-def register(app: typer.Typer) -> None:
-    app.command()(bench)
-    app.command()(predict)
-    app.command()(listen)
-
-
-

@@ -15,6 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+import typer
+
+from edgeasc.cli.extras import require_torch
 from edgeasc.console import out
 
 
@@ -25,8 +28,8 @@ def run_demo(workdir: Path, workers: int | None = None) -> dict:
     from edgeasc.models import PRESETS
     from edgeasc.models.complexity import analyse
     from edgeasc.runtime.features import FeatureParams
-    from edgeasc.train import train
-    from edgeasc.train_config import DEMO_DEFAULTS, resolve_train_config
+    from edgeasc.train.config import DEMO_DEFAULTS, resolve_train_config
+    from edgeasc.train.run import train
 
     workdir.mkdir(parents=True, exist_ok=True)
     results: dict = {}
@@ -71,8 +74,8 @@ def run_demo(workdir: Path, workers: int | None = None) -> dict:
     results["export"] = {k: exported[k] for k in ("onnx", "bytes")}
 
     out.rule("[bold]5. bench[/bold]: the exported model under onnxruntime, each thread count in a fresh process")
+    from edgeasc.cli.device import render_bench, render_predictions
     from edgeasc.runtime.bench import bench_models
-    from edgeasc.runtime.cli import render_bench, render_predictions
 
     threads = tuple(t for t in (1, 2) if t <= (os.cpu_count() or 1))  # a thread per core, at most
     bench = bench_models([exported["onnx"]], threads=threads, runs=30, warmup=5)
@@ -123,3 +126,12 @@ def _one_per_class(clips, n_classes: int, per_class: int = 1):
     for label in range(n_classes):
         picked += [c for c in clips if c.label == label][:per_class]
     return picked
+
+
+def demo(
+    workdir: Path = typer.Option(Path(".edgeasc-cache/demo"), help="Where the demo writes its files."),
+    workers: int | None = typer.Option(None, help="Worker processes for data (default: all cores)."),
+) -> None:
+    """Run the quickstart pipeline on built-in synthetic data."""
+    require_torch("`edgeasc demo`")
+    run_demo(workdir, workers)

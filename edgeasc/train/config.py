@@ -191,7 +191,7 @@ def _resolve_fit(given: dict[str, Any], base: dict[str, Any]) -> None:
 
 
 def _resolve_teachers(values: dict[str, Any]) -> None:
-    from edgeasc.distill import check_kd_options
+    from edgeasc.train.distill import check_kd_options
 
     teachers = values.get("teachers") or ()
     if isinstance(teachers, str | Path):
@@ -206,12 +206,3 @@ def explicit_network(cfg: TrainConfig) -> bool:
     """Whether the user named a network (a preset or any architecture flag)."""
     return cfg.preset is not None or any(getattr(cfg, k) is not None for k in (
         "variant", "rho", "width", "depth_restriction", "decomp_factor", "damping_floor", "damp_stem"))
-
-
-def lr_at(cfg: TrainConfig, epoch: int) -> float:
-    """The paper's schedule: lr for epochs < hold, linear to 0 at decay_end, then lr_final."""
-    if epoch < cfg.lr_hold:
-        return cfg.lr
-    if epoch < cfg.lr_decay_end:
-        return cfg.lr * (1.0 - (epoch - cfg.lr_hold) / (cfg.lr_decay_end - cfg.lr_hold))
-    return cfg.lr_final
