@@ -2,8 +2,8 @@
 torch-free: decode + resample (audio.py), the numpy frontend (or the graph's own, for models
 exported --with-frontend), normalisation from the metadata, onnxruntime.
 
-Files are read block by block (memory: one block and one window, whatever the length; the
-samples equal the whole-file path's exactly). Recordings longer than the window are
+Files, and a WAV stream on stdin, are read block by block (memory: one block and one window,
+whatever the length; the samples equal the whole-file path's exactly at the model's rate). Recordings longer than the window are
 classified in sliding windows (default: the model's
 clip length, no overlap); what the hops leave at the end gets one more window aligned to the
 end of the recording (so no window is padded), unless it is shorter than one STFT hop. The file's result is the mean of its windows' class probabilities. A
@@ -13,9 +13,11 @@ recording shorter than the window is zero-padded, as the training clips were.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -23,7 +25,7 @@ import soxr
 
 from edgeasc.errors import ConfigError, EdgeascError
 from edgeasc.runtime import audio
-from edgeasc.runtime.audio import AUDIO_SUFFIXES
+from edgeasc.runtime.audio import AUDIO_SUFFIXES, AudioError
 from edgeasc.runtime.deployed import DeployedModel
 from edgeasc.runtime.features import perceptual_mel
 
@@ -106,8 +108,8 @@ MAX_WINDOWS = 100_000  # per recording: a 10-s hop over a day, or one frame's ho
 def recording_windows(model: DeployedModel, path: str | Path, window: float | None = None,
                       hop: float | None = None) -> tuple[np.ndarray, list[int], int, float]:
     """A recording decoded whole at the model's rate, its window starts (samples), the window
-    length (samples) and the duration (s). `predict` streams files instead (stream_windows);
-    this whole-file path reads stdin and is the reference the streaming one is tested against."""
+    length (samples) and the duration (s). `predict` streams files (stream_windows) and stdin
+    (PipedRecording) instead; this whole-file path is the reference they are tested against."""
     x, sr = audio.load(path, sample_rate=model.feature_params.sample_rate, channels=model.channels)
     starts, n_window = plan_windows(model, path, x.shape[-1], window, hop)
     return x, starts, n_window, x.shape[-1] / sr
@@ -117,13 +119,24 @@ def plan_windows(model: DeployedModel, path: str | Path, n: int, window: float |
                  hop: float | None = None) -> tuple[list[int], int]:
     """(window starts, window length) in samples at the model's rate over `n` samples."""
     params = model.feature_params
-    window = model.clip_seconds if window is None else window
-    hop = window if hop is None else hop
-    n_window, n_hop = params.n_samples(window), max(1, params.n_samples(hop))
-    if (n - n_window) / n_hop > MAX_WINDOWS:
+    n_window, n_hop = window_lengths(model, window, hop)
+    if too_many_windows(n, n_window, n_hop):
+        hop = (model.clip_seconds if window is None else window) if hop is None else hop
         raise ConfigError(f"{path}: --hop {hop:g} s cuts this {n / params.sample_rate:.0f}-s recording into more "
                           f"than {MAX_WINDOWS:,} windows; use a longer hop")
     return window_starts(n, n_window, n_hop, params.hop_length), n_window
+
+
+def window_lengths(model: DeployedModel, window: float | None = None, hop: float | None = None) -> tuple[int, int]:
+    """(window, hop) in samples at the model's rate."""
+    params = model.feature_params
+    window = model.clip_seconds if window is None else window
+    hop = window if hop is None else hop
+    return params.n_samples(window), max(1, params.n_samples(hop))
+
+
+def too_many_windows(n: int, n_window: int, n_hop: int) -> bool:
+    return (n - n_window) / n_hop > MAX_WINDOWS
 
 
 BLOCK_FRAMES = 1 << 16  # decoded per read: 1.4 s at 48 kHz
@@ -201,6 +214,119 @@ def stream_windows(model: DeployedModel, path: str | Path, window: float | None 
     return StreamedRecording(path, sr, model.channels, starts, n_window, n_total, n_total / sr)
 
 
+class _Tap:
+    """A stream that remembers the last 8 bytes read from it: once stream.read_wav_header has
+    stopped at the audio, they are the data chunk's header, whose declared size it does not
+    return (a second WAV parser is not wanted; the declared size is)."""
+
+    def __init__(self, stream: BinaryIO):
+        self.stream, self.last = stream, b""
+
+    def read(self, n: int) -> bytes:
+        data = self.stream.read(n)
+        self.last = (self.last + data)[-8:]
+        return data
+
+
+class _Limited:
+    """At most `left` bytes of a stream: a WAV's declared data size, so that chunks after the
+    audio (LIST, id3) are not decoded as samples, as soundfile does not decode them either."""
+
+    def __init__(self, stream: BinaryIO, left: int):
+        self.stream, self.left = stream, left
+
+    def read(self, n: int) -> bytes:
+        data = self.stream.read(min(n, self.left)) if self.left > 0 else b""
+        self.left -= len(data)
+        return data
+
+
+@dataclass
+class PipedRecording:
+    """One WAV recording read from a pipe (`predict -`), block by block with the parser and
+    streaming resampler of `listen`, its windows cut as they complete. The length, and so the
+    last, end-aligned window, is only known at the end of the stream; so the samples kept are
+    those from the next hop's window on, and at least the last window's worth (the end-aligned
+    window is within them): memory is one block plus one window, whatever the length. The
+    windows, their starts and `seconds` are the whole-file path's (recording_windows) on the
+    same bytes."""
+    model: DeployedModel
+    stream: BinaryIO
+    window: float | None = None
+    hop: float | None = None
+    name: str = "stdin"
+    starts: list[int] = field(default_factory=list)  # grows as windows are cut
+    n_total: int = 0                                  # samples at the model's rate, once read
+    seconds: float = 0.0
+
+    def windows(self) -> Iterator[np.ndarray]:
+        """(channels, n_window) float32 windows in start order; `starts` holds the start of each
+        one yielded, and `seconds` is set once the stream has ended."""
+        from edgeasc.runtime import stream as streaming  # stream.py imports this module
+
+        sr, channels = self.model.feature_params.sample_rate, self.model.channels
+        n_window, n_hop = window_lengths(self.model, self.window, self.hop)
+        tap = _Tap(self.stream)
+        fmt, body = streaming.open_stream(tap, None, self.name)
+        declared = int.from_bytes(tap.last[4:8], "little")
+        if 0 < declared < 0xFFFFFFFF:  # 0 and 0xFFFFFFFF: a stream written live, of unknown length
+            body = _Limited(body, declared)
+        resampler = None if fmt.rate == sr else soxr.ResampleStream(fmt.rate, sr, fmt.channels,
+                                                                    dtype="float32", quality="HQ")
+        buf = np.zeros((channels, 0), np.float32)
+        buf_start, frames, produced, overflow = 0, 0, 0, False
+        blocks = streaming.read_blocks(body, fmt, BLOCK_FRAMES)
+        last = False
+        while not last:
+            try:
+                block = next(blocks, None)
+            except AudioError as exc:  # the stream's decoder does not name the stream
+                raise AudioError(f"{self.name}: {exc}") from None
+            last = block is None
+            if block is not None:
+                frames += block.shape[-1]
+                # resampled on the file's channels, then mixed: the order the whole-file path takes
+                y = block.T if resampler is None else resampler.resample_chunk(np.ascontiguousarray(block.T))
+            elif resampler is not None and frames:
+                y = resampler.resample_chunk(np.zeros((0, fmt.channels), np.float32), last=True)
+            else:
+                y = np.zeros((0, fmt.channels), np.float32)
+            y = audio.select_channels(np.ascontiguousarray(y.T), channels, self.name)
+            buf = np.concatenate([buf, y], axis=1) if buf.shape[-1] else y
+            produced += y.shape[-1]
+            if last:
+                if frames == 0:
+                    raise AudioError(f"{self.name}: the clip has no samples")
+                # exactly the whole-file length: ceil(frames · rate / stream rate)
+                self.n_total = frames if resampler is None else math.ceil(frames * sr / fmt.rate)
+                buf = audio.fit_length(buf, self.n_total - buf_start)
+                self.seconds = self.n_total / sr
+                # raises on too many windows, with the whole-file path's message
+                final, _ = plan_windows(self.model, "-", self.n_total, self.window, self.hop)
+                if final[:len(self.starts)] != self.starts or any(s < buf_start for s in final[len(self.starts):]):
+                    raise EdgeascError(f"{self.name}: internal error: streamed windows do not match the plan")
+                for start in final[len(self.starts):]:
+                    self.starts.append(start)
+                    yield audio.fit_length(buf[:, start - buf_start:start - buf_start + n_window], n_window)
+                return
+            # the windows of the hop grid complete before the end is known: each one is in any plan
+            # that is at least as long (window_starts keeps every grid start s with s + window <= n)
+            while not overflow:
+                start = len(self.starts) * n_hop
+                if start + n_window > produced:
+                    break
+                if too_many_windows(start + n_window, n_window, n_hop):
+                    overflow = True  # read on to the end for the length the refusal names
+                    break
+                self.starts.append(start)
+                yield np.ascontiguousarray(buf[:, start - buf_start:start - buf_start + n_window])
+            # keep the next grid window's samples and the last window's (it may end the recording)
+            keep = max(buf_start, min(len(self.starts) * n_hop, produced - n_window))
+            if overflow:
+                keep = max(buf_start, produced - n_window)
+            buf, buf_start = buf[:, keep - buf_start:], keep
+
+
 def model_inputs(model: DeployedModel, path: str | Path, window: float | None = None, hop: float | None = None
                  ) -> tuple[np.ndarray, list[float], float]:
     """The model inputs of every window of one recording: (inputs, window starts in s, duration in s)."""
@@ -249,30 +375,38 @@ def default_batch(model: DeployedModel, window: float | None = None) -> int:
 def predict_files(model: DeployedModel, paths: Sequence[str | Path], window: float | None = None,
                   hop: float | None = None, batch_size: int | None = None, progress=None) -> Iterator[Prediction]:
     """Predictions in input order. Windows are cut and classified `batch_size` at a time
-    (default: default_batch(model)) (windows
-    of consecutive files share batches), so memory holds one decoded recording and one batch,
-    whatever the hop. A file that cannot be read, or on which the model outputs a non-finite
-    number, yields a Prediction with `error` set."""
+    (default: default_batch(model)) (windows of consecutive files share batches), so memory
+    holds one batch, one read block and one window, whatever the hop and the length: files are
+    read block by block (stream_windows), "-" (stdin, a WAV stream) likewise (PipedRecording).
+    An input that cannot be read, that runs out of memory, or on which the model outputs a
+    non-finite number yields a Prediction with `error` set; the others are classified."""
     model.require_metadata("predict")
     check_windows(model, window, hop)
     batch_size = default_batch(model, window) if batch_size is None else batch_size
     if not 1 <= batch_size <= 4096:
         raise ConfigError(f"--batch must be between 1 and 4096, got {batch_size}")
     window_s = model.clip_seconds if window is None else window
-    waiting: list[tuple[Prediction, list[np.ndarray]]] = []  # in input order, with the logits so far
+    sr = model.feature_params.sample_rate
+    # in input order: the prediction, its logits so far, and whether all its windows are cut
+    waiting: list[tuple[Prediction, list[np.ndarray], list[bool]]] = []
     batch: list[np.ndarray] = []
-    owners: list[list[np.ndarray]] = []
+    owners: list[tuple[Prediction, list[np.ndarray]]] = []
 
     def run_batch() -> None:
-        logits = model.run(np.stack(batch).astype(np.float32, copy=False))
-        for rows, row in zip(owners, logits, strict=True):
-            rows.append(row)
+        try:
+            logits = model.run(np.stack(batch).astype(np.float32, copy=False))
+        except MemoryError:  # the batch's inputs lose it, not the run
+            for prediction in {id(p): p for p, _ in owners}.values():
+                prediction.error = prediction.error or f"{prediction.path}: out of memory while classifying"
+        else:
+            for (_, rows), row in zip(owners, logits, strict=True):
+                rows.append(row)
         batch.clear()
         owners.clear()
 
     def finished() -> Iterator[Prediction]:
-        while waiting and (waiting[0][0].error or len(waiting[0][1]) == len(waiting[0][0].starts)):
-            prediction, rows = waiting.pop(0)
+        while waiting and (waiting[0][0].error or (waiting[0][2][0] and len(waiting[0][1]) == len(waiting[0][0].starts))):
+            prediction, rows, _ = waiting.pop(0)
             if not prediction.error:
                 logits = np.asarray(rows, dtype=np.float64)
                 if not np.isfinite(logits).all():
@@ -284,23 +418,31 @@ def predict_files(model: DeployedModel, paths: Sequence[str | Path], window: flo
     for path in paths:
         prediction = Prediction(str(path), model.labels, window_seconds=window_s)
         rows: list[np.ndarray] = []
-        waiting.append((prediction, rows))
+        done = [False]
+        waiting.append((prediction, rows, done))
         try:
-            if str(path) == "-":  # stdin is read whole: there is no header to plan from
-                x, starts, n_window, prediction.seconds = recording_windows(model, path, window, hop)
-                pieces: Iterator[np.ndarray] = (audio.fit_length(x[:, s:s + n_window], n_window) for s in starts)
+            if str(path) == "-":
+                recording: PipedRecording | StreamedRecording = PipedRecording(
+                    model, sys.stdin.buffer, window, hop)
             else:
                 recording = stream_windows(model, path, window, hop)
-                starts, prediction.seconds, pieces = recording.starts, recording.seconds, recording.windows()
-            prediction.starts = [s / model.feature_params.sample_rate for s in starts]
-            for piece in pieces:
+            for piece in recording.windows():
                 batch.append(model_input(model, piece))
-                owners.append(rows)
+                owners.append((prediction, rows))
                 if len(batch) == batch_size:
                     run_batch()
                     yield from finished()
+            prediction.starts = [s / sr for s in recording.starts]
+            prediction.seconds = recording.seconds
+            done[0] = True
         except EdgeascError as exc:  # unreadable, or a bad block mid-file: its windows so far are dropped
             prediction.error = str(exc)
+        except MemoryError:  # one input too big for this machine: the others still get their results
+            prediction.error = f"{path}: out of memory"
+        if prediction.error:  # its windows still waiting in the batch are not classified
+            keep = [i for i, (owner, _) in enumerate(owners) if owner is not prediction]
+            batch[:] = [batch[i] for i in keep]
+            owners[:] = [owners[i] for i in keep]
         if progress is not None:
             progress(1)
         yield from finished()
