@@ -154,7 +154,8 @@ def render_bench(result: dict) -> None:
 def predict(
     model: Path = typer.Argument(..., help="An .onnx file written by `edgeasc export`."),
     audio_files: list[Path] = typer.Argument(..., help="WAV/FLAC/OGG recordings (any rate, mono or stereo), "
-                                             "folders (searched for them), or '-' for one on stdin."),
+                                             "folders (searched for them), or '-' for a WAV stream on stdin "
+                                             "(16/24/32-bit PCM or 32-bit float, read as it comes)."),
     top_k: int = typer.Option(1, "--top-k", help="Classes to show per file."),
     window: float | None = typer.Option(None, help="Window seconds (default: the model's clip length)."),
     hop: float | None = typer.Option(None, help="Hop between windows in seconds (default: the window)."),

@@ -432,6 +432,8 @@ def predict_files(model: DeployedModel, paths: Sequence[str | Path], window: flo
                 if len(batch) == batch_size:
                     run_batch()
                     yield from finished()
+                if prediction.error:  # out of memory in a batch: the rest of this input is not read
+                    break
             prediction.starts = [s / sr for s in recording.starts]
             prediction.seconds = recording.seconds
             done[0] = True
