@@ -25,9 +25,10 @@ import soxr
 
 from edgeasc.errors import ConfigError, EdgeascError
 from edgeasc.runtime import audio
+from edgeasc.runtime import stream as streaming
 from edgeasc.runtime.audio import AUDIO_SUFFIXES, AudioError
 from edgeasc.runtime.deployed import DeployedModel
-from edgeasc.runtime.features import perceptual_mel
+from edgeasc.runtime.inputs import model_input, softmax
 
 
 @dataclass
@@ -94,12 +95,6 @@ def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
         else:
             found.append(path)
     return found
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 MAX_WINDOWS = 100_000  # per recording: a 10-s hop over a day, or one frame's hop over 40 minutes
@@ -262,8 +257,6 @@ class PipedRecording:
     def windows(self) -> Iterator[np.ndarray]:
         """(channels, n_window) float32 windows in start order; `starts` holds the start of each
         one yielded, and `seconds` is set once the stream has ended."""
-        from edgeasc.runtime import stream as streaming  # stream.py imports this module
-
         sr, channels = self.model.feature_params.sample_rate, self.model.channels
         n_window, n_hop = window_lengths(self.model, self.window, self.hop)
         tap = _Tap(self.stream)
@@ -338,12 +331,6 @@ def model_inputs(model: DeployedModel, path: str | Path, window: float | None = 
 
 def _window(model: DeployedModel, x: np.ndarray, start: int, n_window: int) -> np.ndarray:
     return model_input(model, audio.fit_length(x[:, start:start + n_window], n_window))
-
-
-def model_input(model: DeployedModel, piece: np.ndarray) -> np.ndarray:
-    """What the graph takes for one window of samples: the samples themselves (a --with-frontend
-    model), else the normalised numpy frontend's features."""
-    return piece if model.takes_waveform else model.normalize(perceptual_mel(piece, model.feature_params))
 
 
 def check_windows(model: DeployedModel, window: float | None, hop: float | None) -> None:

@@ -22,7 +22,7 @@ import soxr
 from edgeasc.errors import ConfigError
 from edgeasc.runtime.audio import AudioError, select_channels
 from edgeasc.runtime.deployed import DeployedModel
-from edgeasc.runtime.predict import model_input, softmax
+from edgeasc.runtime.inputs import model_input, softmax
 
 BLOCK_SECONDS = 0.1
 RAW_FORMATS = {"S16_LE": ("<i2", 32768.0), "S32_LE": ("<i4", 2147483648.0), "F32_LE": ("<f4", 1.0)}
