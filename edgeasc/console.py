@@ -1,4 +1,13 @@
-"""Shared rich output helpers: results to stdout, progress bars and messages to stderr."""
+"""Shared rich output helpers: results to stdout, progress bars and messages to stderr.
+
+Strings from outside (labels in a model's metadata, dataset labels, file names, the messages
+that quote them) reach the terminal only as text: `safe()` shows every control character and
+Unicode bidi control as an escape (an OSC sequence cannot retitle the terminal, `\r` cannot
+overwrite a line, U+202E cannot reverse what follows), and the consoles never read rich
+markup (`[bold]` in a label prints as those characters). Our own styles are `Text` objects.
+The consoles also escape whatever control character a caller forgot to pass through `safe()`
+(the last line of defence); JSON output is exact (json.dumps escapes these itself).
+"""
 
 from __future__ import annotations
 
@@ -18,12 +27,59 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.segment import Segment
+from rich.table import Table as _RichTable
+from rich.text import Text
+
+# C0 controls, DEL, C1 controls, the Unicode bidi embeddings/overrides/isolates and marks, and
+# the line/paragraph separators: each shown as its Python escape.
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_ESCAPES = {c: _NAMED.get(chr(c), f"\\x{c:02x}") for c in (*range(0x20), *range(0x7F, 0xA0))}
+_ESCAPES.update({ord(ch): f"\\u{ord(ch):04x}" for ch in
+                 "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029"})
+# rich's own line breaks are the one control character its segments may carry
+_SEGMENT_ESCAPES = {k: v for k, v in _ESCAPES.items() if k != ord("\n")}
+
+
+def safe(text: object) -> str:
+    """`text` as a string a terminal shows as it is: control characters and bidi controls
+    escaped (`\\x1b`, `\\r`, `\\u202e`). Plain text comes back unchanged."""
+    return str(text).translate(_ESCAPES)
+
+
+class SafeConsole(Console):
+    """A rich Console that never interprets markup in strings and escapes any control
+    character in the text it writes (rich's own styles and cursor moves are untouched)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(markup=False, highlight=False, emoji=False, **kwargs)
+
+    def _render_buffer(self, buffer):  # the one place every printed segment passes through
+        return super()._render_buffer(
+            segment if segment.control else Segment(segment.text.translate(_SEGMENT_ESCAPES), segment.style)
+            for segment in buffer)
+
+
+class Table(_RichTable):
+    """rich's Table with every string cell, title and caption passed through safe()."""
+
+    def __init__(self, *columns: Any, title: Any = None, caption: Any = None, **kwargs: Any) -> None:
+        super().__init__(*columns, title=safe(title) if isinstance(title, str) else title,
+                         caption=safe(caption) if isinstance(caption, str) else caption, **kwargs)
+
+    def add_row(self, *renderables: Any, **kwargs: Any) -> None:
+        super().add_row(*(safe(r) if isinstance(r, str) else r for r in renderables), **kwargs)
+
+
+def styled(text: str, style: str) -> Text:
+    """Our own emphasis (a verdict, a heading), as rich Text: no markup is parsed anywhere."""
+    return Text(safe(text), style=style)
 
 # Piped output (logs, CI, `| less`) gets 160 columns instead of rich's 80 so that
 # tables are not squeezed; a terminal or $COLUMNS still decides when present.
 _width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
-out = Console(highlight=False, width=_width)
-err = Console(stderr=True, highlight=False)
+out = SafeConsole(width=_width)
+err = SafeConsole(stderr=True)
 
 
 def print_json(obj: Any) -> None:
@@ -54,7 +110,7 @@ def progress_bar(description: str, total: int, unit: str = "clips", enabled: boo
     if not enabled:
         yield lambda n=1: None
         return
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+    progress = Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
                         TaskProgressColumn(), TextColumn("{task.fields[rate]}"),
                         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                         console=err, transient=transient)

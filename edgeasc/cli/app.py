@@ -8,7 +8,7 @@ import sys
 import typer
 
 from edgeasc import __version__
-from edgeasc.console import err, out
+from edgeasc.console import err, out, safe
 from edgeasc.errors import EdgeascError
 
 try:  # recent typer releases ship their own copy of click
@@ -78,13 +78,13 @@ def main(argv: list[str] | None = None) -> None:
         if not e.format_message():  # bare `edgeasc`: the help was shown, nothing to add
             sys.exit(e.exit_code)
         where = e.ctx.command_path if e.ctx else "edgeasc"
-        err.print(f"{where}: error: {e.format_message()}", markup=False, soft_wrap=True)
+        err.print(safe(f"{where}: error: {e.format_message()}"), soft_wrap=True)
         sys.exit(2)
     except ClickException as e:
-        err.print(f"edgeasc: error: {e.format_message()}", markup=False, soft_wrap=True)
+        err.print(safe(f"edgeasc: error: {e.format_message()}"), soft_wrap=True)
         sys.exit(e.exit_code)
     except EdgeascError as e:
-        err.print(f"edgeasc: error: {e}", markup=False, soft_wrap=True)
+        err.print(safe(f"edgeasc: error: {e}"), soft_wrap=True)
         sys.exit(e.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         rv = 130
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         from edgeasc.io import os_reason
 
         where = f"{e.filename}: " if e.filename else ""
-        err.print(f"edgeasc: error: {where}{os_reason(e)}", markup=False, soft_wrap=True)
+        err.print(safe(f"edgeasc: error: {where}{os_reason(e)}"), soft_wrap=True)
         sys.exit(1)
     except MemoryError:
         err.print("edgeasc: error: not enough memory for this request (a model or recording far larger than "

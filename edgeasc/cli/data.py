@@ -6,9 +6,8 @@ from pathlib import Path
 
 import typer
 from rich import box
-from rich.table import Table
 
-from edgeasc.console import out, print_json
+from edgeasc.console import Table, out, print_json
 from edgeasc.errors import ConfigError
 
 

@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 
 import typer
+from rich.text import Text
 
 from edgeasc.cli.extras import require_torch
-from edgeasc.console import out
+from edgeasc.console import out, safe
 
 
 def run_demo(workdir: Path, workers: int | None = None) -> dict:
@@ -34,7 +35,7 @@ def run_demo(workdir: Path, workers: int | None = None) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     results: dict = {}
 
-    out.rule("[bold]1. synthesise[/bold] a DCASE'20 task 1b style dataset")
+    out.rule(Text.assemble(("1. synthesise", "bold"), " a DCASE'20 task 1b style dataset"))
     t0 = time.perf_counter()
     data_dir = default_dataset(workdir)
     dataset = open_dataset(data_dir)
@@ -44,14 +45,14 @@ def run_demo(workdir: Path, workers: int | None = None) -> dict:
               f"({time.perf_counter() - t0:.1f} s)")
     results["dataset"] = s
 
-    out.rule("[bold]2. features[/bold]: perceptual log-mel, cached once")
+    out.rule(Text.assemble(("2. features", "bold"), ": perceptual log-mel, cached once"))
     cache, extracted = extract_features(dataset, FeatureParams(), workers=workers, root=workdir)
     e = cache.manifest["extraction"]
     out.print(f"{'extracted' if extracted else 'reused'} {e['clips']} clips → "
               f"train {cache.features('train').shape}, evaluate {cache.features('evaluate').shape} "
               f"({e['clips'] / e['seconds']:.1f} clips/s when extracted)")
 
-    out.rule("[bold]3. train[/bold] the demo network, pruned to its target")
+    out.rule(Text.assemble(("3. train", "bold"), " the demo network, pruned to its target"))
     cfg = resolve_train_config({**DEMO_DEFAULTS, "dataset": str(data_dir), "cache_dir": str(workdir),
                                 "out": str(workdir / "run"), "feature_workers": workers})
     t0 = time.perf_counter()
@@ -62,7 +63,7 @@ def run_demo(workdir: Path, workers: int | None = None) -> dict:
               f"{time.perf_counter() - t0:.0f} s → {workdir / 'run'}")
     results["train"] = summary
 
-    out.rule("[bold]4. export[/bold]: folded, float16, verified ONNX checked against the 500KB budget")
+    out.rule(Text.assemble(("4. export", "bold"), ": folded, float16, verified ONNX checked against the 500KB budget"))
     from edgeasc.export.pipeline import export_checkpoint
 
     exported = export_checkpoint(workdir / "run", workdir / "run" / "model.onnx", precision="fp16",
@@ -73,7 +74,7 @@ def run_demo(workdir: Path, workers: int | None = None) -> dict:
               f"max |Δ logit| {v['max_abs_logit_difference']:.1e}, top-1 agreement {100 * v['top1_agreement']:.0f} %")
     results["export"] = {k: exported[k] for k in ("onnx", "bytes")}
 
-    out.rule("[bold]5. bench[/bold]: the exported model under onnxruntime, each thread count in a fresh process")
+    out.rule(Text.assemble(("5. bench", "bold"), ": the exported model under onnxruntime, each thread count in a fresh process"))
     from edgeasc.cli.device import render_bench, render_predictions
     from edgeasc.runtime.bench import bench_models
 
@@ -82,7 +83,7 @@ def run_demo(workdir: Path, workers: int | None = None) -> dict:
     render_bench(bench)
     results["bench"] = bench
 
-    out.rule("[bold]6. predict[/bold]: evaluate recordings, with only what the ONNX file carries (no torch)")
+    out.rule(Text.assemble(("6. predict", "bold"), ": evaluate recordings, with only what the ONNX file carries (no torch)"))
     from edgeasc.runtime.deployed import load_model
     from edgeasc.runtime.predict import predict_files
 
@@ -94,7 +95,7 @@ def run_demo(workdir: Path, workers: int | None = None) -> dict:
               f"{', '.join(dataset.labels[c.label] for c in clips)})")
     results["predict"] = [p.to_dict() for p in predictions]
 
-    out.rule("[bold]7. models[/bold]: the paper's networks and the DCASE 2020 500 KB budget")
+    out.rule(Text.assemble(("7. models", "bold"), ": the paper's networks and the DCASE 2020 500 KB budget"))
     for name, preset in PRESETS.items():
         if not name.startswith("d20"):
             continue
@@ -103,8 +104,8 @@ def run_demo(workdir: Path, workers: int | None = None) -> dict:
         out.print(f"{name:<24} params {stats.params:>10,}  non-zero {stats.nonzero_params:>10,}  "
                   f"MACs/clip {stats.macs / 1e9:6.3f} G  float16 {stats.bytes['float16']:>10,} bytes ({fits})")
     results["next"] = next_command(exported["onnx"])
-    out.rule("[bold]next[/bold]: your own recording")
-    out.print(f"{results['next']}    [dim](WAV/FLAC/OGG, any rate, mono or stereo; --json for scripts)[/dim]",
+    out.rule(Text.assemble(("next", "bold"), ": your own recording"))
+    out.print(Text.assemble(safe(results["next"]), ("    (WAV/FLAC/OGG, any rate, mono or stereo; --json for scripts)", "dim")),
               soft_wrap=True)
     return results
 

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import typer
 from rich import box
-from rich.markup import escape
-from rich.table import Table
 
-from edgeasc.console import err, fmt_int, fmt_macs, out, print_json
+from edgeasc.console import Table, err, fmt_int, fmt_macs, out, print_json, safe, styled
 from edgeasc.errors import ConfigError
 
 
@@ -42,7 +40,7 @@ def info_onnx(path: Path, as_json: bool) -> None:
     table.add_column(justify="left")
     for io_kind in ("inputs", "outputs"):
         for t in d[io_kind]:
-            table.add_row(io_kind[:-1], escape(f"{t['name']} {t['type']} [{', '.join(map(str, t['shape']))}]"))
+            table.add_row(io_kind[:-1], f"{t['name']} {t['type']} [{', '.join(map(str, t['shape']))}]")
     if not d["edgeasc_export"]:
         out.print(table)
         out.print(f"not an edgeasc export (no edgeasc metadata; producer {d['producer'] or 'unknown'}): "
@@ -118,7 +116,7 @@ def render_end_to_end(result: dict) -> None:
     for r in result["results"]:
         ms = r["median_ms"]
         frontend = "in graph" if r["with_frontend"] else f"{ms['frontend']:.2f}"
-        table.add_row(escape(Path(r["model"]).name), f"{ms['decode']:.2f}", f"{ms['resample']:.2f}", frontend,
+        table.add_row(Path(r["model"]).name, f"{ms['decode']:.2f}", f"{ms['resample']:.2f}", frontend,
                       f"{ms['network']:.2f}", f"{ms['total']:.2f}", f"{r['total_over_network']:.2f}×")
     out.print(table)
     r = result["results"][0]
@@ -187,9 +185,9 @@ def predict(
                       transient=True) as advance:
         for p in predict_files(m, audio_files, window, hop, batch, progress=advance):
             if p.error:
-                err.print(f"edgeasc: error: {p.error}", markup=False, soft_wrap=True)
+                err.print(safe(f"edgeasc: error: {p.error}"), markup=False, soft_wrap=True)
             elif warning := truncation(p.path):
-                err.print(f"edgeasc: warning: {warning}", markup=False, soft_wrap=True)
+                err.print(safe(f"edgeasc: warning: {warning}"), markup=False, soft_wrap=True)
             results.append(p)
     if csv_out is not None:
         atomic_write_text(csv_out, predictions_csv(results))
@@ -226,7 +224,7 @@ def render_predictions(results, top_k: int) -> None:
         table.add_column(col, justify="left" if col in ("file", "prediction", "next") else "right")
     for p in results:
         if p.error:
-            table.add_row(p.path, "", "", "[red]error[/]", "")
+            table.add_row(p.path, "", "", styled("error", "red"), "")
             continue
         top = p.top(top_k)
         rest = [", ".join(f"{label} {100 * prob:.1f} %" for label, prob in top[1:])] if top_k > 1 else []
@@ -294,7 +292,7 @@ def listen(
                     "window_probabilities": [float(v) for v in w.probabilities], "latency_ms": round(w.latency_ms, 3)}
             sys.stdout.write(json.dumps(line) + "\n")
         else:
-            text = f"{w.start:9.1f} s  {label:<20} {100 * w.smoothed[best]:5.1f} %   {w.latency_ms:6.1f} ms"
+            text = f"{w.start:9.1f} s  {safe(label):<20} {100 * w.smoothed[best]:5.1f} %   {w.latency_ms:6.1f} ms"
             sys.stdout.write(("\r" + text + "\x1b[K") if live else text + "\n")  # K: clear the line's rest
         sys.stdout.flush()
 

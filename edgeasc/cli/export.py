@@ -6,10 +6,9 @@ from pathlib import Path
 
 import typer
 from rich import box
-from rich.table import Table
 
 from edgeasc.cli.extras import require_torch
-from edgeasc.console import err, fmt_int, fmt_macs, out, print_json
+from edgeasc.console import Table, err, fmt_int, fmt_macs, out, print_json, styled
 from edgeasc.errors import ConfigError
 
 
@@ -92,6 +91,6 @@ def _render_export(result: dict) -> None:
             table.add_row(f"accuracy fp32 → int8 ({q['evaluate_clips']} evaluate clips)",
                           f"{100 * q['accuracy_fp32']:.1f} % → {100 * q['accuracy_int8']:.1f} %")
     colour = "green" if r["verdict"] == "PASS" else "red"
-    table.add_row("verdict", f"[bold {colour}]{r['verdict']}[/]")
+    table.add_row("verdict", styled(r["verdict"], f"bold {colour}"))
     out.print(table)
     out.print(f"counted on {r['counted_on']}; report: {Path(result['onnx']).with_suffix('.size.md')}")

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import typer
 from rich import box
-from rich.table import Table
 
 from edgeasc.cli.extras import require_torch
-from edgeasc.console import fmt_int, fmt_macs, fmt_shape, out, print_json
+from edgeasc.console import Table, fmt_int, fmt_macs, fmt_shape, out, print_json
 
 
 def info(

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import typer
 from rich import box
-from rich.table import Table
 
 from edgeasc.cli.extras import require_torch
-from edgeasc.console import fmt_int, fmt_macs, out, print_json
+from edgeasc.console import Table, fmt_int, fmt_macs, out, print_json
 
 
 def train(
