@@ -56,20 +56,21 @@ class Session:
 
     def run(self, outputs, feeds):
         x = feeds["waveform"]
+        assert x.dtype == np.float32 and x.ndim == 3 and len(x) == 1  # what the graph takes
         self.seen.append(x[0].copy())
         if self.logits is not None:
             out = np.float32([self.logits])
-        else:
-            out = np.stack([x.sum(axis=(1, 2)), 10 * x[:, 0].mean(axis=-1), np.zeros(len(x))], axis=1)
+        else:  # float32, as onnxruntime returns it
+            out = np.stack([x.sum(axis=(1, 2)), 10 * x[:, 0].mean(axis=-1), np.zeros(len(x), np.float32)], axis=1)
         self.out.append(out[0])
         return [out]
 
 
-def fake_model(rate: int = 8000, channels: int = 1, clip: float = 1.0, logits=None, **meta) -> DeployedModel:
+def fake_model(rate: int = 8000, channels: int = 1, clip: float = 1.0, logits=None, **frontend) -> DeployedModel:
     params = {"sample_rate": rate, "n_fft": 256, "hop_length": 64, "n_mels": 16, "fmax": rate / 2,
-              "clip_seconds": clip}
+              "clip_seconds": clip, **frontend}
     metadata = {"labels": LABELS, "feature_params": params, "input": {"name": "waveform"},
-                "channels": channels, "clip_seconds": clip, **meta}
+                "channels": channels, "clip_seconds": clip}
     return DeployedModel(Path("fake.onnx"), Session(logits), metadata)
 
 
@@ -227,6 +228,7 @@ def test_windows_are_slices_of_the_resampled_stream_every_hop():
                                    for k, s in enumerate(seen))
     for k, w in enumerate(out):  # the softmax of the model's output, in float64; then the last two's mean
         z = np.float64(model.session.out[k])
+        assert w.probabilities.dtype == np.float64 and model.session.out[k].dtype == np.float32
         assert np.array_equal(w.probabilities, np.exp(z - z.max()) / np.exp(z - z.max()).sum())
         assert np.array_equal(w.smoothed, np.mean([v.probabilities for v in out[max(0, k - 1):k + 1]], axis=0))
     assert len(set(map(tuple, model.session.out))) == 3 and out[1].smoothed.tolist() != out[1].probabilities.tolist()
@@ -302,3 +304,38 @@ def test_a_model_that_outputs_nan_is_stopped_with_the_streams_time():
     model = fake_model(8000, logits=[0.0, float("inf"), 1.0])
     with pytest.raises(AudioError, match=r"non-finite value \(NaN or inf\) at 0.00 s$"):
         stream.StreamClassifier(model).push(np.zeros((1, 8000), np.float32))
+
+
+def test_listens_defaults_one_window_smoothing_a_probed_header_and_blocks_of_a_tenth_of_a_second():
+    x = (0.2 * np.sin(np.arange(20000) / 3) * np.linspace(0, 1, 20000)).astype("<f4")
+    raw = stream.raw_format(8000, 1, "F32_LE")
+    out = list(stream.listen(fake_model(8000), io.BytesIO(x.tobytes()), raw))
+    assert len(out) == 2 and out[0].probabilities.tolist() != out[1].probabilities.tolist()
+    assert all(np.array_equal(w.smoothed, w.probabilities) for w in out)  # smooth=1
+    assert stream.StreamClassifier(fake_model(8000)).recent.maxlen == 1
+    # raw PCM given, header not declined: a WAV header on the stream is still read (and wins)
+    header = wav(fmt_chunk(FLOAT, 1, 8000, 32), data=x.tobytes())
+    (first, _) = stream.listen(fake_model(8000), io.BytesIO(header), stream.raw_format(8000, 1, "S16_LE"))
+    assert np.array_equal(first.probabilities, out[0].probabilities)
+    with pytest.raises(AudioError, match="^mic.raw: not a WAV stream"):
+        list(stream.listen(fake_model(8000), io.BytesIO(b"noise" * 9), name="mic.raw"))
+    Recorder.made.clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(stream, "StreamClassifier", Recorder)
+        list(stream.listen(fake_model(8000), io.BytesIO(x[:2500].tobytes()), raw))
+    assert [p.shape for p in Recorder.made[0].pushed] == [(1, 800), (1, 800), (1, 800), (1, 100)]
+
+
+def test_one_sample_still_gets_its_padded_window():
+    model = fake_model(8000)
+    clf = stream.StreamClassifier(model)
+    assert clf.push(np.float32([[0.5]])) == []
+    (w,) = clf.finish()
+    assert (w.index, w.start) == (0, 0.0) and model.session.seen[0][0, 0] == 0.5 and not model.session.seen[0][0, 1:].any()
+
+
+def test_the_classifiers_limits_follow_the_frontend():
+    odd = fake_model(8000, n_fft=255)  # one FFT: 255 // 2 + 1 = 128 samples
+    assert stream.StreamClassifier(odd, window=128.5 / 8000, hop=0.008).n_window == 129
+    fine = fake_model(8000, hop_length=1)  # one frame: one sample
+    assert stream.StreamClassifier(fine, hop=1 / 8000).n_hop == 1

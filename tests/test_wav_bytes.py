@@ -9,6 +9,8 @@ import sys
 
 import numpy as np
 import pytest
+import soundfile as sf
+import soxr
 
 from edgeasc.errors import ConfigError
 from edgeasc.runtime import audio, stream
@@ -167,6 +169,8 @@ def test_chunks_up_to_a_mebibyte_and_64_chunks_before_the_data():
     assert x.tolist() == [[0.25]]
     refused(wav(chunk(b"junk", bytes((1 << 20) + 1)), fmt16, data=b""),
             "test.wav: a 1,048,577-byte b'junk' chunk before the audio; not a WAV stream edgeasc reads")
+    refused(wav(fmt16, b"LIST" + struct.pack("<I", UNKNOWN), data=b""),  # a size past 2 GiB is no negative
+            "test.wav: a 4,294,967,295-byte b'LIST' chunk before the audio; not a WAV stream edgeasc reads")
     many = [chunk(b"junk", b"x")] * 62
     _, x = decode(wav(fmt16, *many, data=struct.pack("<h", 8192)))  # the data chunk is the 64th
     assert x.tolist() == [[0.25]]
@@ -204,6 +208,7 @@ def test_the_extreme_sample_rates_are_accepted(rate):
     (wav(fmt_chunk(6, 1, 8000, 8), data=b""), f"WAV format 6 with 8-bit samples; {ACCEPTED}"),  # A-law
     (wav(fmt_chunk(EXTENSIBLE, 1, 8000, 16, sub=0x55), data=b""), f"WAV format 85 with 16-bit samples; {ACCEPTED}"),
     (wav(fmt_chunk(EXTENSIBLE, 1, 8000, 64, sub=FLOAT), data=b""), f"WAV format 3 with 64-bit samples; {ACCEPTED}"),
+    (wav(fmt_chunk(EXTENSIBLE, 1, 8000, 16, sub=0x8001), data=b""), f"WAV format 32769 with 16-bit samples; {ACCEPTED}"),
     (wav(chunk(b"fmt ", fmt_chunk(EXTENSIBLE, 1, 8000, 16)[8:] + b"\x00\x00"), data=b""),  # cbSize 0
      f"WAV format 65534 with 16-bit samples; {ACCEPTED}"),
     (wav(fmt_chunk(PCM, 0, 8000, 16), data=b""), "0 channels; edgeasc takes mono or stereo audio"),
@@ -311,6 +316,33 @@ def test_a_file_loads_to_the_samples_the_stream_reader_decodes(tmp_path, chunks,
     assert audio.truncation(path) is None
 
 
+def test_resampled_files_are_soxrs_hq_resampling_of_the_float32_samples(tmp_path):
+    values = (np.sin(np.arange(4410) / 3) * 30000).astype("<i2")
+    path = tmp_path / "r.wav"
+    path.write_bytes(wav(fmt_chunk(PCM, 1, 44100, 16), data=values.tobytes(), data_size=len(values) * 2,
+                         riff_size=36 + len(values) * 2))
+    x, sr = audio.load(path, sample_rate=22050)
+    want = soxr.resample(values.astype(np.float32) / np.float32(32768), 44100, 22050, quality="HQ")
+    assert sr == 22050 and x.shape == (1, 2205) and x.dtype == np.float32 and np.array_equal(x[0], want)
+
+
+def test_the_decoders_reason_is_its_first_line(tmp_path, monkeypatch):
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(wav(fmt_chunk(PCM, 1, 8000, 16), data=b"")[:30])
+    try:
+        sf.read(str(cut))
+    except Exception as exc:  # whatever soundfile raises: its first line is the reason
+        reason = str(exc).splitlines()[0]
+    with pytest.raises(AudioError) as info:
+        audio.load(cut)
+    assert reason and str(info.value) == f"{cut}: cannot read audio ({reason})"
+    for exc, shown in ((RuntimeError("first line\nsecond line"), "first line"), (RuntimeError(), "RuntimeError")):
+        monkeypatch.setattr(audio.sf, "read", lambda *a, exc=exc, **k: (_ for _ in ()).throw(exc))
+        with pytest.raises(AudioError) as info:
+            audio.load(cut)
+        assert str(info.value) == f"{cut}: cannot read audio ({shown})"
+
+
 def test_stdin_is_read_whole_and_named_stdin(monkeypatch):
     data = struct.pack("<4h", 16384, -16384, 8192, 0)
     body = wav(fmt_chunk(PCM, 2, 8000, 16), data=data, data_size=len(data))
@@ -344,10 +376,9 @@ def test_unusable_files_are_refused_in_one_sentence(tmp_path):
     nan.write_bytes(wav(fmt_chunk(FLOAT, 1, 8000, 32), data=struct.pack("<2f", np.nan, -np.inf), data_size=8,
                         riff_size=44))
     assert message(nan) == f"{nan}: all samples are NaN or infinite"
-    cut = tmp_path / "cut.wav"
-    cut.write_bytes(wav(fmt_chunk(PCM, 1, 8000, 16), data=b"")[:30])
-    text = message(cut)
-    assert text.startswith(f"{cut}: cannot read audio (") and text.endswith(")") and "\n" not in text
+    mono = tmp_path / "mono.wav"
+    mono.write_bytes(wav(fmt_chunk(PCM, 1, 8000, 16), data=bytes(4), data_size=4, riff_size=40))
+    assert message(mono, channels=3) == f"{mono}: cannot make 3 channels from 1"
 
 
 def test_truncation_walks_odd_chunks_to_the_declared_data_size(tmp_path):
@@ -360,7 +391,8 @@ def test_truncation_walks_odd_chunks_to_the_declared_data_size(tmp_path):
 
     cut = f"{path}: the file holds {{}} % of the audio its header declares (truncated?); the missing end is " \
           "treated as silence"
-    assert warning(bytes(50), 200) == cut.format(25)
+    assert warning(b"\x01" * 50, 200) == cut.format(25)
+    assert warning(b"", 1) == cut.format(0)  # the smallest declared size
     assert warning(bytes(199), 200) == cut.format(99)  # 99.5 %: not "100 %" of a cut file
     assert warning(b"", 200) == cut.format(0)           # the header alone: the file ends after "data"
     assert warning(bytes(200), 200) is None
@@ -369,7 +401,10 @@ def test_truncation_walks_odd_chunks_to_the_declared_data_size(tmp_path):
     assert warning(bytes(50), UNKNOWN - 1) == cut.format(0)
     path.write_bytes(b"RIFF\x00\x00\x00\x00WAVE" + chunk(b"junk", bytes(99)))  # no data chunk at all
     assert audio.truncation(path) is None
-    for other in (b"RIFF\x00\x00\x00\x00AVI " + b"data" + bytes(12), b"RIFX" + bytes(8) + b"data" + bytes(12),
+    path.write_bytes(wav(*head, data=b"")[:-2])  # cut inside the data chunk's size: no size to check
+    assert audio.truncation(path) is None
+    promise = b"data" + struct.pack("<I", 100) + bytes(4)  # a data chunk cut short, in files that are no WAV
+    for other in (b"RIFF\x00\x00\x00\x00AVI " + promise, b"RIFX\x00\x00\x00\x00WAVE" + promise,
                   b"RIFF\x00\x00\x00\x00WAV"):
         path.write_bytes(other)
         assert audio.truncation(path) is None
@@ -398,5 +433,14 @@ def test_channels_resampling_and_lengths():
         out = audio.resample(y, sr, target)
         assert out.shape == (2, -(-n * target // sr)) and out.dtype == np.float32 and out.flags.c_contiguous
     assert np.array_equal(audio.fit_length(x, 1), x[:, :1]) and audio.fit_length(x, 1).flags.c_contiguous
+    # the last axis, whatever the rank: (samples,), (batch, channels, samples)
+    assert audio.fit_length(np.float32([1, 2, 3]), 4).tolist() == [1, 2, 3, 0]
+    assert audio.fit_length(np.float32([1, 2, 3]), 2).tolist() == [1, 2]
+    cube = np.ones((2, 3, 4), np.float32)
+    assert audio.fit_length(cube, 6).shape == (2, 3, 6) and audio.fit_length(cube, 6)[..., 4:].sum() == 0
+    assert audio.fit_length(cube, 2).shape == (2, 3, 2)
+    with pytest.raises(AudioError) as info:
+        audio.validate(np.zeros((1, 0), np.float32))
+    assert str(info.value) == "<audio>: the clip has no samples"
     padded = audio.fit_length(x.astype(np.float64), 5)
     assert padded.dtype == np.float64 and padded.tolist() == [[1, 2, 3, 0, 0], [3, 4, 5, 0, 0]]
