@@ -27,12 +27,15 @@ declare -A TESTS=(
     [edgeasc/compress/rules.py]='"tests/test_promises.py", "tests/test_export.py::test_budget_strings", "tests/test_export.py::test_malformed_budgets"'
     [edgeasc/train/distill.py]='"tests/test_distill.py::test_kd_loss_matches_a_hand_computation", "tests/test_distill.py::test_mixed_targets_give_the_mixup_of_the_two_kd_losses", "tests/test_distill.py::test_teacher_input_uses_the_teachers_own_normalisation"'
     [edgeasc/runtime/features.py]='"tests/test_features.py"'
+    [edgeasc/runtime/audio.py]='"tests/test_audio.py", "tests/test_wav_bytes.py", "tests/test_stream_props.py"'
+    [edgeasc/runtime/stream.py]='"tests/test_wav_bytes.py", "tests/test_stream_props.py"'
     [edgeasc/runtime/predict.py]='"tests/test_predict.py", "tests/test_promises.py::test_a_files_probabilities_are_the_linear_mean_of_its_windows", "tests/test_runtime.py::test_window_starts_cover_the_recording_without_padding"'
 )
 MODULES=("$@")
 [ ${#MODULES[@]} -gt 0 ] || MODULES=(edgeasc/compress/pruning.py edgeasc/compress/structured.py edgeasc/compress/fit.py
                                      edgeasc/export/fold.py edgeasc/export/sparse.py edgeasc/export/report.py
-                                     edgeasc/train/distill.py edgeasc/runtime/features.py edgeasc/runtime/predict.py)
+                                     edgeasc/train/distill.py edgeasc/runtime/features.py edgeasc/runtime/predict.py
+                                     edgeasc/compress/rules.py edgeasc/runtime/audio.py edgeasc/runtime/stream.py)
 echo "| module | mutants | killed | survived | not reached | score |"
 echo "|---|---:|---:|---:|---:|---:|"
 for module in "${MODULES[@]}"; do

@@ -121,7 +121,8 @@ def truncation(path: str | Path) -> str | None:
                 if chunk[:4] == b"data":
                     available = size - pos - 8
                     if 0 < declared < 0xFFFFFFFF and declared > available:  # 0 / -1: written by a stream
-                        return (f"{path}: the file holds {100 * available / declared:.0f} % of the audio its header "
+                        # rounded down: a file missing its last few kB does not hold "100 %"
+                        return (f"{path}: the file holds {100 * available // declared} % of the audio its header "
                                 "declares (truncated?); the missing end is treated as silence")
                     return None
                 pos += 8 + declared + (declared & 1)

@@ -74,7 +74,7 @@ def read_wav_header(stream: BinaryIO, name: str = "stdin") -> StreamFormat:
     for _ in range(64):  # chunks before "data": fmt, LIST, fact...
         chunk = _read_exactly(stream, 8)
         if len(chunk) < 8:
-            break
+            raise AudioError(f"{name}: the WAV stream ended before its audio data")
         kind, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
         if kind == b"data":
             if fmt is None:
@@ -84,8 +84,8 @@ def read_wav_header(stream: BinaryIO, name: str = "stdin") -> StreamFormat:
             raise AudioError(f"{name}: a {size:,}-byte {kind!r} chunk before the audio; not a WAV stream edgeasc reads")
         body = _read_exactly(stream, size + (size & 1))
         if kind == b"fmt ":
-            fmt = _parse_fmt(body, name)
-    raise AudioError(f"{name}: the WAV stream ended before its audio data")
+            fmt = _parse_fmt(body[:size], name)  # an odd chunk's pad byte is not part of it
+    raise AudioError(f"{name}: no data chunk among the first 64 chunks; not a WAV stream edgeasc reads")
 
 
 def _parse_fmt(body: bytes, name: str) -> StreamFormat:
