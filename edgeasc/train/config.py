@@ -166,6 +166,7 @@ def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = N
             raise ConfigError(f"{name.replace('_', '-')} must be a finite number in [{low:g}, {high:g}], got {v!r}")
     if values.get("device", "auto") not in ("auto", "cpu", "cuda") and not str(values["device"]).startswith("cuda:"):
         raise ConfigError(f"--device must be auto, cpu or cuda, got {values['device']!r}")
+    refuse_idle_options(given, values)
     for name in ("dataset", "cache_dir"):  # stored in checkpoints: must not depend on the working directory
         if values.get(name):
             values[name] = str(Path(values[name]).expanduser().resolve())
@@ -173,6 +174,47 @@ def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = N
         return TrainConfig(**values)
     except TypeError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _preset_prunes(values: dict[str, Any]) -> bool:
+    from edgeasc.models.presets import get_preset
+
+    try:
+        return values.get("preset") is not None and get_preset(values["preset"]).prune_target is not None
+    except ConfigError:  # an unknown preset is refused where the network is resolved, with the list
+        return False
+
+
+def _channel_pruning(v: dict[str, Any]) -> bool:
+    return any(v.get(k) is not None for k in ("macs_target", "params_target", "fit"))
+
+
+def _magnitude_pruning(v: dict[str, Any]) -> bool:
+    # a preset's own target describes its dense network: it does not apply after channel pruning
+    return (v.get("prune_target") is not None or v.get("prune_ratio") is not None
+            or (_preset_prunes(v) and not _channel_pruning(v)))
+
+
+_MAGNITUDE = "a magnitude target (--prune-target, --prune-ratio, or a preset that prunes)"
+_CHANNELS = "channel pruning (--macs-target, --params-target or --fit)"
+# An option that acts only together with another: given without it, the run would silently do
+# nothing with it. option -> (what it needs, whether the run has that). kd options: distill.py.
+IDLE_OPTIONS: dict[str, tuple[str, Any]] = {
+    "swa_every": ("--swa-start (the epoch weight averaging starts)", lambda v: v.get("swa_start") is not None),
+    "prune_method": (_MAGNITUDE, _magnitude_pruning),
+    "prune_monotone": (_MAGNITUDE, _magnitude_pruning),
+    "prune_schedule": (f"{_MAGNITUDE} or {_CHANNELS}", lambda v: _magnitude_pruning(v) or _channel_pruning(v)),
+    "prune_epochs": (f"{_MAGNITUDE} or {_CHANNELS}", lambda v: _magnitude_pruning(v) or _channel_pruning(v)),
+    "channel_importance": (_CHANNELS, _channel_pruning),
+    "channel_multiple": (_CHANNELS, _channel_pruning),
+}
+
+
+def refuse_idle_options(given: dict[str, Any], values: dict[str, Any]) -> None:
+    """One line for the first option the user gave that this run would ignore."""
+    for name, (needs, active) in IDLE_OPTIONS.items():
+        if name in given and not active(values):
+            raise ConfigError(f"--{name.replace('_', '-')} does nothing without {needs}")
 
 
 def _resolve_fit(given: dict[str, Any], base: dict[str, Any]) -> None:

@@ -1,0 +1,72 @@
+"""Options that would do nothing are refused, one table for all of them: a new training option
+must be classified here (it acts alone, or it needs another) or this file fails."""
+
+from dataclasses import fields
+
+import pytest
+
+from edgeasc.errors import ConfigError
+from edgeasc.train.config import IDLE_OPTIONS, TrainConfig, resolve_train_config
+
+DATA = {"dataset": "/data/scenes", "preset": "d20-damped"}  # a preset that does not prune
+# option given alone -> (its value, the exact refusal, what makes it act)
+CASES = {
+    "swa_every": (5, "--swa-every does nothing without --swa-start (the epoch weight averaging starts)",
+                  {"swa_start": 10}),
+    "prune_method": ("gate", "--prune-method does nothing without a magnitude target (--prune-target, "
+                     "--prune-ratio, or a preset that prunes)", {"prune_target": 50_000}),
+    "prune_monotone": (True, "--prune-monotone does nothing without a magnitude target (--prune-target, "
+                       "--prune-ratio, or a preset that prunes)", {"prune_ratio": 0.5}),
+    "prune_schedule": ("linear", "--prune-schedule does nothing without a magnitude target (--prune-target, "
+                       "--prune-ratio, or a preset that prunes) or channel pruning (--macs-target, "
+                       "--params-target or --fit)", {"macs_target": "50%"}),
+    "prune_epochs": (10, "--prune-epochs does nothing without a magnitude target (--prune-target, "
+                     "--prune-ratio, or a preset that prunes) or channel pruning (--macs-target, "
+                     "--params-target or --fit)", {"preset": "d20-damped-pruned-250k"}),
+    "channel_importance": ("bn", "--channel-importance does nothing without channel pruning (--macs-target, "
+                           "--params-target or --fit)", {"params_target": 40_000}),
+    "channel_multiple": (8, "--channel-multiple does nothing without channel pruning (--macs-target, "
+                         "--params-target or --fit)", {"fit": "dcase2024"}),
+    "kd_weight": (0.9, "--kd-weight without --teacher: name the run(s) to distil from", None),
+    "kd_temperature": (2.0, "--kd-temperature without --teacher: name the run(s) to distil from", None),
+    "kd_targets": ("online", "--kd-targets without --teacher: name the run(s) to distil from", None),
+}
+# every other setting acts on its own (or is the requirement of another)
+ACTS_ALONE = {"dataset", "split", "preset", "variant", "rho", "width", "depth_restriction", "decomp_factor",
+              "damping_floor", "damp_stem", "prune_target", "prune_ratio", "macs_target", "params_target",
+              "teachers", "fit", "swa_start", "epochs", "batch_size", "accumulate", "lr", "lr_hold",
+              "lr_decay_end", "lr_final", "mixup_alpha", "freq_mixstyle", "roll", "seed", "seconds",
+              "cache_dir", "feature_workers", "workers", "device", "amp", "channels_last", "out"}
+
+
+def test_every_training_option_is_classified():
+    assert set(CASES) | ACTS_ALONE == {f.name for f in fields(TrainConfig)}
+    assert not set(CASES) & ACTS_ALONE
+    assert set(IDLE_OPTIONS) <= set(CASES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_an_option_without_what_it_needs_is_refused_in_one_line(name):
+    value, message, _ = CASES[name]
+    with pytest.raises(ConfigError) as exc:
+        resolve_train_config({**DATA, name: value})
+    assert str(exc.value) == message
+
+
+@pytest.mark.parametrize("name", sorted(n for n, c in CASES.items() if c[2] is not None))
+def test_the_same_option_with_what_it_needs_is_taken(name):
+    value, _, needs = CASES[name]
+    cfg = resolve_train_config({**DATA, name: value, **needs})
+    assert getattr(cfg, name) == value
+
+
+def test_a_preset_that_prunes_is_a_target_and_channel_pruning_replaces_it():
+    assert resolve_train_config({**DATA, "preset": "d20-damped-pruned-250k", "prune_method": "gate"}).prune_method \
+        == "gate"
+    with pytest.raises(ConfigError, match="^--prune-monotone does nothing without a magnitude target"):
+        resolve_train_config({**DATA, "preset": "d20-damped-pruned-250k", "macs_target": "50%",
+                              "prune_monotone": True})
+
+
+def test_the_demo_defaults_prune_so_its_options_act():
+    assert resolve_train_config({"prune_schedule": "cubic"}).prune_schedule == "cubic"
