@@ -203,3 +203,22 @@ def remove_empty_folders(folders: list[Path]) -> None:
             folder.rmdir()
         except OSError:  # not empty (someone else's files) or already gone
             return
+
+
+def refuse_input_as_output(output: str | Path, inputs: list[str | Path], option: str) -> None:
+    """An output path that is one of the command's inputs (the same file, through any path or
+    link) is refused before any work: writing it would destroy what the command reads."""
+    from edgeasc.errors import ConfigError
+
+    out = Path(output)
+    if not out.exists():
+        return
+    for given in inputs:
+        if str(given) == "-":
+            continue
+        try:
+            same = os.path.samefile(out, given)
+        except OSError:  # an input that does not exist is reported where it is read
+            continue
+        if same:
+            raise ConfigError(f"{option} {out} is one of the inputs ({given}): choose another path")

@@ -162,6 +162,7 @@ def predict(
     threads: int = typer.Option(1, help="onnxruntime intra-op threads."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     csv_out: Path | None = typer.Option(None, "--csv", help="Also write one row per window and per file here."),
+    force: bool = typer.Option(False, "--force", help="--csv may replace a file that is not an earlier predict CSV."),
 ) -> None:
     """Classify recordings, torch-free, with only what the ONNX file carries."""
     from edgeasc.console import progress_bar
@@ -175,6 +176,12 @@ def predict(
     m.require_metadata("predict")
     if not 1 <= top_k <= len(m.labels):
         raise ConfigError(f"--top-k must be between 1 and {len(m.labels)} (the model's classes), got {top_k}")
+    if csv_out is not None:
+        from edgeasc.io import refuse_input_as_output
+
+        refuse_input_as_output(csv_out, [model, *audio_files], "--csv")
+        if csv_out.is_file() and not force and not _is_predict_csv(csv_out):
+            raise ConfigError(f"--csv {csv_out} exists and is not a CSV that predict wrote: use --force to replace it")
     if csv_out is not None and not csv_out.parent.is_dir():
         raise ConfigError(f"--csv: folder {csv_out.parent} does not exist")
     if csv_out is not None and (csv_out.is_dir() or not os.access(csv_out.parent, os.W_OK)):
@@ -198,6 +205,18 @@ def predict(
     failed = sum(1 for p in results if p.error)
     if failed:
         raise typer.Exit(1)
+
+
+CSV_HEADER = "file,window_start,window_end,label,probability,"
+
+
+def _is_predict_csv(path: Path) -> bool:
+    """Whether `path` starts with the header predictions_csv writes (it may be replaced)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(CSV_HEADER)) == CSV_HEADER.encode()
+    except OSError:
+        return False
 
 
 def predictions_csv(results) -> str:

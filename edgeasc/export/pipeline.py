@@ -24,7 +24,7 @@ from edgeasc.export.onnx import (
 )
 from edgeasc.export.report import RULES, parse_budget, report_markdown, size_report
 from edgeasc.export.sparse import MODES, pack_weights
-from edgeasc.io import atomic_write_group
+from edgeasc.io import atomic_write_group, refuse_input_as_output
 from edgeasc.models.complexity import analyse, count_nonzero, count_params
 from edgeasc.runtime.features import FeatureParams, perceptual_mel
 from edgeasc.train.checkpoint import load_checkpoint, model_from_checkpoint
@@ -87,6 +87,8 @@ def export_checkpoint(source: str | Path, output: str | Path | None = None, fold
     if calibration is not None and precision != "int8":
         raise ConfigError("--calibration only applies to --precision int8")
     out = Path(output) if output else Path(ckpt["path"]).parent / "model.onnx"
+    refuse_input_as_output(out, [ckpt["path"], *([calibration] if calibration else [])], "-o")
+    refuse_input_as_output(out.with_suffix(".size.md"), [ckpt["path"]], "the size report")
     check_output(out, force)
 
     model = model_from_checkpoint(ckpt)
