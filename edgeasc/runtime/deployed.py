@@ -174,10 +174,10 @@ def check_sparse_pack(meta: dict, model: Model, where: str) -> None:
 
 
 def load_model(path: str | Path, threads: int = 1, arena: bool = True) -> DeployedModel:
-    """The model at `path`, checked before onnxruntime sees it: the metadata, the convs against
-    the channel plan and the sparse pack against its checksum, read from the file's bytes
+    """The model at `path`, checked before onnxruntime sees it, from the file's bytes read
     with onnx_proto (a damaged pack could otherwise fail inside onnxruntime with a message
-    about a Gather); then the graph's inputs and outputs against the metadata."""
+    about a Gather): the graph's declared input and output, the sparse pack against its
+    checksum, the convs against the channel plan."""
     path = Path(path)
     session_options(threads, arena)  # validates threads before touching the file
     if not path.is_file():
@@ -191,11 +191,10 @@ def load_model(path: str | Path, threads: int = 1, arena: bool = True) -> Deploy
     except ProtoError as exc:
         raise ModelError(f"{path}: not a usable ONNX model ({exc})") from None
     meta = parse_metadata(model.metadata, str(path))
+    check_against_graph(meta, model.inputs, model.outputs, str(path))  # the declared input and output first
     check_sparse_pack(meta, model, str(path))
     check_conv_plan(meta, conv_widths(model), str(path))
-    session = open_session(path, threads, arena, data)
-    check_against_graph(meta, session.get_inputs(), session.get_outputs(), str(path))
-    return DeployedModel(path, session, meta)
+    return DeployedModel(path, open_session(path, threads, arena, data), meta)
 
 
 def describe_model(path: str | Path) -> dict:

@@ -127,11 +127,6 @@ def feature_params(v: Any) -> dict:
         raise _Bad(f"hop_length {p.hop_length} is longer than n_fft {p.n_fft}")
     if not p.fmin < p.fmax <= p.sample_rate / 2:
         raise _Bad(f"needs fmin < fmax <= sample_rate / 2, got {p.fmin:g}, {p.fmax:g}, {p.sample_rate}")
-    empty = empty_mel_band(p)
-    if empty is not None:
-        band, low, high = empty
-        raise _Bad(f"mel band {band} of {p.n_mels} ({low:.1f}-{high:.1f} Hz) holds no FFT bin (bins are "
-                   f"{p.sample_rate / p.n_fft:.2f} Hz apart): fewer mel bands or a longer n_fft")
     return d
 
 
@@ -299,6 +294,13 @@ def _cross_check(meta: dict, where: str) -> None:
     if 4 * channels * values > MAX_INPUT_BYTES:
         raise MetadataError(f"{where}: one {seconds:g}-s clip of this model's input would take "
                             f"{4 * channels * values / 2**30:.1f} GiB (the metadata's frontend is implausible)")
+    # after the size check: an absurd frontend is refused for its size before its bands are counted
+    empty = empty_mel_band(params) if "feature_params" in meta else None
+    if empty is not None:
+        band, low, high = empty
+        raise MetadataError(f"{where}: metadata {PREFIX}feature_params: mel band {band} of {params.n_mels} "
+                            f"({low:.1f}-{high:.1f} Hz) holds no FFT bin (bins are "
+                            f"{params.sample_rate / params.n_fft:.2f} Hz apart): fewer mel bands or a longer n_fft")
     norm = meta.get("normalization")
     if norm is not None:
         if len(norm["mean"]) != params.n_mels or len(norm["std"]) != params.n_mels:
