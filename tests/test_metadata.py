@@ -165,3 +165,75 @@ def test_a_doubled_conv_counts():
     with pytest.raises(MetadataError, match=r"has 2 conv\(s\) stem -> block of 8 -> 4 channels, the graph 1$"):
         check_conv_plan(meta, CONVS, "m")
     check_conv_plan(meta, CONVS + [("again", 8, 4)], "m")
+
+
+BIG = {**FP, "n_mels": 2048, "hop_length": 16, "n_fft": 16, "sample_rate": 384_000, "fmax": 1000.0,
+       "clip_seconds": 10.0}
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"labels": []}, "metadata edgeasc.labels: must be a list of 1 to 10,000 class names"),
+    ({"labels": ["a"] * 10_001}, "metadata edgeasc.labels: must be a list of 1 to 10,000 class names"),
+    ({"labels": {"a": 1}}, "metadata edgeasc.labels: must be a list of 1 to 10,000 class names"),
+    ({"labels": [""]}, "metadata edgeasc.labels: must hold non-empty strings only"),
+    ({"labels": ["x" * 201]}, "metadata edgeasc.labels: must hold non-empty strings only"),
+    ({"labels": [1]}, "metadata edgeasc.labels: must hold non-empty strings only"),
+    ({"feature_params": {**FP, "hop_length": 2049}}, "metadata edgeasc.feature_params: hop_length 2049 is longer "
+                                                     "than n_fft 2048"),
+    ({"feature_params": {**FP, "fmax": 11025.5}}, "metadata edgeasc.feature_params: needs fmin < fmax <= "
+                                                  "sample_rate / 2, got 0, 11025.5, 22050"),
+    ({"feature_params": {**FP, "fmin": -1.0}}, "metadata edgeasc.feature_params: fmin must be a finite number in "
+                                               "[0, 192000], got -1.0"),
+    ({"feature_params": {**FP, "top_db": 0}}, "metadata edgeasc.feature_params: top_db must be a finite number in "
+                                              "(0, 1000], got 0"),
+    ({"feature_params": {**FP, "amin": 1.5}}, "metadata edgeasc.feature_params: amin must be a finite number in "
+                                              "(0, 1], got 1.5"),
+    ({"feature_params": {**FP, "fmax": float("inf")}}, "metadata edgeasc.feature_params: fmax must be a finite "
+                                                       "number in (0, 192000], got inf"),
+    ({"feature_params": {**FP, "sample_rate": 999}}, "metadata edgeasc.feature_params: sample_rate must be an "
+                                                     "integer in 1,000..384,000, got 999"),
+    ({"feature_params": {**FP, "sample_rate": True}}, "metadata edgeasc.feature_params: sample_rate must be an "
+                                                      "integer in 1,000..384,000, got True"),
+    ({"feature_params": {**FP, "n_fft": 15}}, "metadata edgeasc.feature_params: n_fft must be an integer in "
+                                              "16..65,536, got 15"),
+    ({"feature_params": {**FP, "n_mels": 0}}, "metadata edgeasc.feature_params: n_mels must be an integer in "
+                                              "1..2,048, got 0"),
+    ({"channels": 3}, "metadata edgeasc.channels: must be an integer in 1..2, got 3"),
+    ({"channels": 0}, "metadata edgeasc.channels: must be an integer in 1..2, got 0"),
+    ({"precision": "fp64"}, "metadata edgeasc.precision: must be one of fp32, fp16, int8, got 'fp64'"),
+    ({"frontend": 1}, "metadata edgeasc.frontend: must be true or false, got 1"),
+    ({"macs_per_clip": -1}, "metadata edgeasc.macs_per_clip: must be an integer in 0..1,000,000,000,000,000, got -1"),
+    ({"normalization": {"mean": ["a"], "std": [1]}}, "metadata edgeasc.normalization: mean must be a list of finite "
+                                                     "numbers"),
+    ({"normalization": {"mean": [0]}}, "metadata edgeasc.normalization: lacks 'std'"),
+    ({"input": {"name": "features", "normalized": "yes"}}, "metadata edgeasc.input: normalized must be true or "
+                                                           "false, got 'yes'"),
+    ({"input": {"layout": "x"}}, "metadata edgeasc.input: lacks 'name'"),
+    ({"folded": {"damping": True, "other": 1}}, "metadata edgeasc.folded: unknown key 'other'"),
+    ({"size_report": {"params": 1, "nonzero_params": 1, "counted_bytes": 1, "budget_bytes": 1, "verdict": "MAYBE",
+                      "rules": "r"}}, "metadata edgeasc.size_report: verdict must be one of PASS, FAIL, got 'MAYBE'"),
+    ({"labels": ["a", "b"], "model_config": {"n_classes": 3}}, "the metadata names 2 labels for a network of 3 "
+                                                               "classes"),
+    ({"channels": 1, "model_config": {"in_channels": 2}}, "metadata edgeasc.model_config has in_channels 2, "
+                                                          "edgeasc.channels says 1"),
+    ({"feature_params": BIG, "channels": 1}, "one 10-s clip of this model's input would take 1.8 GiB (the "
+                                             "metadata's frontend is implausible)"),
+    ({"feature_params": {**BIG, "n_mels": 64, "n_fft": 4096, "clip_seconds": 3600.0}, "channels": 2},
+     "one 3600-s clip of this model's input would take 41.2 GiB (the metadata's frontend is implausible)"),
+    ({"clip_seconds": 3600.5}, "metadata edgeasc.clip_seconds: must be a finite number in (0, 3600], got 3600.5"),
+    ({"clip_seconds": "1"}, "metadata edgeasc.clip_seconds: must be a finite number in (0, 3600], got '1'"),
+    ({"labels": "a,b"}, "metadata edgeasc.labels is not valid JSON"),
+])
+def test_every_field_at_its_bounds(fields, message):
+    refused(message, **{k: json.dumps(v) if k == "clip_seconds" and isinstance(v, str) else v
+                        for k, v in fields.items()})
+
+
+def test_the_graph_must_output_the_labels_and_take_the_declared_rank():
+    meta = parse(labels=["a", "b", "c"], input={"name": "features"}, channels=2)
+    with pytest.raises(MetadataError, match=r"^m: the graph outputs 4 classes, the metadata names 3 labels$"):
+        check_against_graph(meta, [], [SimpleNamespace(shape=["batch", 4])], "m")
+    with pytest.raises(MetadataError, match=r"^m: the graph's input has rank 3, a features input has rank 4$"):
+        check_against_graph(meta, [SimpleNamespace(shape=["batch", 2, 7])], [SimpleNamespace(shape=["b", 3])], "m")
+    check_against_graph(meta, [SimpleNamespace(shape=["batch", 2, "m", "f"])], [SimpleNamespace(shape=["b", "n"])],
+                        "m")
