@@ -237,3 +237,10 @@ def test_the_graph_must_output_the_labels_and_take_the_declared_rank():
         check_against_graph(meta, [SimpleNamespace(shape=["batch", 2, 7])], [SimpleNamespace(shape=["b", 3])], "m")
     check_against_graph(meta, [SimpleNamespace(shape=["batch", 2, "m", "f"])], [SimpleNamespace(shape=["b", "n"])],
                         "m")
+
+
+def test_a_waveform_input_is_sized_in_samples_over_the_metadatas_clip_length():
+    fp = {**BIG, "n_mels": 64, "n_fft": 4096, "clip_seconds": 1.0}
+    refused("one 3600-s clip of this model's input would take 10.3 GiB (the metadata's frontend is implausible)",
+            feature_params=fp, input={"name": "waveform"}, channels=2, clip_seconds=3600)
+    assert parse(feature_params=fp, input={"name": "waveform"}, channels=2, clip_seconds=60)["clip_seconds"] == 60.0
