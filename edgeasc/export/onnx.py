@@ -12,9 +12,15 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeasc.errors import EdgeascError
+from edgeasc.errors import ConfigError, EdgeascError
 from edgeasc.runtime.metadata import PREFIX as METADATA_PREFIX
-from edgeasc.runtime.metadata import parse_metadata
+from edgeasc.runtime.metadata import (
+    MetadataError,
+    check_against_graph,
+    check_conv_plan,
+    parse_metadata,
+)
+from edgeasc.runtime.onnx_proto import conv_widths, packed_digest, read_model
 
 OPSET = 18
 INPUT, OUTPUT, WAVEFORM_INPUT = "features", "logits", "waveform"
@@ -104,11 +110,44 @@ def to_float16_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
-def set_metadata(proto: onnx.ModelProto, metadata: dict) -> onnx.ModelProto:
-    for key, value in metadata.items():
+def conv_plan(model_config: dict) -> dict:
+    """The metadata's `conv_plan` of a CP-ResNet: every channel group with its width under the
+    plan, and every conv as the [in, out] indices of its groups (-1: the network's input, its
+    logits). Convs are listed by their groups, not by name: the runtime compares the multiset
+    of (in, out) widths with the graph's (see runtime/onnx_proto.py for why not names)."""
+    from edgeasc.models.channels import conv_layers, widths
+    from edgeasc.models.config import ModelConfig
+
+    config = ModelConfig.from_dict(model_config)
+    w = widths(config)
+    index = {name: i for i, name in enumerate(w)}
+    return {"groups": [[name, width] for name, width in w.items()],
+            "convs": [[index.get(c.in_group, -1), index.get(c.out_group, -1)] for c in conv_layers(config, 100)]}
+
+
+def set_metadata(proto: onnx.ModelProto, metadata: dict, where: str = "the exported model") -> onnx.ModelProto:
+    """Write `metadata` as the file's `edgeasc.*` entries, with what the exporter knows of the
+    graph added (the conv_plan of a model_config, the sparse pack's SHA-256), and check it as
+    the runtime will (parse_metadata, the graph's input and output, its convs): an export
+    never writes a file the device refuses. Raises MetadataError, one line."""
+    graph = read_model(proto.SerializeToString())
+    metadata = dict(metadata)
+    if isinstance(metadata.get("model_config"), dict) and "conv_plan" not in metadata:
+        try:
+            metadata["conv_plan"] = conv_plan(metadata["model_config"])
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise MetadataError(f"{where}: metadata {METADATA_PREFIX}model_config: "
+                                f"{str(exc).splitlines()[0][:160]}") from None
+    if isinstance(metadata.get("sparse"), dict):
+        metadata["sparse"] = {**metadata["sparse"], "sha256": packed_digest(graph)[1]}
+    encoded = {METADATA_PREFIX + key: value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+               for key, value in metadata.items()}
+    meta = parse_metadata(encoded, where)
+    check_against_graph(meta, graph.inputs, graph.outputs, where)
+    check_conv_plan(meta, conv_widths(graph), where)
+    for key, value in encoded.items():
         entry = proto.metadata_props.add()
-        entry.key = METADATA_PREFIX + key
-        entry.value = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        entry.key, entry.value = key, value
     return proto
 
 

@@ -12,8 +12,14 @@ import numpy as np
 
 from edgeasc.errors import ConfigError, EdgeascError
 from edgeasc.runtime.features import FeatureParams
-from edgeasc.runtime.metadata import MAX_INPUT_BYTES, check_against_graph, parse_metadata
+from edgeasc.runtime.metadata import (
+    MAX_INPUT_BYTES,
+    check_against_graph,
+    check_conv_plan,
+    parse_metadata,
+)
 from edgeasc.runtime.metadata import PREFIX as METADATA_PREFIX
+from edgeasc.runtime.onnx_proto import Model, ProtoError, conv_widths, packed_digest, read_model
 
 REQUIRED_FOR_PREDICT = ("labels", "feature_params", "input", "channels")
 
@@ -40,15 +46,17 @@ def session_options(threads: int = 1, arena: bool = True):
     return options
 
 
-def open_session(path: str | Path, threads: int = 1, arena: bool = True):
+def open_session(path: str | Path, threads: int = 1, arena: bool = True, data: bytes | None = None):
+    """An onnxruntime session of the file at `path` (of its bytes `data` when given, already read)."""
     import onnxruntime as ort
 
     path = Path(path)
     options = session_options(threads, arena)  # validates threads before touching the file
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise ModelError(f"{path}: no such model file")
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path) if data is None else data, sess_options=options,
+                                    providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises InvalidProtobuf, Fail, InvalidGraph...
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: not a usable ONNX model ({reason[:200]})") from None
@@ -145,12 +153,48 @@ class DeployedModel:
                              f"{list(x.shape)} ({first[:200]})") from None
 
 
+def check_sparse_pack(meta: dict, model: Model, where: str) -> None:
+    """The sparse pack's initializers must be the bytes the exporter packed: a flipped bit in a
+    bitmask or a value would otherwise rebuild other weights, silently. The SHA-256 is
+    recomputed over the packed initializers' raw bytes as stored (onnx_proto.packed_digest):
+    nothing is decoded or rebuilt, so it costs one pass of hashing over the pack."""
+    sparse = meta.get("sparse")
+    if sparse is None:
+        return
+    want = sparse.get("sha256")
+    if want is None:
+        if sparse.get("packed_tensors"):
+            raise ModelError(f"{where}: metadata {METADATA_PREFIX}sparse packs {sparse['packed_tensors']} "
+                             "tensors but carries no sha256 of them")
+        return
+    count, got = packed_digest(model)
+    if got != want:
+        raise ModelError(f"{where}: the sparse pack is damaged: its {count} initializers hash to "
+                         f"sha256 {got[:12]}…, the metadata says {want[:12]}… (the file changed after export)")
+
+
 def load_model(path: str | Path, threads: int = 1, arena: bool = True) -> DeployedModel:
-    session = open_session(path, threads, arena)
-    custom = session.get_modelmeta().custom_metadata_map or {}
-    meta = parse_metadata(custom, str(path))
-    check_against_graph(meta, session.get_inputs(), session.get_outputs(), str(path))
-    return DeployedModel(Path(path), session, meta)
+    """The model at `path`, checked before onnxruntime sees it, from the file's bytes read
+    with onnx_proto (a damaged pack could otherwise fail inside onnxruntime with a message
+    about a Gather): the graph's declared input and output, the sparse pack against its
+    checksum, the convs against the channel plan."""
+    path = Path(path)
+    session_options(threads, arena)  # validates threads before touching the file
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        model = read_model(data)
+    except ProtoError as exc:
+        raise ModelError(f"{path}: not a usable ONNX model ({exc})") from None
+    meta = parse_metadata(model.metadata, str(path))
+    check_against_graph(meta, model.inputs, model.outputs, str(path))  # the declared input and output first
+    check_sparse_pack(meta, model, str(path))
+    check_conv_plan(meta, conv_widths(model), str(path))
+    return DeployedModel(path, open_session(path, threads, arena, data), meta)
 
 
 def describe_model(path: str | Path) -> dict:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
-from edgeasc.errors import ConfigError, EdgeascError
-from edgeasc.runtime.features import FeatureParams
+import numpy as np
+
+from edgeasc.errors import EdgeascError
+from edgeasc.runtime.features import FeatureParams, fft_frequencies, hz_to_mel, mel_to_hz
 
 PREFIX = "edgeasc."
 # what a device may be asked to hold for one clip's input; far above any real model
@@ -127,13 +130,103 @@ def feature_params(v: Any) -> dict:
     return d
 
 
-def model_config(v: Any) -> dict:
-    from edgeasc.models.config import ModelConfig
+def empty_mel_band(p: FeatureParams) -> tuple[int, float, float] | None:
+    """The first mel filter of features.mel_filterbank that would be all zeros, as (index, lower
+    edge, upper edge), else None. A filter is non-zero exactly where an FFT bin lies strictly
+    between its outer edges: the same edges, computed the same way, without building the
+    (n_mels, bins) matrix (up to 2048 x 32769 float64 for a hostile file)."""
+    freqs = fft_frequencies(p.sample_rate, p.n_fft)
+    edges = mel_to_hz(np.linspace(hz_to_mel(p.fmin), hz_to_mel(p.fmax), p.n_mels + 2))
+    first = np.searchsorted(freqs, edges[:-2], side="right")  # the first bin above each lower edge
+    inside = freqs[np.minimum(first, freqs.size - 1)] < edges[2:]
+    empty = np.flatnonzero((first >= freqs.size) | ~inside)
+    if empty.size == 0:
+        return None
+    band = int(empty[0])
+    return band, float(edges[band]), float(edges[band + 2])
 
-    try:
-        ModelConfig.from_dict(v)
-    except (ConfigError, TypeError, ValueError) as exc:
-        raise _Bad(str(exc).splitlines()[0][:160]) from None
+
+MAX_WIDTH = 65_536  # channels of one group: far above any real network
+MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH = 65_536, 8
+
+
+def _depth(v: Any) -> int:
+    """Nesting depth of a decoded JSON value (iterative: the value is untrusted)."""
+    deepest, stack = 0, [(v, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack += [(c, depth + 1) for c in children if isinstance(c, dict | list)]
+    return deepest
+
+
+def channel_plan(v: Any) -> dict | None:
+    """A channel plan: group name -> the channels it keeps; null: the dense network."""
+    if v is None:
+        return None
+    if not isinstance(v, dict) or not 1 <= len(v) <= 10_000:
+        raise _Bad("must be a channel plan: a JSON object of 1 to 10,000 groups, or null")
+    for name, width in v.items():
+        if not 0 < len(name) <= 200:
+            raise _Bad(f"channel plan: group name {name!r:.60} must be 1 to 200 characters")
+        if not _is_int(width) or not 1 <= width <= MAX_WIDTH:
+            raise _Bad(f"channel plan: group {name!r:.60} must keep 1..{MAX_WIDTH:,} channels, got {width!r:.60}")
+    return v
+
+
+def model_config(v: Any) -> dict:
+    """The network's description, family-agnostic: the runtime reads n_classes, in_channels,
+    n_mels and the channel plan, each typed and bounded; every other key (a family's own:
+    rho and width here, others for CP-Mobile) is kept unread, the whole object bounded. Whether
+    the plan fits the network is not asked of the family's code (the runtime may not import
+    it) but of the graph: check_conv_plan."""
+    if not isinstance(v, dict):
+        raise _Bad(f"must be a JSON object, got {type(v).__name__}")
+    size = len(json.dumps(v))
+    if size > MAX_CONFIG_BYTES:
+        raise _Bad(f"is {size:,} bytes of JSON, more than {MAX_CONFIG_BYTES:,}")
+    if _depth(v) > MAX_CONFIG_DEPTH:
+        raise _Bad(f"is nested deeper than {MAX_CONFIG_DEPTH} levels")
+    return mapping({"n_classes": integer(1, 10_000), "in_channels": integer(1, 64), "n_mels": integer(1, 2048),
+                    "channels": channel_plan}, closed=False)(v)
+
+
+def conv_plan(v: Any) -> dict:
+    """What the exporter knows of the graph's convs: `groups`, every channel group with its
+    width, and `convs`, every conv as the [in, out] indices of its groups (-1: the network's
+    input channels on the in side, its classes on the out side)."""
+    d = mapping({"groups": _groups, "convs": _pairs}, required=("groups", "convs"))(v)
+    n = len(d["groups"])
+    for pair in d["convs"]:
+        if not all(-1 <= i < n for i in pair):
+            raise _Bad(f"convs names group {max(pair, key=abs)} of {n}")
+    return d
+
+
+def _groups(v: Any) -> list:
+    if not isinstance(v, list) or len(v) > 10_000:
+        raise _Bad("must be a list of at most 10,000 [name, width] pairs")
+    for item in v:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
+                and 0 < len(item[0]) <= 200 and _is_int(item[1]) and 1 <= item[1] <= MAX_WIDTH):
+            raise _Bad(f"must hold [name, width] pairs with a width of 1..{MAX_WIDTH:,}, got {item!r:.60}")
+    if len({name for name, _ in v}) != len(v):
+        raise _Bad("names a group twice")
+    return v
+
+
+def _pairs(v: Any) -> list:
+    if not isinstance(v, list) or not 1 <= len(v) <= 100_000:
+        raise _Bad("must be a list of 1 to 100,000 [in, out] pairs")
+    if not all(isinstance(p, list) and len(p) == 2 and all(_is_int(i) for i in p) for p in v):
+        raise _Bad("must hold [in, out] pairs of group indices")
+    return v
+
+
+def sha256(v: Any) -> str:
+    if not isinstance(v, str) or len(v) != 64 or set(v) - set("0123456789abcdef"):
+        raise _Bad(f"must be 64 lowercase hex digits, got {v!r:.60}")
     return v
 
 
@@ -157,7 +250,8 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], bool]] = {
                        "sample_rate": integer(1000, 384_000)}, required=("name",)), True),
     "frontend": (boolean, True),
     "folded": (mapping({"damping": boolean, "batchnorm": boolean}), True),
-    "sparse": (mapping({"mode": text, "packed_tensors": integer(0, 10**6)}), True),
+    "sparse": (mapping({"mode": text, "packed_tensors": integer(0, 10**6), "sha256": sha256}), True),
+    "conv_plan": (conv_plan, True),
     "macs_per_clip": (integer(0, 10**15), True),
     "clip_seconds": (number(0, 3600, low_open=True), True),
     "size_report": (size_report, True),
@@ -200,6 +294,13 @@ def _cross_check(meta: dict, where: str) -> None:
     if 4 * channels * values > MAX_INPUT_BYTES:
         raise MetadataError(f"{where}: one {seconds:g}-s clip of this model's input would take "
                             f"{4 * channels * values / 2**30:.1f} GiB (the metadata's frontend is implausible)")
+    # after the size check: an absurd frontend is refused for its size before its bands are counted
+    empty = empty_mel_band(params) if "feature_params" in meta else None
+    if empty is not None:
+        band, low, high = empty
+        raise MetadataError(f"{where}: metadata {PREFIX}feature_params: mel band {band} of {params.n_mels} "
+                            f"({low:.1f}-{high:.1f} Hz) holds no FFT bin (bins are "
+                            f"{params.sample_rate / params.n_fft:.2f} Hz apart): fewer mel bands or a longer n_fft")
     norm = meta.get("normalization")
     if norm is not None:
         if len(norm["mean"]) != params.n_mels or len(norm["std"]) != params.n_mels:
@@ -207,6 +308,13 @@ def _cross_check(meta: dict, where: str) -> None:
                                 f"{len(norm['std'])} standard deviations for {params.n_mels} mel bands")
         if min(norm["std"], default=1.0) <= 0:
             raise MetadataError(f"{where}: metadata {PREFIX}normalization has a standard deviation <= 0")
+    rate = (meta.get("input") or {}).get("sample_rate")
+    if rate is not None and "feature_params" in meta and rate != params.sample_rate:
+        raise MetadataError(f"{where}: metadata {PREFIX}input takes {rate} Hz audio, {PREFIX}feature_params "
+                            f"says {params.sample_rate} Hz")
+    if "conv_plan" in meta and not {"channels", "labels"} <= set(meta):
+        raise MetadataError(f"{where}: metadata {PREFIX}conv_plan needs {PREFIX}channels and {PREFIX}labels "
+                            "(the widths of the network's input and output)")
     config = meta.get("model_config")
     if config is not None:
         n = config.get("n_classes")
@@ -237,9 +345,65 @@ def check_against_graph(meta: dict, inputs: list, outputs: list, where: str) -> 
             raise MetadataError(f"{where}: the graph's input has rank {len(shape)}, a {meta['input']['name']} "
                                 f"input has rank {want_rank}")
         fixed = {1: meta.get("channels")}
-        if not waveform and "feature_params" in meta:
-            fixed[2] = meta["feature_params"].get("n_mels", FeatureParams.n_mels)
+        if "feature_params" in meta:
+            params = FeatureParams(**meta["feature_params"])
+            seconds = meta.get("clip_seconds", params.clip_seconds)
+            # the time axis is dynamic in an edgeasc export; fixed, it must take one clip
+            fixed[want_rank - 1] = params.n_samples(seconds) if waveform else params.n_frames(seconds)
+            if not waveform:
+                fixed[2] = params.n_mels
         for axis, want in fixed.items():
             if want is not None and _is_int(shape[axis]) and shape[axis] != want:
                 raise MetadataError(f"{where}: the graph's input axis {axis} is {shape[axis]}, the metadata "
                                     f"says {want}")
+
+
+def check_conv_plan(meta: dict, convs: list[tuple[str, int | None, int | None]], where: str) -> None:
+    """The metadata's channel plan must be the graph's. `convs`: (node name, in, out channels) of
+    every Conv of the graph (onnx_proto.conv_widths). First the exporter's conv_plan against
+    the graph, as multisets of (in, out) widths (names and order of convs are not reliable,
+    see onnx_proto), then model_config's channel plan against the conv_plan's groups. Files
+    without a conv_plan (no exporter wrote one) are not checked."""
+    plan = meta.get("conv_plan")
+    if plan is None:
+        return
+    unreadable = [name for name, cin, cout in convs if cin is None]
+    if unreadable:
+        raise MetadataError(f"{where}: the weight shape of conv {unreadable[0]!r} cannot be read, so the graph "
+                            f"cannot be checked against {PREFIX}conv_plan")
+    groups = plan["groups"]
+    ends = (meta["channels"], len(meta["labels"]))
+
+    def width(index: int, side: int) -> int:
+        return groups[index][1] if index >= 0 else ends[side]
+
+    def name(index: int, side: int) -> str:
+        return groups[index][0] if index >= 0 else ("input", "logits")[side]
+
+    want = Counter((width(i, 0), width(o, 1)) for i, o in plan["convs"])
+    got = Counter((cin, cout) for _, cin, cout in convs)
+    for i, o in plan["convs"]:
+        pair = (width(i, 0), width(o, 1))
+        if got[pair] < want[pair]:
+            raise MetadataError(f"{where}: the graph does not follow the channel plan: {PREFIX}conv_plan has "
+                                f"{want[pair]} conv(s) {name(i, 0)} -> {name(o, 1)} of {pair[0]} -> {pair[1]} "
+                                f"channels, the graph {got[pair]}")
+    for node, cin, cout in convs:
+        if got[(cin, cout)] > want[(cin, cout)]:
+            raise MetadataError(f"{where}: the graph's conv {node!r} ({cin} -> {cout} channels) is not in the "
+                                f"channel plan of {PREFIX}conv_plan")
+    config_plan = (meta.get("model_config") or {}).get("channels")
+    if config_plan is None:
+        return
+    widths = dict(groups)
+    for group, kept in config_plan.items():
+        if group not in widths:
+            raise MetadataError(f"{where}: metadata {PREFIX}model_config: the channel plan names group {group!r}, "
+                                "which no conv of the graph has")
+        if kept != widths[group]:
+            raise MetadataError(f"{where}: metadata {PREFIX}model_config: the channel plan keeps {kept} channels "
+                                f"in group {group!r}, the graph's convs {widths[group]}")
+    missing = [group for group in widths if group not in config_plan]
+    if missing:
+        raise MetadataError(f"{where}: metadata {PREFIX}model_config: the channel plan lacks group "
+                            f"{missing[0]!r} ({widths[missing[0]]} channels in the graph)")
