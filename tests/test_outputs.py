@@ -73,3 +73,18 @@ def test_export_never_writes_over_its_checkpoint(ws):
     proc = run_cli_here("export", str(ckpt), "-o", str(ckpt), "--force")
     assert_one_line_error(proc, 2, f"-o {ckpt} is one of the inputs", "choose another path")
     assert intact(ws) == before
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"sample_rate": None}, "lacks 'sample_rate'"),
+    ({"window": "hann"}, "unknown key 'window'"),
+    ({"fmin": 9000.0, "fmax": 8000.0}, "needs fmin < fmax"),
+])
+def test_export_refuses_bad_feature_parameters_in_one_line(ws, change, needle):
+    ckpt = torch.load(ws / "m.pt", weights_only=True)
+    params = {**ckpt["feature_params"], **change}
+    ckpt["feature_params"] = {k: v for k, v in params.items() if v is not None}
+    save_checkpoint(ws / "bad.pt", {k: v for k, v in ckpt.items() if k not in ("format", "version", "edgeasc_version")})
+    proc = run_cli_here("export", str(ws / "bad.pt"), "-o", str(ws / "bad.onnx"))
+    assert_one_line_error(proc, 2, "metadata edgeasc.feature_params", needle)
+    assert not (ws / "bad.onnx").exists()

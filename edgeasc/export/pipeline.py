@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from edgeasc.export.sparse import MODES, pack_weights
 from edgeasc.io import atomic_write_group, refuse_input_as_output
 from edgeasc.models.complexity import analyse, count_nonzero, count_params
 from edgeasc.runtime.features import FeatureParams, perceptual_mel
+from edgeasc.runtime.metadata import parse_metadata
 from edgeasc.train.checkpoint import load_checkpoint, model_from_checkpoint
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -80,6 +82,13 @@ def export_checkpoint(source: str | Path, output: str | Path | None = None, fold
         raise ConfigError(f"--rules must be one of {', '.join(RULES)}, got {rules!r}")
     budget_bytes = parse_budget(budget) if budget is not None else None
     ckpt = load_checkpoint(source)
+    try:  # the frontend travels into the metadata: validated here, before it is read, in one line
+        parse_metadata({"edgeasc.feature_params": json.dumps(ckpt["feature_params"])}, str(ckpt["path"]))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{ckpt['path']}: the checkpoint's feature parameters are not a JSON object") from None
+    missing = [f.name for f in fields(FeatureParams) if f.name not in ckpt["feature_params"]]
+    if missing:
+        raise ConfigError(f"{ckpt['path']}: metadata edgeasc.feature_params lacks {missing[0]!r}")
     fitted = ckpt.get("fit") if isinstance(ckpt.get("fit"), dict) else None
     fit_rules = fitted.get("rules") if fitted and fitted.get("rules") in RULES else None
     rules = rules or fit_rules or "dcase2020"
