@@ -1,0 +1,161 @@
+"""TAU Urban Acoustic Scenes 2022 Mobile layout detection on fixtures in the exact official
+layout (meta.csv with filename, scene_label, identifier, source_label; evaluation_setup/
+fold1_{train,evaluate,test}.csv; split_setup/split{N}.csv and test.csv; 1-s pieces named
+scene-city-location-segment-subsegment-device.wav), and the near-misses that must not be
+taken for it: 2020 names without split_setup/, a split_setup that is a file, names whose
+last two parts are the other way round, the 2020-1b labels, the 2018 .txt lists."""
+
+import pytest
+
+from conftest import write_wav
+from edgeasc.data.dcase import DatasetError, open_dataset
+
+# (scene, city, location, segment, device) per split: no location in both
+TRAIN = [("airport", "lisbon", 1000, 40000, "a"), ("airport", "lisbon", 1000, 40001, "b"),
+         ("bus", "lyon", 1001, 40010, "a"), ("bus", "lyon", 1001, 40011, "s1")]
+EVALUATE = [("airport", "vienna", 1002, 40020, "s4"), ("bus", "prague", 1003, 40030, "c")]
+HEADER = "filename\tscene_label\tidentifier\tsource_label\n"
+
+
+def _name(rec, style, sub=0):
+    scene, city, loc, seg, device = rec
+    if style == "2022":
+        return f"audio/{scene}-{city}-{loc}-{seg}-{sub}-{device}.wav"
+    if style == "swapped":  # the device before the subsegment: not TAU's name
+        return f"audio/{scene}-{city}-{loc}-{seg}-{device}-{sub}.wav"
+    return f"audio/{scene}-{city}-{loc}-{10 * seg + sub}-{device}.wav"  # 2020: a segment per piece
+
+
+def make_tau(root, style="2022", split_setup="folder", labels=None, fold_ext=".csv", source=True):
+    """The official layout, small: two subsegments per training recording, one per evaluate one,
+    real 1-s 44.1 kHz mono WAVs. `labels`: scene -> label (the 2020-1b groups)."""
+    rows, lists = [], {"train": [], "evaluate": []}
+    for split, recs in (("train", TRAIN), ("evaluate", EVALUATE)):
+        for i, rec in enumerate(recs):
+            for sub in range(2 if split == "train" else 1):
+                name = _name(rec, style, sub)
+                label = (labels or {}).get(rec[0], rec[0])
+                write_wav(root / name, seconds=1.0, sr=44100, channels=1, seed=i + 10 * sub, freq=300 + 50 * i)
+                rows.append((name, label, f"{rec[1]}-{rec[2]}", rec[4]))
+                lists[split].append((name, label))
+    cols = 4 if source else 3
+    (root / "meta.csv").write_text(HEADER if source else "filename\tscene_label\tidentifier\n")
+    with open(root / "meta.csv", "a") as f:
+        f.writelines("\t".join(r[:cols]) + "\n" for r in rows)
+    setup = root / "evaluation_setup"
+    setup.mkdir()
+    for split, items in lists.items():
+        body = "".join(f"{n}\t{label}\n" for n, label in items)
+        (setup / f"fold1_{split}{fold_ext}").write_text(body if fold_ext == ".txt" else "filename\tscene_label\n" + body)
+    (setup / "fold1_test.csv").write_text("filename\n" + "".join(f"{n}\n" for n, _ in lists["evaluate"]))
+    if split_setup == "folder":
+        (root / "split_setup").mkdir()
+        for percent in (5, 10, 25, 50, 100):
+            (root / "split_setup" / f"split{percent}.csv").write_text(
+                "filename\tscene_label\n" + "".join(f"{n}\t{label}\n" for n, label in lists["train"]))
+        (root / "split_setup" / "test.csv").write_text("filename\n" + "".join(f"{n}\n" for n, _ in lists["evaluate"]))
+    elif split_setup == "file":
+        (root / "split_setup").write_text("not a folder\n")
+    return root
+
+
+def test_the_exact_tau2022_layout_is_detected_and_read(tmp_path):
+    ds = open_dataset(make_tau(tmp_path / "tau22"))
+    assert ds.layout == "tau2022-mobile" and ds.labels == ["airport", "bus"]
+    assert [c.name for c in ds.splits["train"]] == [
+        "audio/airport-lisbon-1000-40000-0-a.wav", "audio/airport-lisbon-1000-40000-1-a.wav",
+        "audio/airport-lisbon-1000-40001-0-b.wav", "audio/airport-lisbon-1000-40001-1-b.wav",
+        "audio/bus-lyon-1001-40010-0-a.wav", "audio/bus-lyon-1001-40010-1-a.wav",
+        "audio/bus-lyon-1001-40011-0-s1.wav", "audio/bus-lyon-1001-40011-1-s1.wav"]
+    assert [(c.label, c.location, c.device) for c in ds.splits["evaluate"]] == [(0, "vienna-1002", "s4"),
+                                                                               (1, "prague-1003", "c")]
+    assert ds.devices == ["a", "b", "c", "s1", "s4"]
+    assert ds.summary() == {"root": str((tmp_path / "tau22").resolve()), "layout": "tau2022-mobile",
+                            "labels": ["airport", "bus"], "splits": {"train": 8, "evaluate": 2},
+                            "devices": ["a", "b", "c", "s1", "s4"]}
+    first = ds.splits["train"][0]
+    assert first.where == f"{tmp_path.resolve() / 'tau22' / 'evaluation_setup' / 'fold1_train.csv'}:2"
+    assert first.path == (tmp_path / "tau22" / first.name).resolve()
+
+
+@pytest.mark.parametrize("style, split_setup, layout", [
+    ("2022", None, "tau2022-mobile"),       # the 1-s names alone make it TAU 2022
+    ("2020", "folder", "tau2022-mobile"),   # split_setup/ alone too (DCASE 2024/2025 lists)
+    ("2020", None, "tau2020-mobile"),       # near-miss: 10-s names, no split_setup/
+    ("2020", "file", "tau2020-mobile"),     # near-miss: a file called split_setup
+    ("swapped", None, "tau2020-mobile"),    # near-miss: ...-40000-a-0.wav is no TAU 2022 name
+])
+def test_what_makes_a_layout_tau2022_and_what_does_not(tmp_path, style, split_setup, layout):
+    ds = open_dataset(make_tau(tmp_path / "d", style=style, split_setup=split_setup))
+    assert ds.layout == layout and len(ds.splits["train"]) == 8 and len(ds.splits["evaluate"]) == 2
+
+
+def test_one_subsegment_name_among_2020_names_is_enough(tmp_path):
+    root = make_tau(tmp_path / "d", style="2020", split_setup=None)
+    old, new = "audio/bus-prague-1003-400300-c.wav", "audio/bus-prague-1003-400300-7-c.wav"
+    (root / old).rename(root / new)
+    for f in ("meta.csv", "evaluation_setup/fold1_evaluate.csv"):
+        (root / f).write_text((root / f).read_text().replace(old, new))
+    assert open_dataset(root).layout == "tau2022-mobile"
+
+
+def test_the_2020_1b_labels_and_the_2018_lists_win_over_tau2022_names(tmp_path):
+    groups = {"airport": "indoor", "bus": "transportation"}
+    one_b = open_dataset(make_tau(tmp_path / "1b", labels=groups))
+    assert one_b.layout == "dcase2020-1b" and one_b.labels == ["indoor", "transportation"]
+    old = open_dataset(make_tau(tmp_path / "2018", fold_ext=".txt"))
+    assert old.layout == "dcase2018" and len(old.splits["train"]) == 8
+    assert old.splits["train"][0].where.endswith("fold1_train.txt:1")  # no header line
+
+
+def test_tau2022_needs_the_source_label_column_and_tau2020_does_not(tmp_path):
+    root = make_tau(tmp_path / "d", source=False)
+    with pytest.raises(DatasetError) as refused:
+        open_dataset(root)
+    assert str(refused.value) == (f"{root.resolve() / 'meta.csv'}: no source_label column; TAU 2022 Mobile is "
+                                  "evaluated per recording device (seen and unseen), so meta.csv needs filename, "
+                                  "scene_label, identifier and source_label")
+    ds = open_dataset(make_tau(tmp_path / "d20", style="2020", split_setup=None, source=False))
+    assert ds.layout == "tau2020-mobile" and ds.devices == ["a", "b", "c", "s1", "s4"]  # from the names
+
+
+def test_meta_identifier_and_source_label_win_over_the_name(tmp_path):
+    root = make_tau(tmp_path / "d")
+    meta = root / "meta.csv"
+    meta.write_text(meta.read_text().replace("audio/bus-prague-1003-40030-0-c.wav\tbus\tprague-1003\tc",
+                                             "audio/bus-prague-1003-40030-0-c.wav\tbus\tprague-77\ts6")
+                    .replace("audio/airport-vienna-1002-40020-0-s4.wav\tairport\tvienna-1002\ts4",
+                             "audio/airport-vienna-1002-40020-0-s4.wav\tairport\t\t"))
+    ds = open_dataset(root)
+    assert [(c.location, c.device) for c in ds.splits["evaluate"]] == [("vienna-1002", "s4"), ("prague-77", "s6")]
+
+
+def test_tau2022_train_subsets_and_test_list(tmp_path):
+    root = make_tau(tmp_path / "d")
+    (root / "split_setup" / "split5.csv").write_text("filename\tscene_label\naudio/airport-lisbon-1000-40000-0-a.wav"
+                                                     "\tairport\naudio/bus-lyon-1001-40010-1-a.wav\tbus\n")
+    (root / "split_setup" / "test.csv").write_text("filename\naudio/bus-prague-1003-40030-0-c.wav\n")
+    ds = open_dataset(root, split=5)
+    assert [c.name for c in ds.splits["train"]] == ["audio/airport-lisbon-1000-40000-0-a.wav",
+                                                    "audio/bus-lyon-1001-40010-1-a.wav"]
+    assert [(c.name, c.device, c.location) for c in ds.splits["evaluate"]] == [
+        ("audio/bus-prague-1003-40030-0-c.wav", "c", "prague-1003")]
+    assert ds.splits["train"][1].where == f"{root.resolve() / 'split_setup' / 'split5.csv'}:3"
+    (root / "split_setup" / "test.csv").unlink()  # no test list: evaluate on fold1_evaluate
+    assert len(open_dataset(root, split=5).splits["evaluate"]) == 2
+    (root / "split_setup" / "split10.csv").write_text("filename\tscene_label\n")
+    with pytest.raises(DatasetError) as refused:
+        open_dataset(root, split=10)
+    assert str(refused.value) == f"{root.resolve() / 'split_setup' / 'split10.csv'}: lists no clips"
+    (root / "split_setup" / "split10.csv").unlink()
+    with pytest.raises(DatasetError) as refused:
+        open_dataset(root, split=10)
+    assert str(refused.value) == f"{root.resolve() / 'split_setup' / 'split10.csv'}: missing (--split 10 reads it)"
+    with pytest.raises(DatasetError) as refused:
+        open_dataset(root, split=20)
+    assert str(refused.value) == "--split must be one of 5, 10, 25, 50, 100 (percent of the training set), got 20"
+    old = make_tau(tmp_path / "d20", style="2020", split_setup=None)
+    with pytest.raises(DatasetError) as refused:
+        open_dataset(old, split=50)
+    assert str(refused.value) == (f"{old.resolve()}: --split needs the TAU 2022 Mobile layout (split_setup/), "
+                                  "not tau2020-mobile")
