@@ -220,3 +220,24 @@ def test_bad_kd_options_are_refused_with_their_exact_message(teachers, weight, t
 def test_good_kd_options_pass(weight, temperature, targets):
     assert check_kd_options(["t"], weight, temperature, targets) is None
     assert check_kd_options([], None, None, None) is None
+
+
+def test_computed_logits_are_stored_as_float32_and_the_device_is_passed_on(tmp_path, monkeypatch):
+    import edgeasc.train.distill as distill
+
+    cache = _cache(tmp_path, _features([[1, 2, 3], [4, 5, 6]]))
+    t, seen = _teacher("t"), []
+    device = torch.device("cpu")
+
+    def in_float64(teacher, c, split, dev):  # a compute that hands back float64
+        seen.append(dev)
+        return compute_logits(teacher, c, split, dev).astype(np.float64) / 4
+
+    logits, hit = cached_logits(t, cache, "train", device, compute=in_float64)
+    assert hit is False and logits.dtype == np.float32 and logits.tolist() == [[0.25, 0.5, 0.75], [1.0, 1.25, 1.5]]
+    assert cached_logits(t, cache, "train", device, compute=in_float64) == (pytest.approx(logits), True)
+    assert seen == [device]  # the second call read the float32 file
+    # the ensemble hands its device to every teacher that has to run
+    monkeypatch.setattr(distill, "compute_logits", in_float64)
+    mean, ran = ensemble_logits([_teacher("u"), _teacher("v")], cache, "train", device)
+    assert ran == 2 and seen == [device, device, device] and mean.tolist() == logits.tolist()
