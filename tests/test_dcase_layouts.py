@@ -159,3 +159,196 @@ def test_tau2022_train_subsets_and_test_list(tmp_path):
         open_dataset(old, split=50)
     assert str(refused.value) == (f"{old.resolve()}: --split needs the TAU 2022 Mobile layout (split_setup/), "
                                   "not tau2020-mobile")
+
+
+# ----------------------------------------------------------------------------- every refusal, exactly
+def _clip(root, name, label, where):
+    from edgeasc.data.dcase import Clip
+
+    return Clip(name, root / name, label, None, None, where)
+
+
+@pytest.mark.parametrize("train, evaluate, message", [
+    ([("x.wav", 0, "l.csv:2"), ("x.wav", 1, "l.csv:3")], [("y.wav", 0, "l.csv:4")],
+     "l.csv:3: x.wav is labelled 'b' here and 'a' at l.csv:2"),
+    ([("x.wav", 0, "l.csv:2"), ("z.wav", 1, "l.csv:3")], [("x.wav", 0, "")],
+     "{root}: x.wav is in both train and evaluate (also at l.csv:2): evaluating on training clips leaks"),
+    ([("x.wav", 0, "l.csv:2"), ("z.wav", 1, "l.csv:3"), ("x.wav", 0, "l.csv:5")], [("y.wav", 0, "l.csv:4")],
+     "l.csv:5: x.wav is listed twice (also at l.csv:2): it would count twice"),
+    ([("x.wav", 0, "l.csv:2")], [("y.wav", 2, "l.csv:4")], "{root}: class 'b' has no training clips (2 classes have none)"),
+    ([("x.wav", 0, "l.csv:2"), ("z.wav", 2, "l.csv:3")], [("y.wav", 1, "l.csv:4")],
+     "{root}: class 'b' has no training clips"),
+])
+def test_inconsistent_lists_are_refused_exactly(tmp_path, train, evaluate, message):
+    from edgeasc.data.dcase import Dataset, check_consistent
+
+    ds = Dataset(tmp_path, "csv", ["a", "b", "c"], {"train": [_clip(tmp_path, *c) for c in train],
+                                                    "evaluate": [_clip(tmp_path, *c) for c in evaluate]})
+    with pytest.raises(DatasetError) as refused:
+        check_consistent(ds)
+    assert str(refused.value) == message.format(root=tmp_path)
+
+
+def test_consistent_lists_pass(tmp_path):
+    from edgeasc.data.dcase import Dataset, check_consistent
+
+    ds = Dataset(tmp_path, "csv", ["a", "b"], {"train": [_clip(tmp_path, "x.wav", 0, "1"), _clip(tmp_path, "y.wav", 1, "2")],
+                                               "evaluate": [_clip(tmp_path, "z.wav", 0, "3")]})
+    assert check_consistent(ds) is None
+
+
+def test_plain_folders_split_every_fifth_clip_or_location_and_keep_names(tmp_path):
+    root = tmp_path / "f"
+    for i in range(10):
+        write_wav(root / "kitchen" / f"{i:02d}.wav", seconds=0.1)
+    for i in range(6):  # three locations with two clips each: the 5th location would evaluate: none does...
+        write_wav(root / "office" / f"office-oslo-{i // 2}-{i}-b.wav", seconds=0.1)
+    for i in range(10):
+        write_wav(root / "street" / f"street-rome-{i // 2}-{i}-s2.WAV", seconds=0.1)
+    (root / "kitchen" / "notes.txt").write_text("x")
+    (root / ".hidden").mkdir()
+    write_wav(root / ".hidden" / "a.wav", seconds=0.1)
+    (root / "empty").mkdir()
+    (root / "empty" / "readme.md").write_text("x")
+    (root / "street" / "dir.wav").mkdir()
+    ds = open_dataset(root)
+    assert ds.layout == "folders" and ds.labels == ["kitchen", "office", "street"]
+    assert [c.name for c in ds.splits["evaluate"]] == [
+        "kitchen/04.wav", "kitchen/09.wav", "street/street-rome-4-8-s2.WAV", "street/street-rome-4-9-s2.WAV"]
+    office = [c for c in ds.splits["train"] if c.label == 1]
+    assert [(c.location, c.device) for c in office[:2]] == [("oslo-0", "b"), ("oslo-0", "b")]
+    assert office[0].where == str(root.resolve() / "office" / "office-oslo-0-0-b.wav")
+    assert ds.splits["train"][0].location is None and ds.splits["train"][0].device is None
+    assert ds.root == root.resolve() and ds.devices == ["b", "s2"]
+
+
+@pytest.mark.parametrize("body, message", [
+    ("filename,label\n", "{csv}: lists no clips"),
+    ("filename,label\na.wav,x\nb.wav,\n", "{csv}:3: needs a filename and a label"),
+    ("a.wav,x,train\nb.wav,y,test\n", "{csv}:2: split must be 'train' or 'evaluate', got 'test'"),
+    ("a.wav,x,train,extra\n", "{csv}:1: 4 columns, expected at most 3"),
+    ("filename,label\na.wav,x,train\n", "{csv}:2: 3 columns, expected at most 2"),
+    ("a.wav,x,train\nb.wav,x,train\n", "the dataset has no evaluation clips: add a split column or more clips per class"),
+    ("a.wav,x,evaluate\n", "the dataset has no training clips"),
+    (",x,train\n", "{csv}:1: empty file name"),
+    ("\\\\server\\a.wav,x,train\n", "{csv}:1: absolute path '\\\\\\\\server\\\\a.wav' is not allowed; paths are "
+                                  "relative to {root}"),
+])
+def test_plain_csv_refusals_are_exact(tmp_path, body, message):
+    write_wav(tmp_path / "a.wav", seconds=0.1)
+    write_wav(tmp_path / "b.wav", seconds=0.1)
+    csv = tmp_path / "labels.csv"
+    csv.write_text(body)
+    with pytest.raises(DatasetError) as refused:
+        open_dataset(tmp_path)
+    assert str(refused.value) == message.format(csv=csv, root=tmp_path.resolve())
+
+
+def test_plain_csv_headers_delimiters_and_names(tmp_path):
+    for name in ("a.wav", "bus-lyon-1-2-c.wav", "c.wav", "d.wav"):
+        write_wav(tmp_path / name, seconds=0.1)
+    csv = tmp_path / "my.tsv"
+    # a BOM, a 'file' header, tabs (first seen on line 5: still within the sniffed lines)
+    csv.write_text("\ufefffile\tLABEL\tSplit\n\na.wav\tx\ttrain\nc.wav\ty\t\nbus-lyon-1-2-c.wav\tx\tEvaluate\n"
+                   "d.wav\ty\ttrain\n")
+    ds = open_dataset(csv)
+    assert ds.layout == "csv" and ds.labels == ["x", "y"]
+    assert [(c.name, c.where) for c in ds.splits["evaluate"]] == [("bus-lyon-1-2-c.wav", f"{csv}:5")]
+    assert [c.name for c in ds.splits["train"]] == ["a.wav", "c.wav", "d.wav"]
+    (bus,) = ds.splits["evaluate"]
+    assert (bus.location, bus.device, bus.label) == ("lyon-1", "c", 0)
+    for header in ("path,label,split\n", "filename,label,split\n", ""):
+        (tmp_path / "h.txt").write_text(header + "a.wav,x,train\nc.wav,x,evaluate\n")
+        assert [c.name for c in open_dataset(tmp_path / "h.txt").splits["train"]] == ["a.wav"], header
+    (tmp_path / "t.txt").write_text("a.wav,x,train\nb.wav,x,train\nc.wav,x,train\nd.wav,x,train\n"
+                                    "e.wav,x,train\nbus-lyon-1-2-c.wav\tx\tevaluate\n")
+    with pytest.raises(DatasetError) as refused:  # the delimiter is sniffed from the first 5 lines only
+        open_dataset(tmp_path / "t.txt")
+    assert str(refused.value) == f"{tmp_path / 't.txt'}:6: needs a filename and a label"  # not split on tabs
+
+
+@pytest.mark.parametrize("name, message", [
+    ("audio.wav", "{p}: not a dataset folder or a labels CSV"),
+    ("nowhere", "{p}: no such file or folder"),
+])
+def test_a_path_that_is_no_dataset(tmp_path, name, message):
+    write_wav(tmp_path / "audio.wav", seconds=0.1)
+    with pytest.raises(DatasetError) as refused:
+        open_dataset(tmp_path / name)
+    assert str(refused.value) == message.format(p=tmp_path / name)
+
+
+def test_unknown_layouts_name_what_was_expected(tmp_path):
+    (tmp_path / "meta.csv").write_text(HEADER)  # meta.csv without evaluation_setup/: not official
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("x")
+    with pytest.raises(DatasetError) as refused:
+        open_dataset(tmp_path)
+    assert str(refused.value) == (f"{tmp_path.resolve()}: unknown dataset layout (expected meta.csv + "
+                                  "evaluation_setup/, labels.csv, or one folder of audio per class)")
+    (tmp_path / "meta.csv").unlink()
+    (tmp_path / "evaluation_setup").mkdir()  # nor evaluation_setup/ without meta.csv
+    with pytest.raises(DatasetError, match="unknown dataset layout"):
+        open_dataset(tmp_path)
+    (tmp_path / "meta.csv").write_text(HEADER)
+    with pytest.raises(DatasetError) as refused:
+        open_dataset(tmp_path, fold=2)
+    setup = tmp_path.resolve() / "evaluation_setup"
+    assert str(refused.value) == f"{setup}: no fold2_train.csv or fold2_train.txt"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("meta.csv", "audio/bus-prague-1003-40030-0-c.wav\tbus", "audio/bus-prague-1003-40030-0-c.wav\t"),
+     "{root}/meta.csv:11: needs 'filename' and 'scene_label'"),
+    (("meta.csv", "audio/bus-prague-1003-40030-0-c.wav\tbus", "\tbus"),
+     "{root}/meta.csv:11: needs 'filename' and 'scene_label'"),
+    (("meta.csv", "audio/bus-prague-1003-40030-0-c.wav\tbus", "audio/airport-vienna-1002-40020-0-s4.wav\tbus"),
+     "{root}/meta.csv:11: audio/airport-vienna-1002-40020-0-s4.wav is listed twice"),
+    (("evaluation_setup/fold1_evaluate.csv", "audio/bus-prague-1003-40030-0-c.wav\tbus",
+      "audio/bus-prague-1003-40030-0-c.wav\tairport"),
+     "{root}/evaluation_setup/fold1_evaluate.csv:3: label 'airport' disagrees with meta.csv ('bus')"),
+    (("evaluation_setup/fold1_evaluate.csv", "audio/bus-prague-1003-40030-0-c.wav\tbus", "\tbus"),
+     "{root}/evaluation_setup/fold1_evaluate.csv:3: '' is not in meta.csv"),
+])
+def test_official_list_refusals_are_exact(tmp_path, edit, message):
+    root = make_tau(tmp_path / "d")
+    path, old, new = edit
+    (root / path).write_text((root / path).read_text().replace(old, new))
+    with pytest.raises(DatasetError) as refused:
+        open_dataset(root)
+    assert str(refused.value) == message.format(root=root.resolve())
+
+
+def test_empty_official_lists_are_refused_exactly(tmp_path):
+    root = make_tau(tmp_path / "d")
+    (root / "evaluation_setup" / "fold1_evaluate.csv").write_text("filename\tscene_label\n")
+    with pytest.raises(DatasetError) as refused:
+        open_dataset(root)
+    assert str(refused.value) == f"{root.resolve()}/evaluation_setup/fold1_evaluate.csv: lists no clips"
+    (root / "meta.csv").write_text(HEADER)
+    with pytest.raises(DatasetError) as refused:
+        open_dataset(root)
+    assert str(refused.value) == f"{root.resolve()}/meta.csv: lists no clips"
+    (root / "meta.csv").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(DatasetError) as refused:
+        open_dataset(root)
+    assert str(refused.value) == f"{root.resolve()}/meta.csv: cannot read (UnicodeDecodeError)"
+
+
+def test_split_lists_with_a_file_header_and_unknown_names(tmp_path):
+    root = make_tau(tmp_path / "d")
+    (root / "split_setup" / "split25.csv").write_text("FILE\tscene_label\naudio/bus-lyon-1001-40010-1-a.wav\tbus\n"
+                                                      "audio/airport-lisbon-1000-40000-0-a.wav\tairport\n")
+    assert [c.name for c in open_dataset(root, split=25).splits["train"]] == [
+        "audio/bus-lyon-1001-40010-1-a.wav", "audio/airport-lisbon-1000-40000-0-a.wav"]
+    (root / "split_setup" / "split25.csv").write_text("filename\tscene_label\n\taudio/x.wav\n")
+    with pytest.raises(DatasetError) as refused:
+        open_dataset(root, split=25)
+    assert str(refused.value) == f"{root.resolve()}/split_setup/split25.csv:2: '' is not in meta.csv's fold lists"
+    (root / "split_setup" / "split25.csv").write_text("filename\nfilename\n")
+    with pytest.raises(DatasetError) as refused:  # a header is always read as one
+        open_dataset(root, split=25)
+    assert str(refused.value) == (f"{root.resolve()}/split_setup/split25.csv:2: 'filename' is not in meta.csv's "
+                                  "fold lists")
+    ds = open_dataset(root, split=100)
+    assert ds.root == root.resolve() and ds.layout == "tau2022-mobile"
