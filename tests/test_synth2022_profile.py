@@ -108,6 +108,7 @@ def test_device_gain_at_its_own_landmarks():
     assert db[1] == pytest.approx(3.0 - np.log2(2.5), abs=1e-9)
     assert db[0] == pytest.approx(3.0 * np.exp(-0.5 * (np.log2(1000 / 2500) * 2) ** 2), abs=1e-9)
     assert b.gain(np.array([10.0]))[0] == b.gain(np.array([20.0]))[0]  # below 20 Hz: as at 20 Hz
+    assert b.gain(np.array([20.0]))[0] != b.gain(np.array([20.5]))[0]
 
 
 def test_a_recording_is_heard_deterministically_per_device():
@@ -119,3 +120,44 @@ def test_a_recording_is_heard_deterministically_per_device():
     assert not np.array_equal(heard["a"], s22.synthesize_recording(rec, seed=1)["a"])
     for x in heard.values():  # a level of -32 to -20 dBFS RMS
         assert -32 - 1e-6 <= 20 * np.log10(np.sqrt(np.mean(x.astype(np.float64) ** 2))) <= -20 + 1e-6
+
+
+# (recording, device) -> RMS and the samples at 0, 1000, 220500, 440999 (seed 0, smallest profile)
+GOLDEN = {
+    (0, "a"): (0.05498400970362067, [0.04087148234248161, 0.0314447320997715, -0.060010284185409546,
+                                     0.07424318790435791]),
+    (1, "a"): (0.05211123214334526, [0.008401735685765743, -0.02692839503288269, 0.04670003801584244,
+                                     0.014581172727048397]),
+    (2, "a"): (0.054347603954625755, [0.0017620340222492814, 0.04705685377120972, 0.033722493797540665,
+                                      0.01134544238448143]),
+    (2, "s4"): (0.07822488912729304, [-0.02063075825572014, 0.060515426099300385, 0.09286604821681976,
+                                      -0.01906788907945156]),
+    (3, "b"): (0.039366741264801344, [-0.010352606885135174, -0.014284881763160229, -0.005693661980330944,
+                                      -0.012337886728346348]),
+    (3, "s5"): (0.0572619428688669, [0.07324615120887756, -0.0561053492128849, 0.029703782871365547,
+                                     0.07318655401468277]),
+}
+
+
+def test_the_synthesised_audio_is_pinned():
+    """A regression pin: the same (seed, recording) gives the same audio in every version, so
+    a benchmark on the profile stays comparable. Any change to the synthesis fails here."""
+    recs = s22.plan_recordings(40, seed=0)
+    for index in range(4):
+        for device, x in s22.synthesize_recording(recs[index], seed=0).items():
+            rms, samples = GOLDEN[(index, device)]
+            assert float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) == pytest.approx(rms, rel=1e-5)
+            assert x[[0, 1000, 220500, 440999]].tolist() == pytest.approx(samples, rel=1e-4, abs=1e-7)
+
+
+@pytest.mark.parametrize("name, peak, samples", [
+    ("a", 0.06262570750020631, [5.640972642300588e-06, -0.0009068977158185531, 0.05668001995019403]),
+    ("s5", 0.051267595127931324, [0.00013451325096289587, -0.0034785201405472155, 0.05088404571810099]),
+    ("s6", 0.05506649116599908, [0.0006757197582189664, -0.0027780609904361213, 0.05343839197729248]),
+])
+def test_hear_is_pinned_for_a_linear_and_two_clipping_devices(name, peak, samples):
+    tone = 3 * np.sin(2 * np.pi * 440 * np.arange(44100) / 44100)
+    y = s22.hear(s22._BY_NAME[name], tone, np.random.default_rng(7))
+    assert float(np.sqrt(np.mean(y ** 2))) == pytest.approx(0.04423168606206163, rel=1e-9)  # the drawn level
+    assert float(np.abs(y).max()) == pytest.approx(peak, rel=1e-6)
+    assert y[[0, 100, 30000]].tolist() == pytest.approx(samples, rel=1e-6, abs=1e-9)
