@@ -241,3 +241,17 @@ def test_computed_logits_are_stored_as_float32_and_the_device_is_passed_on(tmp_p
     monkeypatch.setattr(distill, "compute_logits", in_float64)
     mean, ran = ensemble_logits([_teacher("u"), _teacher("v")], cache, "train", device)
     assert ran == 2 and seen == [device, device, device] and mean.tolist() == logits.tolist()
+
+
+def test_soft_targets_and_kd_loss_name_the_class_dimension():
+    """Over classes (dim 1), stated: torch's implicit softmax dimension is deprecated and warns."""
+    import warnings
+
+    from edgeasc.train.distill import kd_loss, soft_targets
+
+    logits = torch.tensor([[0.0, 2.0 * np.log(3.0)], [2.0 * np.log(4.0), 0.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = soft_targets(logits, 2.0)
+        assert p.tolist() == pytest.approx([[0.25, 0.75], [0.8, 0.2]], abs=1e-7)
+        assert float(kd_loss(logits, p, 2.0)) == pytest.approx(0.0, abs=1e-6)
