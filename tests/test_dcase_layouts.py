@@ -352,3 +352,45 @@ def test_split_lists_with_a_file_header_and_unknown_names(tmp_path):
                                   "fold lists")
     ds = open_dataset(root, split=100)
     assert ds.root == root.resolve() and ds.layout == "tau2022-mobile"
+
+
+def test_official_lists_are_read_by_column_name_not_position(tmp_path):
+    root = make_tau(tmp_path / "d")
+    for path in ("meta.csv", "evaluation_setup/fold1_train.csv", "evaluation_setup/fold1_evaluate.csv"):
+        lines = [line.split("\t") for line in (root / path).read_text().splitlines()]
+        (root / path).write_text("".join("\t".join([cells[1], cells[0], *cells[2:]]) + "\n" for cells in lines))
+    ds = open_dataset(root)
+    assert ds.layout == "tau2022-mobile" and len(ds.splits["train"]) == 8
+    assert [(c.name, c.device) for c in ds.splits["evaluate"]] == [
+        ("audio/airport-vienna-1002-40020-0-s4.wav", "s4"), ("audio/bus-prague-1003-40030-0-c.wav", "c")]
+
+
+def test_2018_lists_check_their_labels_too(tmp_path):
+    root = make_tau(tmp_path / "d", fold_ext=".txt")
+    fold = root / "evaluation_setup" / "fold1_evaluate.txt"
+    fold.write_text(fold.read_text().replace("0-c.wav\tbus", "0-c.wav\tairport"))
+    with pytest.raises(DatasetError) as refused:
+        open_dataset(root)
+    assert str(refused.value) == f"{fold.resolve()}:2: label 'airport' disagrees with meta.csv ('bus')"
+
+
+def test_a_split_list_whose_header_names_no_file_column(tmp_path):
+    root = make_tau(tmp_path / "d")
+    (root / "split_setup" / "split50.csv").write_text("clip\naudio/bus-lyon-1001-40010-1-a.wav\n")
+    with pytest.raises(DatasetError) as refused:  # the first line is its header, whatever it says
+        open_dataset(root, split=50)
+    assert str(refused.value) == f"{root.resolve()}/split_setup/split50.csv:2: '' is not in meta.csv's fold lists"
+
+
+def test_plain_layouts_keep_their_root_and_name_the_folder_of_an_escaping_file(tmp_path):
+    write_wav(tmp_path / "a.wav", seconds=0.1)
+    write_wav(tmp_path / "b.wav", seconds=0.1)
+    (tmp_path / "labels.csv").write_text("a.wav,x,train\nb.wav,x,evaluate\n")
+    assert open_dataset(tmp_path / "labels.csv").root == tmp_path.resolve()
+    root = tmp_path / "folders"
+    write_wav(root / "kitchen" / "0.wav", seconds=0.1)
+    (root / "kitchen" / "1.wav").symlink_to(tmp_path / "a.wav")
+    with pytest.raises(DatasetError) as refused:
+        open_dataset(root)
+    assert str(refused.value) == (f"{root.resolve() / 'kitchen'}: 'kitchen/1.wav' points outside the dataset root "
+                                  f"{root.resolve()}")
