@@ -163,3 +163,10 @@ def test_hear_is_pinned_for_a_linear_and_two_clipping_devices(name, peak, sample
     assert float(np.sqrt(np.mean(y ** 2))) == pytest.approx(0.04423168606206163, rel=1e-9)  # the drawn level
     assert float(np.abs(y).max()) == pytest.approx(peak, rel=1e-6)
     assert y[[0, 100, 30000]].tolist() == pytest.approx(samples, rel=1e-6, abs=1e-9)
+
+
+def test_the_default_seed_is_0():
+    recs = s22.plan_recordings(40)
+    assert recs == s22.plan_recordings(40, seed=0) and s22.train_subsets(recs) == s22.train_subsets(recs, seed=0)
+    heard, seeded = s22.synthesize_recording(recs[1]), s22.synthesize_recording(recs[1], seed=0)
+    assert heard.keys() == seeded.keys() and all(np.array_equal(heard[d], seeded[d]) for d in heard)
