@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -169,7 +170,7 @@ class FolderLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                holder = _holder(fd)
                 os.close(fd)
                 raise EdgeascError(f"{self.folder} is in use by another edgeasc {self.what} (pid {holder}); "
                                    "wait for it to end, or choose another --out") from None
@@ -188,6 +189,20 @@ class FolderLock:
             self._path.unlink(missing_ok=True)  # while still holding it: see the inode check above
             os.close(self._fd)
             self._fd = None
+
+
+HOLDER_WAIT = 0.5  # seconds a refused contender waits for the holder's pid to appear
+
+
+def _holder(fd: int) -> str:
+    """The pid in a lock file someone else holds, or '?'. The holder writes it just after it
+    locks: a contender that meets the lock in that instant waits a moment for it."""
+    deadline = time.monotonic() + HOLDER_WAIT
+    while True:
+        pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if pid or time.monotonic() > deadline:
+            return pid or "?"
+        time.sleep(0.005)
 
 
 def missing_folders(path: str | Path) -> list[Path]:

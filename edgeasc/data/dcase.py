@@ -269,8 +269,9 @@ def _rows(path: Path, header: bool | None, columns: tuple[str, ...] = ()):
             is_header = header if header is not None else row[0].lower() in ("filename", "file", "path")
             if is_header:
                 names = [c.lower() for c in row]
-                if columns and "file" in names:
-                    names[names.index("file")] = "filename"
+                alias = next((a for a in ("file", "path") if a in names), None)
+                if columns and alias and "filename" not in names:  # the sniffed header words
+                    names[names.index(alias)] = "filename"
                 continue
             names = list(columns)
         if len(row) > len(names):
