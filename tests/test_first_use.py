@@ -113,8 +113,12 @@ def test_a_truncated_wav_gets_a_warning_naming_it(tmp_path):
 
     wav = write_wav(tmp_path / "cut.wav", seconds=1.0)
     assert truncation(wav) is None
-    os.truncate(wav, wav.stat().st_size // 2)
-    assert "cut.wav" in truncation(wav) and "50 %" in truncation(wav)
+    data = 48000 * 2 * 2  # 1 s of 48 kHz 16-bit stereo
+    header = wav.stat().st_size - data
+    os.truncate(wav, header + data // 2)  # exactly half of the declared data
+    assert "cut.wav" in truncation(wav) and "holds 50 %" in truncation(wav)
+    os.truncate(wav, header + data // 2 - 4)  # one frame short of half: rounded down, not up
+    assert "holds 49 %" in truncation(wav)
     (tmp_path / "x.txt").write_text("RIFF")
     assert truncation(tmp_path / "x.txt") is None
 
