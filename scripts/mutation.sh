@@ -35,11 +35,14 @@ declare -A TESTS=(
     [edgeasc/runtime/metadata.py]='"tests/test_metadata.py", "tests/test_integrity.py::test_parse_metadata_names_the_first_empty_band", "tests/test_integrity.py::test_the_empty_band_check_is_the_filterbank"'
     [edgeasc/runtime/onnx_proto.py]='"tests/test_integrity.py::test_malformed_bytes_say_where", "tests/test_integrity.py::test_the_reader_agrees_with_the_onnx_package", "tests/test_integrity.py::test_malformed_bytes_only_ever_raise_proto_error"'
     [edgeasc/runtime/predict.py]='"tests/test_predict.py", "tests/test_promises.py::test_a_files_probabilities_are_the_linear_mean_of_its_windows", "tests/test_runtime.py::test_window_starts_cover_the_recording_without_padding"'
+    [edgeasc/runtime/windows.py]='"tests/test_predict.py", "tests/test_runtime.py::test_window_starts_cover_the_recording_without_padding", "tests/test_first_use.py"'
+    [edgeasc/runtime/recording.py]='"tests/test_predict.py", "tests/test_predict_stream.py", "tests/test_listen.py::test_streamed_windows_equal_the_whole_file_path_across_block_seams"'
 )
 MODULES=("$@")
 [ ${#MODULES[@]} -gt 0 ] || MODULES=(edgeasc/compress/pruning.py edgeasc/compress/structured.py edgeasc/compress/fit.py
                                      edgeasc/export/fold.py edgeasc/export/sparse.py edgeasc/export/report.py
                                      edgeasc/train/distill.py edgeasc/runtime/features.py edgeasc/runtime/predict.py
+                                     edgeasc/runtime/windows.py edgeasc/runtime/recording.py
                                      edgeasc/compress/rules.py edgeasc/runtime/audio.py edgeasc/runtime/stream.py
                                      edgeasc/runtime/metadata.py edgeasc/runtime/onnx_proto.py
                                      edgeasc/io.py edgeasc/data/dcase.py edgeasc/data/synth2022.py)

@@ -147,13 +147,13 @@ def test_a_write_group_that_fails_while_renaming_restores_what_it_replaced(tmp_p
 
 
 def test_predict_refuses_a_hop_that_would_cut_too_many_windows(tmp_path, monkeypatch):
-    from edgeasc.runtime import predict
+    from edgeasc.runtime import predict, windows
     from edgeasc.runtime.deployed import load_model
 
     model = tmp_path.parent / "first_use_model.onnx"
     _tiny_model(model)
     wav = write_wav(tmp_path / "long.wav", seconds=3.0)
-    monkeypatch.setattr(predict, "MAX_WINDOWS", 10)
+    monkeypatch.setattr(windows, "MAX_WINDOWS", 10)
     m = load_model(model)
     refused = next(predict.predict_files(m, [wav], window=1.0, hop=0.1))
     assert "more than 10 windows" in refused.error and refused.window_probabilities is None

@@ -161,11 +161,12 @@ def test_streamed_windows_equal_the_whole_file_path_across_block_seams(exported,
     """Files are read in blocks; the windows are the whole-file path's samples exactly, for
     resampled and native rates, mono to stereo, overlapping and sparse hops, short files."""
     import edgeasc.runtime.predict as predict
+    import edgeasc.runtime.recording as recording
     from edgeasc.runtime.deployed import load_model
 
     _, paths = exported
     model = load_model(paths["fp32"])
-    monkeypatch.setattr(predict, "BLOCK_FRAMES", 3001)  # many seams, none aligned to a window
+    monkeypatch.setattr(recording, "BLOCK_FRAMES", 3001)  # many seams, none aligned to a window
     rng = np.random.default_rng(0)
     cases = [(write_wav(tmp_path / "a.wav", seconds=5.3, seed=1), None, 0.5),
              (write_wav(tmp_path / "b.wav", seconds=4.0, sr=22050, channels=1, seed=2), None, 1.7),
