@@ -14,7 +14,7 @@ from edgeasc.errors import ConfigError
 from edgeasc.export.fold import fold_model, max_abs_difference
 from edgeasc.export.onnx import read_metadata
 from edgeasc.export.pipeline import export_checkpoint
-from edgeasc.export.report import RULES, parse_budget, size_report
+from edgeasc.export.report import precisions_that_fit, RULES, parse_budget, size_report
 from edgeasc.models import ModelConfig, build_model, get_preset
 from edgeasc.models.complexity import analyse
 from edgeasc.runtime.features import FeatureParams
@@ -394,10 +394,17 @@ def test_cli_export_budget_and_bad_input(tmp_path):
     assert result["report"]["verdict"] == "FAIL" and result["report"]["budget_bytes"] == 1000
     assert out.is_file() and (tmp_path / "model.size.json").is_file()  # the report is written
     before = out.read_bytes()
-    assert_one_line_error(run_cli_here("export", str(ckpt), "-o", str(out)), 2, "exists")
-    ok = run_cli_here("export", str(ckpt), "-o", str(out), "--force", "--precision", "fp16", "--check-budget", "500KB")
+    # exporting again after a failed check is the obvious next step: the failed export is ours, no --force
+    ok = run_cli_here("export", str(ckpt), "-o", str(out), "--precision", "fp16", "--check-budget", "500KB")
     assert ok.returncode == 0 and "PASS" in ok.stdout and "512,000" in ok.stdout
     assert out.read_bytes() != before
+    # a passing export (or any file the tool did not leave failed) still needs --force
+    assert_one_line_error(run_cli_here("export", str(ckpt), "-o", str(out)), 2, "exists")
+    stranger = tmp_path / "stranger.onnx"
+    stranger.write_bytes(b"not ours")
+    stranger.with_suffix(".size.json").write_text('{"verdict": "FAIL", "file_bytes": 99}')
+    assert_one_line_error(run_cli_here("export", str(ckpt), "-o", str(stranger)), 2, "exists")
+    assert stranger.read_bytes() == b"not ours"
     assert_one_line_error(run_cli_here("export", str(ckpt), "-o", str(tmp_path / "x.onnx"), "--check-budget", "5zB"),
                           2, "malformed budget")
     assert_one_line_error(run_cli_here("export", str(ckpt), "-o", str(tmp_path / "nope" / "x.onnx")), 2, "no such folder")
@@ -408,6 +415,29 @@ def test_cli_export_budget_and_bad_input(tmp_path):
     junk.write_bytes(b"not a checkpoint")
     assert_one_line_error(run_cli_here("export", str(junk)), 2, "not a loadable edgeasc checkpoint")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_budget_nobody_asked_for_is_a_note_and_a_failed_check_names_the_precision_that_fits(tmp_path):
+    """168,576 counted values (BatchNorm out): 674,304 bytes at fp32 are over the 2020 budget (512,000), 337,152 at fp16
+    are under. Without --check-budget/--rules/--fit the report says so and the exit is 0; asked
+    for, it is exit 3; either way the line names the precision that would fit."""
+    ckpt = write_checkpoint(tmp_path / "m.pt", trained_like(ModelConfig(width=48, n_classes=3), prune_ratio=None))
+    unasked = run_cli_here("export", str(ckpt), "-o", str(tmp_path / "a.onnx"), "--json")
+    assert unasked.returncode == 0, unasked.stderr
+    report = json.loads(unasked.stdout)["report"]
+    assert (report["verdict"], report["counted_bytes"], report["budget_bytes"]) == ("FAIL", 674_304, 512_000)
+    lines = [x for x in unasked.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("edgeasc: note: over the dcase2020 budget (bytes: 674,304")
+    assert "--precision fp16 would fit" in lines[0]
+    asked = run_cli_here("export", str(ckpt), "-o", str(tmp_path / "b.onnx"), "--rules", "dcase2020")
+    assert asked.returncode == 3
+    assert "budget FAIL under dcase2020" in asked.stderr and "--precision fp16 would fit" in asked.stderr
+    again = run_cli_here("export", str(ckpt), "-o", str(tmp_path / "b.onnx"), "--rules", "dcase2020",
+                         "--precision", "fp16", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["report"]["verdict"] == "PASS"
+    report["counted_values"], report["budget_bytes"] = 100, 150  # only int8 fits; MACs over: none does
+    assert precisions_that_fit(report) == ["int8"]
+    assert precisions_that_fit({**report, "macs_ok": False}) == []
 
 
 def _perturbed(model: torch.nn.Module, amount: float = 0.02) -> torch.nn.Module:

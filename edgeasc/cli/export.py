@@ -34,7 +34,7 @@ def export(
     """Fold, export a verified single-file ONNX with its metadata, and check its size against a budget."""
     require_torch("`edgeasc export`")
     from edgeasc.export.pipeline import export_checkpoint
-    from edgeasc.export.report import budget_failures
+    from edgeasc.export.report import budget_failures, precisions_that_fit
 
     if swa:
         if not source.is_dir():
@@ -52,8 +52,14 @@ def export(
         _render_export(result)
     if report["verdict"] != "PASS":
         over = budget_failures(report)
-        err.print(f"edgeasc: error: budget FAIL under {report['rules']} ({'; '.join(over)}); {result['onnx']} and its "
-                  "report were written and kept", markup=False, soft_wrap=True)
+        fits = precisions_that_fit(report)
+        hint = f"; --precision {fits[0]} would fit" if fits else ""
+        if not result["budget_asked"]:  # a report, not a verdict: nobody asked for this budget
+            err.print(f"edgeasc: note: over the {report['rules']} budget ({'; '.join(over)}){hint}; ask with "
+                      "--check-budget or --rules to make it an error", markup=False, soft_wrap=True)
+            return
+        err.print(f"edgeasc: error: budget FAIL under {report['rules']} ({'; '.join(over)}){hint}; {result['onnx']} "
+                  "and its report were written and kept", markup=False, soft_wrap=True)
         raise typer.Exit(3)
 
 

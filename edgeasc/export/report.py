@@ -89,6 +89,15 @@ def budget_failures(r: dict) -> list[str]:
     return fails
 
 
+def precisions_that_fit(r: dict) -> list[str]:
+    """The precisions under which this report's counted values fit its budget, smallest saving
+    first ([] when the MACs are over: no precision changes them)."""
+    if not r["macs_ok"]:
+        return []
+    return [p for p in ("fp32", "fp16", "int8")
+            if r["counted_values"] * BYTES_PER_VALUE[PRECISION_DTYPE[p]] <= r["budget_bytes"]]
+
+
 def report_markdown(r: dict) -> str:
     lines = [f"# Size report: {r['verdict']}", "",
              f"Rules: {r['rules']} — {r['rules_description']}.",
