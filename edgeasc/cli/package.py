@@ -60,7 +60,7 @@ def package(
         for m in result["modules"]:
             _render_complexity(m["module"], m["complexity"], m["device_map"], result["limits"])
     if not result["written"]:
-        over = [f"{m['module']} {o}" for m in result["modules"] for o in m["over"]]
+        over = [f"{m['module']}: {o}" for m in result["modules"] for o in m["over"]]
         err.print(f"edgeasc: error: over the DCASE 2025 limits ({'; '.join(over)}); nothing was written",
                   markup=False, soft_wrap=True)
         raise typer.Exit(3)

@@ -49,10 +49,12 @@ def imported_submission(root: Path, label: str, index: int) -> Iterator:
     forget()
     sys.path.insert(0, str(root))
     importlib.invalidate_caches()
+    bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ in the package
     try:
         module = importlib.import_module(f"{label}.{module_name(label, index)}")
         yield module
     finally:
+        sys.dont_write_bytecode = bytecode
         sys.path.remove(str(root))
         forget()
 
@@ -92,14 +94,16 @@ def complexity(module, dummy: str, device_ids: tuple[str, ...] = DEVICE_IDS) -> 
 
 
 def over_limits(result: dict) -> list[str]:
-    """The devices whose network is over a limit, each with what is over ([] when all pass)."""
-    over = []
+    """What is over a limit, each with the devices whose network it is ([] when all pass)."""
+    over: dict[str, list[str]] = {}
     for device_id, c in result["per_device"].items():
-        what = ([f"{c['MACs']:,} MACs > {MAX_MACS:,}"] if c["MACs"] > MAX_MACS else []) + \
-               ([f"{c['Params']:,} bytes > {MAX_PARAMS_BYTES:,}"] if c["Params"] > MAX_PARAMS_BYTES else [])
-        if what:
-            over.append(f"{device_id}: {', '.join(what)}")
-    return over
+        if c["MACs"] > MAX_MACS:
+            over.setdefault(f"{c['MACs']:,} MACs > {MAX_MACS:,}", []).append(device_id)
+        if c["Params"] > MAX_PARAMS_BYTES:
+            over.setdefault(f"{c['Params']:,} parameter bytes > {MAX_PARAMS_BYTES:,}", []).append(device_id)
+    n = len(result["per_device"])
+    return [f"{what} ({'all ' + str(n) + ' devices' if len(ids) == n else 'devices ' + ', '.join(ids)})"
+            for what, ids in over.items()]
 
 
 def dummy_path(label: str) -> contextlib.AbstractContextManager:

@@ -133,7 +133,9 @@ name = "{label}"
 version = "1.0.0"
 description = "DCASE 2025 Task 1 inference package {label} (made with edgeasc {version})"
 requires-python = ">=3.10"
-dependencies = ["edgeasc[train]=={version}", "torch", "safetensors", "torchinfo", "numpy"]
+# and edgeasc {version} with its train extra, installed beforehand (from its source: the modules
+# import its frontend and network builder); not listed, so pip never looks for it on an index
+dependencies = ["torch", "safetensors", "torchinfo", "numpy", "soundfile", "soxr"]
 
 [tool.setuptools]
 packages = ["{label}", "{label}.resources"]
@@ -235,10 +237,8 @@ def package_runs(runs: list[str | Path], label: str, output: str | Path, precisi
         manifest = {k: v for k, v in summary.items() if k not in ("output", "written")}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _replace(tmp, output)
-    except BaseException:
+    finally:  # over the limits, or a failure: nothing stays behind (after the rename it is gone already)
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(tmp, ignore_errors=True)  # gone already after the rename; a failure above left it
     return {**summary, "written": True}
 
 
