@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import assert_one_line_error, make_dcase, run_cli_here
+from conftest import assert_one_line_error, make_dcase, run_cli_here, write_wav
 from edgeasc.export.dcase2025 import DEVICE_IDS, complexity, dummy_path, imported_submission
 
 LABEL = "Doe_TST_task1"
@@ -72,18 +72,33 @@ def test_the_official_style_check_passes_on_all_13_devices(work):
     assert stored == result
 
 
-def test_predict_returns_logits_in_input_order_with_the_runs_classes(work):
-    files = sorted(str(p) for p in (work["data"] / "audio").glob("*.wav"))[:5]
+def test_device_mapping_sends_seen_devices_to_their_own_network_and_the_rest_to_the_general_one():
+    from edgeasc.export.package import device_mapping
+
+    assert device_mapping({"general"}) == {d: "general" for d in DEVICE_IDS}
+    mapped = device_mapping({"general", "a", "s3", "s6", "s7"})  # s7: not in the development set
+    assert {d for d, m in mapped.items() if m != "general"} == {"a", "s3", "s6"}
+    assert all(mapped[d] == d for d in ("a", "s3", "s6")) and list(mapped) == list(DEVICE_IDS)
+
+
+def test_predict_returns_logits_in_input_order_with_the_runs_classes(work, tmp_path):
+    files = sorted(str(p) for p in (work["data"] / "audio").glob("*.wav"))[:4]
+    # a 2-s file among the 1-s ones: the frontend batches by length, and the order must survive it
+    files.insert(2, str(write_wav(tmp_path / "long-a.wav", seconds=2.0, sr=44_100, channels=1, seed=9)))
     devices = ["a", "s7", "unknown", "b", "c"]
     with imported_submission(work["out"], LABEL, 1) as module:
         logits, order = module.predict(files, devices, use_cuda=False)
         back, _ = module.predict(files[::-1], devices[::-1], use_cuda=False)
+        alone = torch.stack([module.predict([f], [d], use_cuda=False)[0][0] for f, d in zip(files, devices)])
         with pytest.raises(ValueError, match="5 files but 4 device ids"):
             module.predict(files, devices[:4], use_cuda=False)
     assert order == ["airport", "bus", "park"]
     assert len(logits) == 5 and all(t.shape == (3,) for t in logits)
-    assert torch.equal(torch.stack(logits), torch.stack(back[::-1]))
-    assert len({tuple(t.tolist()) for t in logits}) == 5  # five different files, five different outputs
+    # each file's row is its own (batches of other sizes move the float32 sums by ~1e-8), and the
+    # five files' rows are far further apart than that
+    assert torch.allclose(torch.stack(logits), alone, rtol=0, atol=1e-6)
+    assert torch.allclose(torch.stack(back[::-1]), alone, rtol=0, atol=1e-6)
+    assert min((alone[i] - alone[j]).abs().max() for i in range(5) for j in range(i)) > 1e-5
 
 
 def test_check_passes_with_predict_equal_to_edgeasc_predict(work):
