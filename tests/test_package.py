@@ -107,7 +107,10 @@ def test_check_passes_with_predict_equal_to_edgeasc_predict(work):
     result = json.loads(proc.stdout)
     fid = result["modules"][0]["fidelity"]
     assert result["passed"] and fid["files"] == 12 and fid["devices"] == ["a", "b", "s1"]
-    assert fid["top1_identical"] and fid["max_abs_probability_difference"] <= 1e-3
+    # the check's limit is 1e-3 for fp16; measured: ~1e-9 (the same fp16 weights, both computed in
+    # float32; only the torch and numpy frontends differ). Pinned far tighter than the limit, since
+    # this barely trained network's probabilities are all near 1/3
+    assert fid["top1_identical"] and fid["tolerance"] == 1e-3 and fid["max_abs_probability_difference"] < 1e-7
     assert result["modules"][0]["complexity"]["max_Params"] == 2 * PARAMS
 
 
