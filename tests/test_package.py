@@ -89,7 +89,7 @@ def test_predict_returns_logits_in_input_order_with_the_runs_classes(work, tmp_p
     with imported_submission(work["out"], LABEL, 1) as module:
         logits, order = module.predict(files, devices, use_cuda=False)
         back, _ = module.predict(files[::-1], devices[::-1], use_cuda=False)
-        alone = torch.stack([module.predict([f], [d], use_cuda=False)[0][0] for f, d in zip(files, devices)])
+        alone = torch.stack([module.predict([f], [d], use_cuda=False)[0][0] for f, d in zip(files, devices, strict=True)])
         with pytest.raises(ValueError, match="5 files but 4 device ids"):
             module.predict(files, devices[:4], use_cuda=False)
     assert order == ["airport", "bus", "park"]
