@@ -214,3 +214,12 @@ def test_pip_install_in_a_fresh_venv_and_the_organisers_import(work, tmp_path):
     assert proc.returncode == 0, proc.stderr
     order, shapes, where = json.loads(proc.stdout)
     assert order == ["airport", "bus", "park"] and shapes == [3, 3] and where.startswith(str(pkg))
+
+
+def test_check_refuses_what_is_not_a_package_in_one_line(work, tmp_path):
+    assert_one_line_error(run_cli_here("package", "--check", str(tmp_path)), 2,
+                          "not a package written by `edgeasc package` (no edgeasc-package.json)")
+    (tmp_path / "edgeasc-package.json").write_text('{"label": "x; rm -rf", "precision": "fp16", "modules": []}')
+    assert_one_line_error(run_cli_here("package", "--check", str(tmp_path)), 2, "must be a Python identifier")
+    assert_one_line_error(run_cli_here("package", "--check", str(work["out"]), str(work["run"])), 2,
+                          "--check takes the package folder only")
