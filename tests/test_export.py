@@ -14,7 +14,7 @@ from edgeasc.errors import ConfigError
 from edgeasc.export.fold import fold_model, max_abs_difference
 from edgeasc.export.onnx import read_metadata
 from edgeasc.export.pipeline import export_checkpoint
-from edgeasc.export.report import precisions_that_fit, RULES, parse_budget, size_report
+from edgeasc.export.report import RULES, parse_budget, precisions_that_fit, size_report
 from edgeasc.models import ModelConfig, build_model, get_preset
 from edgeasc.models.complexity import analyse
 from edgeasc.runtime.features import FeatureParams
