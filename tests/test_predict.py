@@ -340,3 +340,28 @@ def test_folders_expand_recursively_sorted_without_hidden_files(tmp_path):
     from edgeasc.data.dcase import AUDIO_SUFFIXES
 
     assert str(refused.value) == f"{tmp_path / 'empty'}: a folder with no audio files ({', '.join(AUDIO_SUFFIXES)})"
+
+
+def test_a_folder_of_mp3_files_is_read_or_each_file_skipped_with_a_line(model, tmp_path, monkeypatch):
+    """libsndfile >= 1.1 decodes MP3 (the wheels bundle 1.2): a folder's .mp3 files are classified
+    like its WAVs. With an older library each .mp3 is named once on the skip line, never an error."""
+    from edgeasc.runtime import audio as audio_module
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    x = wav(folder / "a.wav", 0.5, offset=0.1)
+    sf.write(str(folder / "b.mp3"), x, RATE, format="MP3", subtype="MPEG_LAYER_III")
+    assert audio_module.MP3 and ".mp3" in audio_module.AUDIO_SUFFIXES
+    lines = []
+    found = expand_inputs([folder], skipped=lines.append)
+    assert [p.name for p in found] == ["a.wav", "b.mp3"] and lines == []
+    a, b = predict_files(model, found, progress=None)
+    assert a.error is None and b.error is None
+    assert b.top()[0][0] == a.top()[0][0]  # lossy, the same recording: the same decision
+    decoded, _ = audio_module.load(folder / "b.mp3", RATE)
+    assert decoded.shape[0] == 1 and abs(decoded.shape[1] - x.size) < 2 * 1152  # an MP3 frame of padding
+    monkeypatch.setattr(audio_module, "MP3", False)
+    monkeypatch.setattr(audio_module, "AUDIO_SUFFIXES", (".wav", ".flac", ".ogg"))
+    assert expand_inputs([folder], skipped=lines.append) == [folder / "a.wav"]
+    version = audio_module.sf.__libsndfile_version__
+    assert lines == [f"{folder / 'b.mp3'}: skipped: libsndfile {version} cannot decode MP3 (1.1 or newer can)"]

@@ -171,7 +171,8 @@ def predict(
     from edgeasc.runtime.deployed import load_model
     from edgeasc.runtime.predict import expand_inputs, predict_files
 
-    audio_files = expand_inputs(audio_files)
+    audio_files = expand_inputs(audio_files, skipped=lambda line: err.print(safe(f"edgeasc: warning: {line}"),
+                                                                           markup=False, soft_wrap=True))
     m = load_model(model, threads)
     m.require_metadata("predict")
     if not 1 <= top_k <= len(m.labels):

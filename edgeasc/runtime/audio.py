@@ -21,8 +21,11 @@ import soxr
 from edgeasc.errors import EdgeascError
 
 MAX_CHANNELS = 2
+# libsndfile decodes MP3 from 1.1 on (the soundfile wheels bundle 1.2); an older system library
+# does not, and its folders' .mp3 files are then skipped with a line each rather than failing
+MP3 = "MP3" in sf.available_formats()
 # the files a folder of recordings is searched for (predict, dataset layouts)
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3") if MP3 else (".wav", ".flac", ".ogg")
 
 
 class AudioError(EdgeascError):

@@ -14,7 +14,7 @@ training clips were.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +22,6 @@ import numpy as np
 
 from edgeasc.errors import ConfigError, EdgeascError
 from edgeasc.runtime import audio
-from edgeasc.runtime.audio import AUDIO_SUFFIXES
 from edgeasc.runtime.deployed import DeployedModel
 from edgeasc.runtime.inputs import model_input, softmax
 
@@ -77,9 +76,10 @@ class Prediction:
         }
 
 
-def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
+def expand_inputs(paths: Sequence[str | Path], skipped: Callable[[str], None] | None = None) -> list[Path]:
     """The recordings to classify: files as given, "-" (stdin, once), and every audio file
-    under a folder (recursively, sorted, hidden files and folders skipped)."""
+    under a folder (recursively, sorted, hidden files and folders skipped). `skipped` hears one
+    line per file of a folder that this machine cannot decode (MP3 before libsndfile 1.1)."""
     found: list[Path] = []
     for path in map(Path, paths):
         if str(path) == "-":
@@ -87,10 +87,16 @@ def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
                 raise ConfigError("'-' (stdin) can be given once")
             found.append(path)
         elif path.is_dir():
-            files = sorted(f for f in path.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file()
-                           and not any(part.startswith(".") for part in f.relative_to(path).parts))
+            visible = sorted(f for f in path.rglob("*") if f.is_file()
+                             and not any(part.startswith(".") for part in f.relative_to(path).parts))
+            files = [f for f in visible if f.suffix.lower() in audio.AUDIO_SUFFIXES]
+            if skipped is not None and not audio.MP3:
+                for f in visible:
+                    if f.suffix.lower() == ".mp3":
+                        skipped(f"{f}: skipped: libsndfile {audio.sf.__libsndfile_version__} cannot decode MP3 "
+                                "(1.1 or newer can)")
             if not files:
-                raise ConfigError(f"{path}: a folder with no audio files ({', '.join(AUDIO_SUFFIXES)})")
+                raise ConfigError(f"{path}: a folder with no audio files ({', '.join(audio.AUDIO_SUFFIXES)})")
             found += files
         else:
             found.append(path)
