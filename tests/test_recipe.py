@@ -165,6 +165,10 @@ def test_a_d24_run_sets_the_rate_every_step_and_records_it(data, tmp_path):
     group = last["optimizer"]["param_groups"][0]
     # the rate of the very last step: set per step, not per epoch; AdamW's decoupled decay
     assert group["lr"] == s.at(1, 3) == cosine_lr(0.005, 7, 2, 8) and group["weight_decay"] == 1e-4
+    # a cosine run ends at 0 at its planned epochs: extending it would change every step's rate
+    proc = train_here(data, run, "--recipe", "d24", "--epochs", "3", "--warmup-epochs", "0.5", "--resume", "--json")
+    assert_one_line_error(proc, 2, f"{run} was planned for --epochs 2: its cosine schedule ends at 0 there, and "
+                                   "--epochs 3 would change the rate of every step (resume with --epochs 2)")
     summary = json.loads((run / "summary.json").read_text())
     from edgeasc.runtime.scores import macro_accuracy
 
