@@ -182,6 +182,8 @@ def test_time_roll_in_frames_and_frequency_masking():
 
     assert roll_frames(TrainConfig(time_roll=0.1, roll=None), {"sample_rate": 22050, "hop_length": 512}) == 4
     assert roll_frames(TrainConfig(time_roll=0.1, roll=None), {"sample_rate": 32000, "hop_length": 500}) == 6
+    # rounded down: never more than the seconds asked for (8.82 frames -> 8)
+    assert roll_frames(TrainConfig(time_roll=0.1, roll=None), {"sample_rate": 44100, "hop_length": 500}) == 8
     assert roll_frames(TrainConfig(), {"sample_rate": 22050, "hop_length": 512}) == 50
     x = torch.ones(64, 2, 256, 5)
     y = freq_mask(x, np.random.default_rng(0), 48)
