@@ -174,6 +174,15 @@ def test_a_d24_run_sets_the_rate_every_step_and_records_it(data, tmp_path):
 
     assert summary["recipe"] == "d24" and summary["final"]["macro_accuracy"] == macro_accuracy(
         summary["final"]["confusion"])
+    ev = run_cli_here("eval", str(run), "--cache-dir", str(data / "cache"), "--json")
+    assert ev.returncode == 0, ev.stderr
+    result = json.loads(ev.stdout)
+    assert result["macro_accuracy"] == summary["final"]["macro_accuracy"]
+    assert result["device_groups"]["real"] == sum(result["per_device"].values()) / len(result["per_device"])
+    assert set(result["per_device"]) <= {"a", "b", "c"} and result["other_devices"] == []
+    shown = run_cli_here("eval", str(run), "--cache-dir", str(data / "cache"))
+    assert f"macro-average (class-wise) {100 * result['macro_accuracy']:.2f} %" in shown.stdout
+    assert "mean, DCASE real (a, b, c)" in shown.stdout
 
 
 def test_time_roll_in_frames_and_frequency_masking():
