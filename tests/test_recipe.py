@@ -333,6 +333,9 @@ def test_a_run_distils_from_a_logits_file(data, tmp_path):
     summary = json.loads(proc.stdout)
     assert summary["kd"] == {"weight": 0.98, "temperature": 2.0, "targets": "cached"}
     assert summary["teacher_logits"]["format"] == "npz" and summary["teacher_logits"]["clips"] == len(clips)
+    info = run_cli_here("info", str(run))
+    assert f"teacher logits: {npz}" in info.stdout and f"{len(clips)} clips)" in info.stdout
+    assert "distillation: weight 0.98, temperature 2.0, cached targets" in info.stdout
     # other logits in the file, another student: the targets are the file's
     np.savez(npz, filenames=np.array(clips), logits=rng.normal(size=(len(clips), 3)).astype(np.float32))
     other = train_here(data, tmp_path / "other", "--epochs", "1", "--teacher-logits", str(npz), "--kd-weight",

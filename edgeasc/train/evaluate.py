@@ -168,7 +168,7 @@ def describe_checkpoint(path: Path, seconds: float | None = None) -> tuple[dict,
     extra = {"checkpoint": ckpt["path"], "kind": ckpt.get("kind"), "labels": ckpt["labels"],
              "epoch": ckpt["epoch"], "summary": ckpt.get("summary"),
              "last_metrics": (ckpt.get("history") or [None])[-1], "feature_params": ckpt["feature_params"],
-             "teachers": ckpt.get("teachers"), "fit": ckpt.get("fit"),
+             "teachers": ckpt.get("teachers"), "fit": ckpt.get("fit"), "teacher_logits": ckpt.get("teacher_logits"),
              "kd": {k: (ckpt.get("train_config") or {}).get(k) for k in ("kd_weight", "kd_temperature", "kd_targets")}
-             if ckpt.get("teachers") else None}
+             if ckpt.get("teachers") or ckpt.get("teacher_logits") else None}
     return extra, stats
