@@ -342,3 +342,7 @@ def test_a_run_distils_from_a_logits_file(data, tmp_path):
                        "0.98", "--json")
     assert other.returncode == 0, other.stderr
     assert json.loads(other.stdout)["final"]["loss"] != summary["final"]["loss"]
+    # the objective is part of the run: a resume must distil from the same file (by content)
+    again = train_here(data, run, "--epochs", "1", "--teacher-logits", str(npz), "--kd-weight", "0.98", "--resume",
+                       "--json")
+    assert_one_line_error(again, 2, f"{run} must resume with the --teacher-logits file it was trained with ({npz})")
