@@ -27,15 +27,24 @@ CASES = {
                            "--params-target or --fit)", {"params_target": 40_000}),
     "channel_multiple": (8, "--channel-multiple does nothing without channel pruning (--macs-target, "
                          "--params-target or --fit)", {"fit": "dcase2024"}),
+    "lr_hold": (5, "--lr-hold does nothing without --schedule hold-linear", {"schedule": "hold-linear"}),
+    "lr_decay_end": (60, "--lr-decay-end does nothing without --schedule hold-linear", {"schedule": "hold-linear"}),
+    "lr_final": (1e-5, "--lr-final does nothing without --schedule hold-linear (cosine ends at 0)",
+                 {"schedule": "hold-linear"}),
+    "warmup_steps": (100, "--warmup-steps does nothing without --schedule cosine", {"schedule": "cosine"}),
+    "warmup_epochs": (2.5, "--warmup-epochs does nothing without --schedule cosine", {"schedule": "cosine"}),
     "kd_weight": (0.9, "--kd-weight without --teacher: name the run(s) to distil from", None),
     "kd_temperature": (2.0, "--kd-temperature without --teacher: name the run(s) to distil from", None),
     "kd_targets": ("online", "--kd-targets without --teacher: name the run(s) to distil from", None),
 }
+# where the option acts by default: the setting in which it is idle
+CONTEXT = {"lr_hold": {"schedule": "cosine"}, "lr_decay_end": {"schedule": "cosine"},
+           "lr_final": {"schedule": "cosine"}}
 # every other setting acts on its own (or is the requirement of another)
 ACTS_ALONE = {"dataset", "split", "preset", "variant", "rho", "width", "depth_restriction", "decomp_factor",
               "damping_floor", "damp_stem", "prune_target", "prune_ratio", "macs_target", "params_target",
-              "teachers", "fit", "swa_start", "epochs", "batch_size", "accumulate", "lr", "lr_hold",
-              "lr_decay_end", "lr_final", "mixup_alpha", "freq_mixstyle", "roll", "seed", "seconds",
+              "teachers", "teacher_logits", "fit", "swa_start", "epochs", "batch_size", "accumulate", "lr",
+              "recipe", "optimizer", "weight_decay", "schedule", "freq_mask", "time_roll", "mixup_alpha", "freq_mixstyle", "roll", "seed", "seconds",
               "cache_dir", "feature_workers", "workers", "device", "amp", "channels_last", "out"}
 
 
@@ -49,14 +58,14 @@ def test_every_training_option_is_classified():
 def test_an_option_without_what_it_needs_is_refused_in_one_line(name):
     value, message, _ = CASES[name]
     with pytest.raises(ConfigError) as exc:
-        resolve_train_config({**DATA, name: value})
+        resolve_train_config({**DATA, **CONTEXT.get(name, {}), name: value})
     assert str(exc.value) == message
 
 
 @pytest.mark.parametrize("name", sorted(n for n, c in CASES.items() if c[2] is not None))
 def test_the_same_option_with_what_it_needs_is_taken(name):
     value, _, needs = CASES[name]
-    cfg = resolve_train_config({**DATA, name: value, **needs})
+    cfg = resolve_train_config({**DATA, **CONTEXT.get(name, {}), name: value, **needs})
     assert getattr(cfg, name) == value
 
 

@@ -84,6 +84,10 @@ def _render_lineage(extra: dict) -> None:
     for t in extra.get("teachers") or []:
         acc = f", final accuracy {100 * t['accuracy']:.2f} %" if isinstance(t.get("accuracy"), int | float) else ""
         out.print(f"teacher: {t.get('path')} (sha256 {str(t.get('sha256'))[:12]}…{acc})", markup=False, soft_wrap=True)
+    logits = extra.get("teacher_logits")
+    if logits:
+        out.print(f"teacher logits: {logits.get('path')} (sha256 {str(logits.get('sha256'))[:12]}…, "
+                  f"{logits.get('clips')} clips)", markup=False, soft_wrap=True)
     kd = extra.get("kd")
     if kd:
         out.print(f"distillation: weight {kd.get('kd_weight') if kd.get('kd_weight') is not None else 0.5}, "

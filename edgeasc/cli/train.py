@@ -50,16 +50,35 @@ def train(
     kd_temperature: float | None = typer.Option(None, help="Distillation temperature τ (default 2)."),
     kd_targets: str | None = typer.Option(None, help="cached (default: the teachers run once per clip, "
                                           "un-augmented) | online (on every augmented batch)."),
+    teacher_logits: Path | None = typer.Option(None, help="Distil from pre-computed teacher logits: a .csv "
+                                               "(filename,<class>,...) or .npz (filenames, logits) per clip."),
+    recipe: str | None = typer.Option(None, help="d20 (default: the 2020 paper) | d24 (the DCASE 2024/25 "
+                                      "baselines: AdamW 0.005, cosine, batch 256, 150 epochs, masking, MixStyle). "
+                                      "Fills defaults; flags override."),
+    optimizer: str | None = typer.Option(None, help="adam (d20) | adamw (d24)."),
+    weight_decay: float | None = typer.Option(None, help="Weight decay (d20: 0, d24: 1e-4; AdamW: decoupled)."),
+    schedule: str | None = typer.Option(None, help="hold-linear (d20: per epoch) | cosine (d24: linear warm-up, "
+                                        "then cosine to 0 at the end of --epochs, per step)."),
+    lr_hold: int | None = typer.Option(None, help="hold-linear: epochs at --lr (paper 50 of 400; follows "
+                                       "--epochs when not given)."),
+    lr_decay_end: int | None = typer.Option(None, help="hold-linear: epoch the linear decay reaches 0 (paper 250 "
+                                            "of 400; follows --epochs when not given)."),
+    lr_final: float | None = typer.Option(None, help="hold-linear: rate after --lr-decay-end (paper 1e-6)."),
+    warmup_steps: int | None = typer.Option(None, help="cosine: linear warm-up over N optimiser steps (d24: 2000)."),
+    warmup_epochs: float | None = typer.Option(None, help="cosine: warm-up over N epochs' steps instead."),
+    freq_mask: int | None = typer.Option(None, help="Mask up to N mel bins per clip (d20: 0, d24: 48)."),
+    time_roll: float | None = typer.Option(None, help="Roll clips in time by up to S seconds (d24: 0.1; d20 rolls "
+                                           "up to 50 frames)."),
     fit: str | None = typer.Option(None, help="Fit a challenge's complexity rules: dcase2024 | dcase2022 (start "
                                    "network + channel pruning to the limits, int8)."),
     swa_start: int | None = typer.Option(None, help="Average the weights from this epoch on (the authors' "
                                          "submissions: 250); saved as model-swa.pt."),
     swa_every: int | None = typer.Option(None, help="Average every N-th epoch (default 3)."),
-    epochs: int | None = typer.Option(None, help="Epochs (paper: 400)."),
-    batch_size: int | None = typer.Option(None, help="Global batch size (paper: 10)."),
+    epochs: int | None = typer.Option(None, help="Epochs (d20: 400, d24: 150)."),
+    batch_size: int | None = typer.Option(None, help="Global batch size (d20: 10, d24: 256)."),
     accumulate: int | None = typer.Option(None, help="Gradient accumulation: each process takes its batch in N "
                                           "parts (same steps, 1/N of the activation memory; default 1)."),
-    lr: float | None = typer.Option(None, help="Adam learning rate (paper: 1e-4)."),
+    lr: float | None = typer.Option(None, help="Learning rate: held (d20: 1e-4) or the cosine peak (d24: 0.005)."),
     seed: int | None = typer.Option(None, help="Seed: same seed, same run (on CPU)."),
     device: str | None = typer.Option(None, help="auto | cpu | cuda"),
     workers: int | None = typer.Option(None, help="DataLoader worker processes (default 0)."),
@@ -85,7 +104,10 @@ def train(
                prune_schedule=prune_schedule, prune_method=prune_method, prune_epochs=prune_epochs, prune_monotone=prune_monotone,
                macs_target=macs_target, params_target=params_target, channel_importance=channel_importance,
                channel_multiple=channel_multiple, teachers=[str(t) for t in teacher] if teacher else None,
-               kd_weight=kd_weight, kd_temperature=kd_temperature, kd_targets=kd_targets, fit=fit, swa_start=swa_start, swa_every=swa_every, freq_mixstyle=freq_mixstyle,
+               kd_weight=kd_weight, kd_temperature=kd_temperature, kd_targets=kd_targets, teacher_logits=str(teacher_logits) if teacher_logits else None,
+               recipe=recipe, optimizer=optimizer, weight_decay=weight_decay, schedule=schedule, lr_hold=lr_hold,
+               lr_decay_end=lr_decay_end, lr_final=lr_final, warmup_steps=warmup_steps, warmup_epochs=warmup_epochs,
+               freq_mask=freq_mask, time_roll=time_roll, fit=fit, swa_start=swa_start, swa_every=swa_every, freq_mixstyle=freq_mixstyle,
                epochs=epochs, batch_size=batch_size, accumulate=accumulate, lr=lr, seed=seed, device=device, workers=workers,
                feature_workers=feature_workers, cache_dir=str(cache_dir) if cache_dir else None, seconds=seconds,
                amp=amp, channels_last=channels_last, out=str(out_dir) if out_dir else None)
@@ -105,10 +127,15 @@ def _render_summary(summary: dict) -> None:
     table.add_column(justify="right")
     table.add_row("network", f"{summary['variant']} ρ{summary['model']['rho']} w{summary['model']['width']}")
     table.add_row("epochs", str(summary["epochs"]))
+    macro = summary["final"].get("macro_accuracy")
+    if macro is not None and summary.get("recipe") == "d24":  # DCASE 2024/25 rank by the class-wise mean
+        table.add_row("final macro-average accuracy (class-wise mean)", f"{100 * macro:.2f} %")
     if summary["reported_accuracy"] is not None:
         table.add_row(f"accuracy (mean of last {summary['reported_over_epochs']} epochs)",
                       f"{100 * summary['reported_accuracy']:.2f} %")
     table.add_row("final accuracy", f"{100 * summary['final']['accuracy']:.2f} %")
+    if macro is not None and summary.get("recipe") != "d24":
+        table.add_row("final macro-average accuracy", f"{100 * macro:.2f} %")
     if summary.get("swa"):
         s = summary["swa"]
         table.add_row(f"weight average of {len(s['epochs_averaged'])} epochs (model-swa.pt)",
@@ -141,7 +168,10 @@ def _render_eval(result: dict, labels: list[str]) -> None:
     per_class.add_column("class")
     per_class.add_column("accuracy", justify="right")
     for name, acc in result["per_class"].items():
-        per_class.add_row(name, f"{100 * acc:.1f} %")
+        per_class.add_row(name, f"{100 * acc:.1f} %" if acc == acc else "no clips")  # NaN: no clip of it
+    if result.get("macro_accuracy") is not None:
+        per_class.add_row("macro average" + (" (classes with clips)" if result.get("classes_without_clips") else ""),
+                          f"{100 * result['macro_accuracy']:.1f} %")
     out.print(per_class)
     if result["per_device"]:
         per_device = Table(title="per device", box=box.SIMPLE_HEAD)
@@ -156,6 +186,10 @@ def _render_eval(result: dict, labels: list[str]) -> None:
         for group in ("seen", "unseen"):
             if result.get(f"{group}_accuracy") is not None:
                 per_device.add_row(f"mean, {group} devices", "", f"{100 * result[f'{group}_accuracy']:.1f} %", "")
+        names = {"real": "DCASE real (a, b, c)", "seen": "DCASE seen (s1-s3)", "unseen": "DCASE unseen (s4-s6)"}
+        for group, acc in (result.get("device_groups") or {}).items():
+            if acc is not None:
+                per_device.add_row(f"mean, {names[group]}", "", f"{100 * acc:.1f} %", "")
         out.print(per_device)
 
 
@@ -174,7 +208,10 @@ def eval_command(
     if as_json:
         print_json(result)
         return
-    out.print(f"{result['checkpoint']}: accuracy {100 * result['accuracy']:.2f} % on {result['n']} clips of "
+    macro = result.get("macro_accuracy")
+    out.print(f"{result['checkpoint']}: accuracy {100 * result['accuracy']:.2f} %"
+              + (f", macro-average (class-wise) {100 * macro:.2f} %" if macro is not None else "")
+              + f" on {result['n']} clips of "
               f"{result['dataset']} (loss {result['loss']:.4f}); confusion matrix: {result['confusion_png']}"
               + (f"; per device: {result['devices_png']}" if result["devices_png"] else ""), soft_wrap=True)
     _render_eval(result, result["labels"])

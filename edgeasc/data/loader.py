@@ -103,6 +103,23 @@ def freq_mixstyle(x: torch.Tensor, rng: np.random.Generator, p: float, alpha: fl
     return (x - mu) / sig * sig_mix + mu_mix
 
 
+def freq_mask(x: torch.Tensor, rng: np.random.Generator, max_bins: int) -> torch.Tensor:
+    """Frequency masking (SpecAugment; torchaudio's FrequencyMasking with iid masks, as in the
+    DCASE 2024/25 baselines): per clip a band of floor(u·max_bins) mel bins, u ~ U[0, 1), from
+    bin floor(v·(mels − width)), v ~ U[0, 1), is set to 0 over all channels and frames. The
+    features are normalised per band, so 0 is the band's training mean (the baselines mask
+    the mel power before the log instead). x: (batch, channels, mels, frames)."""
+    if max_bins <= 0:
+        return x
+    n, mels = x.shape[0], x.shape[2]
+    width = rng.random(n) * max_bins
+    start = np.floor(rng.random(n) * (mels - width)).astype(np.int64)
+    stop = start + np.floor(width).astype(np.int64)
+    bins = np.arange(mels)
+    keep = ~((bins[None, :] >= start[:, None]) & (bins[None, :] < stop[:, None]))
+    return x * torch.from_numpy(keep).to(device=x.device, dtype=x.dtype).view(n, 1, mels, 1)
+
+
 def parse_freq_mixstyle(text: str | None) -> tuple[float, float] | None:
     """"P,ALPHA" (e.g. "0.4,0.3") -> (p, alpha); None stays None."""
     from edgeasc.errors import ConfigError

@@ -47,22 +47,32 @@ class TrainConfig:
     kd_weight: float | None = None        # None: 0.5 with teachers
     kd_temperature: float | None = None   # None: 2 with teachers
     kd_targets: str | None = None         # cached (default) | online
+    teacher_logits: str | None = None     # a file of pre-computed teacher logits per clip (distill.py)
     # budget fit (compress/fit.py): a start network and channel pruning to a rule set's limits
     fit: str | None = None
     # stochastic weight averaging (swa.py): every swa_every-th epoch from epoch swa_start (1-based) on
     swa_start: int | None = None
     swa_every: int = 3
-    # optimisation (docs/method.md §3)
+    # optimisation: the recipe (RECIPES) fills these; the dataclass defaults are the 2020 paper's
+    # (docs/method.md §3)
+    recipe: str = "d20"
+    optimizer: str = "adam"   # adam | adamw
+    weight_decay: float = 0.0
+    schedule: str = "hold-linear"  # hold-linear (per epoch, 2020) | cosine (per step, 2024/25)
     epochs: int = 400
     batch_size: int = 10
     accumulate: int = 1       # gradient accumulation: each process's batch in this many parts
-    lr: float = 1e-4
-    lr_hold: int = 50         # constant lr for epochs < lr_hold
+    lr: float = 1e-4          # hold-linear: the held rate; cosine: the peak
+    lr_hold: int = 50         # hold-linear: constant lr for epochs < lr_hold
     lr_decay_end: int = 250   # then linear to 0 at this epoch, then lr_final
     lr_final: float = 1e-6
+    warmup_steps: int | None = None     # cosine: linear warm-up over this many optimiser steps,
+    warmup_epochs: float | None = None  # or over this many epochs' steps
     mixup_alpha: float = 0.3
     freq_mixstyle: str | None = None  # "P,ALPHA", e.g. "0.4,0.3" (data/loader.freq_mixstyle)
-    roll: int = 50
+    freq_mask: int = 0        # mask up to this many mel bins per clip (data/loader.freq_mask)
+    roll: int | None = 50     # time roll of up to this many frames; None: from time_roll
+    time_roll: float | None = None  # time roll of up to this many seconds (frames: the run's hop)
     seed: int = 0
     # data and machinery
     seconds: float | None = None  # None: the data's own clip length (data/cache.probe_clip_seconds)
@@ -82,6 +92,20 @@ class TrainConfig:
 # a couple of minutes on a laptop CPU (README states the numbers).
 DEMO_DEFAULTS = dict(preset="demo", epochs=30, batch_size=8, lr=3e-3, lr_hold=10, lr_decay_end=30,
                      lr_final=1e-5, prune_epochs=15, out="runs/demo")
+
+# A recipe is a table of defaults: flags and TOML keys still override each entry.
+# d24: the DCASE 2024/2025 task-1 baselines (CPJKU/dcase2024_task1_baseline, run_training.py):
+# AdamW, peak 0.005, weight decay 1e-4, 2000 warm-up steps then cosine to 0 per step,
+# batch 256, 150 epochs, frequency masking up to 48 bins, roll up to 0.1 s, Freq-MixStyle
+# p 0.4 α 0.3, and no mixup.
+RECIPES: dict[str, dict[str, Any]] = {
+    "d20": {},
+    "d24": dict(optimizer="adamw", lr=0.005, weight_decay=1e-4, schedule="cosine", warmup_steps=2000,
+                batch_size=256, epochs=150, freq_mask=48, time_roll=0.1, roll=None, freq_mixstyle="0.4,0.3",
+                mixup_alpha=0.0),
+}
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("hold-linear", "cosine")
 
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
 
@@ -107,6 +131,7 @@ def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = N
     given = load_toml(config_file) if config_file else {}
     given.update({k: v for k, v in cli.items() if v is not None})
     base = {} if given.get("dataset") else dict(DEMO_DEFAULTS)
+    _resolve_recipe(given, base)
     if given.get("fit") is not None:
         _resolve_fit(given, base)
     values = {**base, **given}
@@ -139,9 +164,11 @@ def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = N
     if values.get("channel_importance", "l2") not in ("l2", "bn"):
         raise ConfigError(f"--channel-importance must be l2 or bn, got {values['channel_importance']!r}")
     for name in ("epochs", "batch_size", "accumulate", "prune_epochs", "lr_hold", "lr_decay_end", "roll", "workers",
-                 "seed", "channel_multiple", "swa_every"):
+                 "seed", "channel_multiple", "swa_every", "warmup_steps", "freq_mask"):
         low = 1 if name in ("epochs", "batch_size", "accumulate", "channel_multiple", "swa_every") else 0
         v = values.get(name, getattr(TrainConfig, name))
+        if v is None and name in ("roll", "warmup_steps"):
+            continue
         if not isinstance(v, int) or isinstance(v, bool) or v < low:
             raise ConfigError(f"{name.replace('_', '-')} must be an integer >= {low}, got {v!r}")
     swa = values.get("swa_start")
@@ -158,12 +185,16 @@ def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = N
             raise ConfigError(f"{name.replace('_', '-')} must be at most 1 (Adam), got {values[name]!r}")
     if (values.get("seconds") or 0) > 600:
         raise ConfigError(f"seconds must be at most 600 (a clip, not a recording), got {values['seconds']!r}")
-    for name, low, high in (("mixup_alpha", 0.0, 100.0), ("damping_floor", 0.0, 1.0), ("prune_ratio", 0.0, 1.0)):
+    for name, low, high in (("mixup_alpha", 0.0, 100.0), ("damping_floor", 0.0, 1.0), ("prune_ratio", 0.0, 1.0),
+                            ("weight_decay", 0.0, 1.0), ("warmup_epochs", 0.0, 1e6), ("time_roll", 0.0, 600.0)):
         v = values.get(name, getattr(TrainConfig, name))
-        if v is None and name != "mixup_alpha":
+        if v is None and name not in ("mixup_alpha", "weight_decay"):
             continue
         if not isinstance(v, int | float) or isinstance(v, bool) or not (math.isfinite(v) and low <= v <= high):
             raise ConfigError(f"{name.replace('_', '-')} must be a finite number in [{low:g}, {high:g}], got {v!r}")
+    if values.get("lr_decay_end", TrainConfig.lr_decay_end) < values.get("lr_hold", TrainConfig.lr_hold):
+        raise ConfigError(f"--lr-decay-end {values['lr_decay_end']} is before --lr-hold {values['lr_hold']}: the "
+                          "linear decay ends after the held rate")
     if values.get("device", "auto") not in ("auto", "cpu", "cuda") and not str(values["device"]).startswith("cuda:"):
         raise ConfigError(f"--device must be auto, cpu or cuda, got {values['device']!r}")
     refuse_idle_options(given, values)
@@ -207,6 +238,11 @@ IDLE_OPTIONS: dict[str, tuple[str, Any]] = {
     "prune_epochs": (f"{_MAGNITUDE} or {_CHANNELS}", lambda v: _magnitude_pruning(v) or _channel_pruning(v)),
     "channel_importance": (_CHANNELS, _channel_pruning),
     "channel_multiple": (_CHANNELS, _channel_pruning),
+    "lr_hold": ("--schedule hold-linear", lambda v: v.get("schedule", "hold-linear") == "hold-linear"),
+    "lr_decay_end": ("--schedule hold-linear", lambda v: v.get("schedule", "hold-linear") == "hold-linear"),
+    "lr_final": ("--schedule hold-linear (cosine ends at 0)", lambda v: v.get("schedule", "hold-linear") == "hold-linear"),
+    "warmup_steps": ("--schedule cosine", lambda v: v.get("schedule") == "cosine"),
+    "warmup_epochs": ("--schedule cosine", lambda v: v.get("schedule") == "cosine"),
 }
 
 
@@ -215,6 +251,28 @@ def refuse_idle_options(given: dict[str, Any], values: dict[str, Any]) -> None:
     for name, (needs, active) in IDLE_OPTIONS.items():
         if name in given and not active(values):
             raise ConfigError(f"--{name.replace('_', '-')} does nothing without {needs}")
+
+
+def _resolve_recipe(given: dict[str, Any], base: dict[str, Any]) -> None:
+    """The recipe's table under the flags; each warm-up unit and roll unit replaces the other."""
+    recipe = given.setdefault("recipe", "d20")
+    if recipe not in RECIPES:
+        raise ConfigError(f"--recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
+    for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+        if name in given and given[name] not in allowed:
+            raise ConfigError(f"--{name} must be one of {', '.join(allowed)}, got {given[name]!r}")
+    if recipe != "d20" and not given.get("dataset"):
+        raise ConfigError(f"--recipe {recipe} trains on a real dataset (batch {RECIPES[recipe]['batch_size']}, "
+                          f"{RECIPES[recipe]['epochs']} epochs): give DATASET (the demo uses the 2020 recipe)")
+    base.update(RECIPES[recipe])
+    for a, b in (("warmup_steps", "warmup_epochs"), ("roll", "time_roll")):
+        if given.get(a) is not None and given.get(b) is not None:
+            raise ConfigError(f"give --{a.replace('_', '-')} or --{b.replace('_', '-')}, not both")
+        for mine, other in ((a, b), (b, a)):
+            if given.get(mine) is not None:
+                base.pop(other, None)
+    if given.get("time_roll") is not None:
+        base["roll"] = None  # the frames follow from the seconds
 
 
 def _resolve_fit(given: dict[str, Any], base: dict[str, Any]) -> None:
@@ -240,8 +298,18 @@ def _resolve_teachers(values: dict[str, Any]) -> None:
         teachers = (teachers,)
     if not isinstance(teachers, list | tuple) or not all(isinstance(t, str | Path) and str(t) for t in teachers):
         raise ConfigError(f"teachers must be a list of run directories or checkpoints, got {teachers!r}")
-    check_kd_options(teachers, values.get("kd_weight"), values.get("kd_temperature"), values.get("kd_targets"))
+    logits = values.get("teacher_logits")
+    if logits is not None and (not isinstance(logits, str | Path) or not str(logits)):
+        raise ConfigError(f"teacher-logits must be a file, got {logits!r}")
+    if logits is not None and teachers:
+        raise ConfigError("give --teacher runs or --teacher-logits, not both (the file is the teacher)")
+    if logits is not None and values.get("kd_targets") == "online":
+        raise ConfigError("--kd-targets online runs teacher networks on each batch: --teacher-logits has none")
+    check_kd_options(teachers or ((logits,) if logits else ()), values.get("kd_weight"), values.get("kd_temperature"),
+                     values.get("kd_targets"))
     values["teachers"] = tuple(str(Path(t).expanduser().resolve()) for t in teachers)
+    if logits is not None:
+        values["teacher_logits"] = str(Path(logits).expanduser().resolve())
 
 
 def explicit_network(cfg: TrainConfig) -> bool:

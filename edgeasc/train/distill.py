@@ -120,6 +120,128 @@ def load_teachers(sources, labels, feature_params, channels, student_dir=None) -
     return teachers
 
 
+@dataclass
+class TeacherLogitsFile:
+    """--teacher-logits: pre-computed teacher logits, one row per training clip in the cache's
+    order, float32 (clips, classes)."""
+
+    path: str
+    sha256: str
+    format: str
+    logits: np.ndarray
+
+    def record(self) -> dict:
+        return {"path": self.path, "sha256": self.sha256, "format": self.format, "clips": int(len(self.logits))}
+
+
+def load_teacher_logits(path: str | Path, clips: list[str], labels: list[str]) -> TeacherLogitsFile:
+    """Read and check a teacher-logits file (docs/distillation.md, "Teacher logits from a file"):
+    `.csv` (or tab-separated) with a header `filename,<class>,...` naming every class of the
+    dataset once, or `.npz` with `filenames` (N strings) and `logits` (N × classes), and
+    optionally `labels` (the class order, checked). Rows are matched to the training clips by
+    name as the dataset lists it, else by file name when that is unique; other rows (other
+    splits) are ignored. Missing clips, a duplicate, a wrong class count or order, and a
+    non-finite value are refused in one line."""
+    path = Path(path).expanduser()
+    where = f"--teacher-logits {path}"
+    if not path.is_file():
+        raise ConfigError(f"{where}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        names, rows = _read_npz(path, where, labels)
+    elif suffix in (".csv", ".tsv", ".txt"):
+        names, rows = _read_csv(path, where, labels)
+    else:
+        raise ConfigError(f"{where}: unknown format {suffix or '(no suffix)'!r}: give a .csv or .npz file")
+    if rows.ndim != 2 or rows.shape[1] != len(labels):
+        raise ConfigError(f"{where}: {rows.shape[1] if rows.ndim == 2 else rows.shape} logits per clip, the dataset "
+                          f"has {len(labels)} classes")
+    if len(names) != len(rows):
+        raise ConfigError(f"{where}: {len(names)} file names for {len(rows)} rows of logits")
+    bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+    if len(bad):
+        raise ConfigError(f"{where}: {len(bad)} row(s) with a non-finite logit (first: {names[bad[0]]!r})")
+    index: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in index:
+            raise ConfigError(f"{where}: clip {name!r} is listed twice")
+        index[name] = i
+    by_base: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        by_base.setdefault(name.replace("\\", "/").rsplit("/", 1)[-1], []).append(i)
+    order, missing = [], []
+    for clip in clips:
+        i = index.get(clip)
+        if i is None:
+            hits = by_base.get(clip.replace("\\", "/").rsplit("/", 1)[-1], [])
+            i = hits[0] if len(hits) == 1 else None
+        if i is None:
+            missing.append(clip)
+        else:
+            order.append(i)
+    if missing:
+        raise ConfigError(f"{where}: no logits for {len(missing)} of the {len(clips)} training clips "
+                          f"(first: {missing[0]!r})")
+    return TeacherLogitsFile(str(path.resolve()), file_sha256(path), suffix.lstrip("."),
+                             np.ascontiguousarray(rows[order], dtype=np.float32))
+
+
+def _read_npz(path: Path, where: str, labels: list[str]) -> tuple[list[str], np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files if k in ("filenames", "logits", "labels")}
+            files = sorted(data.files)
+    except (OSError, ValueError, EOFError) as exc:  # not a zip, or object arrays (pickles are refused)
+        raise ConfigError(f"{where}: not a readable .npz ({exc})") from None
+    if "filenames" not in arrays or "logits" not in arrays:
+        raise ConfigError(f"{where}: an .npz needs the arrays 'filenames' and 'logits', it has "
+                          f"{', '.join(files) or 'none'}")
+    names, rows = arrays["filenames"], arrays["logits"]
+    stored = [str(v) for v in arrays["labels"]] if "labels" in arrays else None
+    if stored is not None and stored != list(labels):
+        raise ConfigError(f"{where}: classes {stored} differ from the dataset's {list(labels)}")
+    if names.ndim != 1 or names.dtype.kind not in "US":
+        raise ConfigError(f"{where}: 'filenames' must be one string per clip, got {names.dtype} {names.shape}")
+    if rows.dtype.kind not in "fiu":
+        raise ConfigError(f"{where}: 'logits' must be numbers, got {rows.dtype}")
+    return [str(n) for n in names], rows.astype(np.float64)
+
+
+def _read_csv(path: Path, where: str, labels: list[str]) -> tuple[list[str], np.ndarray]:
+    import csv
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    lines = text.splitlines()
+    if not lines:
+        raise ConfigError(f"{where}: empty file")
+    delimiter = "\t" if "\t" in lines[0] else ","
+    reader = csv.reader(lines, delimiter=delimiter)
+    header = [h.strip() for h in next(reader)]
+    if not header or header[0] != "filename":
+        raise ConfigError(f"{where}: the first column must be 'filename', got {header[0] if header else ''!r}")
+    columns = header[1:]
+    if len(columns) != len(labels) or sorted(columns) != sorted(labels):
+        raise ConfigError(f"{where}: {len(columns)} class columns {columns}, the dataset has {len(labels)}: "
+                          f"{list(labels)}")
+    take = [columns.index(name) for name in labels]
+    names, rows = [], []
+    for line_no, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise ConfigError(f"{where}:{line_no}: {len(row)} fields, the header has {len(header)}")
+        try:
+            values = [float(v) for v in row[1:]]
+        except ValueError:
+            raise ConfigError(f"{where}:{line_no}: a logit is not a number") from None
+        names.append(row[0].strip())
+        rows.append([values[j] for j in take])
+    return names, np.asarray(rows, dtype=np.float64).reshape(len(rows), len(labels))
+
+
 def to_teacher_input(x: torch.Tensor, student_mean: torch.Tensor, student_std: torch.Tensor,
                      teacher: Teacher) -> torch.Tensor:
     """Features normalised with the student's statistics -> with the teacher's (identical when

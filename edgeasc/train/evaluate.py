@@ -1,4 +1,5 @@
-"""Evaluation: loss, accuracy, per-class and per-device accuracy, confusion matrix; and a
+"""Evaluation: loss, accuracy, macro-average (class-wise) accuracy, per-class and per-device
+accuracy with the DCASE device-group means (runtime/scores.py), confusion matrix; and a
 finished run's model evaluated on a dataset (`edgeasc eval`) or described (`edgeasc info RUN`).
 
 Counts are sums, so a sharded evaluation over several processes is reduced exactly with
@@ -18,6 +19,7 @@ from edgeasc.data.cache import FeatureCache, extract_features
 from edgeasc.data.dcase import open_dataset
 from edgeasc.data.loader import CachedFeatures
 from edgeasc.runtime.features import FeatureParams
+from edgeasc.runtime.scores import scores
 from edgeasc.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -41,6 +43,12 @@ class EvalResult:
     unseen_devices: list[str] = field(default_factory=list)
     seen_accuracy: float | None = None
     unseen_accuracy: float | None = None
+    # the mean of the per-class accuracies over the classes with clips (DCASE 2024/25's ranking)
+    macro_accuracy: float | None = None
+    classes_without_clips: list[str] = field(default_factory=list)
+    # DCASE 2022+ groups by device name: real a-c, seen s1-s3, unseen s4-s6 (None: absent)
+    device_groups: dict[str, float | None] = field(default_factory=dict)
+    other_devices: list[str] = field(default_factory=list)  # in no DCASE group
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -93,6 +101,8 @@ def evaluate(model: torch.nn.Module, cache: FeatureCache, split: str = "evaluate
                  for i, name in enumerate(labels_names)}
     dc, dt = dev_correct.cpu().numpy(), dev_total.cpu().numpy()
     per_device = {d: float(dc[i] / dt[i]) for i, d in enumerate(device_names) if dt[i]}
+    score = scores(conf.tolist(), labels_names, {d: int(dc[i]) for i, d in enumerate(device_names)},
+                   {d: int(dt[i]) for i, d in enumerate(device_names)})
     trained = set(seen_devices if seen_devices is not None else (d for d in cache.devices("train") if d))
     seen = [d for d in per_device if d in trained]
     unseen = [d for d in per_device if d not in trained]
@@ -101,7 +111,9 @@ def evaluate(model: torch.nn.Module, cache: FeatureCache, split: str = "evaluate
                       device_counts={d: int(dt[i]) for i, d in enumerate(device_names) if dt[i]}, n=n,
                       seen_devices=seen, unseen_devices=unseen,
                       seen_accuracy=float(np.mean([per_device[d] for d in seen])) if seen else None,
-                      unseen_accuracy=float(np.mean([per_device[d] for d in unseen])) if unseen else None)
+                      unseen_accuracy=float(np.mean([per_device[d] for d in unseen])) if unseen else None,
+                      macro_accuracy=score["macro_accuracy"], classes_without_clips=score["classes_without_clips"],
+                      device_groups=score["device_groups"], other_devices=score["other_devices"])
 
 
 def evaluate_run(run: Path, dataset_dir: Path | None = None, cache_dir: Path | None = None,
@@ -156,7 +168,7 @@ def describe_checkpoint(path: Path, seconds: float | None = None) -> tuple[dict,
     extra = {"checkpoint": ckpt["path"], "kind": ckpt.get("kind"), "labels": ckpt["labels"],
              "epoch": ckpt["epoch"], "summary": ckpt.get("summary"),
              "last_metrics": (ckpt.get("history") or [None])[-1], "feature_params": ckpt["feature_params"],
-             "teachers": ckpt.get("teachers"), "fit": ckpt.get("fit"),
+             "teachers": ckpt.get("teachers"), "fit": ckpt.get("fit"), "teacher_logits": ckpt.get("teacher_logits"),
              "kd": {k: (ckpt.get("train_config") or {}).get(k) for k in ("kd_weight", "kd_temperature", "kd_targets")}
-             if ckpt.get("teachers") else None}
+             if ckpt.get("teachers") or ckpt.get("teacher_logits") else None}
     return extra, stats

@@ -26,6 +26,7 @@ from edgeasc.console import err, progress_bar
 from edgeasc.data.cache import FeatureCache
 from edgeasc.data.loader import (
     CachedFeatures,
+    freq_mask,
     freq_mixstyle,
     mix,
     mixup_cross_entropy,
@@ -48,7 +49,7 @@ from edgeasc.train.distill import (
 )
 from edgeasc.train.distributed import Dist, average_buffers, is_oom
 from edgeasc.train.evaluate import evaluate
-from edgeasc.train.schedule import lr_at
+from edgeasc.train.schedule import LRSchedule
 from edgeasc.train.swa import WeightAverage
 
 
@@ -80,14 +81,18 @@ class Loop:
     magnitude_start: int
     history: list[dict]
     payload_common: dict
+    schedule: LRSchedule
     swa: WeightAverage | None = None
     teachers: list[Teacher] = field(default_factory=list)
-    teacher_logits: np.ndarray | None = None   # cached targets: the ensemble's logits per training clip
+    # cached targets: the ensemble's (or a --teacher-logits file's) logits per training clip
+    teacher_logits: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.net = self.wrap(self.model)
-        self.train_data = CachedFeatures(self.cache, "train", train=True, roll=self.cfg.roll, seed=self.cfg.seed,
+        self.roll = roll_frames(self.cfg, self.cache.manifest["params"])
+        self.train_data = CachedFeatures(self.cache, "train", train=True, roll=self.roll, seed=self.cfg.seed,
                                          targets=self.teacher_logits)
+        self.distils = bool(self.teachers) or self.teacher_logits is not None
         self.kd_weight = DEFAULT_WEIGHT if self.cfg.kd_weight is None else float(self.cfg.kd_weight)
         self.kd_temperature = DEFAULT_TEMPERATURE if self.cfg.kd_temperature is None else float(self.cfg.kd_temperature)
         self.student_norm = (torch.from_numpy(self.cache.mean[0]).unsqueeze(0), torch.from_numpy(self.cache.std[0]).unsqueeze(0))
@@ -100,6 +105,14 @@ class Loop:
             ids = [self.device.index] if self.device.type == "cuda" else None
             return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         return model
+
+
+def roll_frames(cfg: TrainConfig, params: dict) -> int:
+    """The time roll in frames: --roll as given, or --time-roll seconds at the features' hop,
+    rounded down (the roll never exceeds the seconds asked for)."""
+    if cfg.time_roll is None:
+        return int(cfg.roll if cfg.roll is not None else 0)
+    return math.floor(cfg.time_roll * params["sample_rate"] / params["hop_length"] + 1e-9)
 
 
 def run_epoch(loop: Loop, epoch: int, progress: bool) -> None:
@@ -115,9 +128,8 @@ def run_epoch(loop: Loop, epoch: int, progress: bool) -> None:
             loop.net = loop.wrap(loop.model)
     if loop.wants_magnitude and loop.pruner is None and epoch >= loop.magnitude_start:
         loop.pruner = loop.make_pruner(loop.model)
-    lr = lr_at(cfg, epoch)
-    for group in loop.optimizer.param_groups:
-        group["lr"] = lr
+    lr = loop.schedule.at(epoch, 0)
+    _set_lr(loop.optimizer, lr)
     prune_seconds, pruned = 0.0, 0
     if loop.pruner is not None:
         t0 = time.perf_counter()
@@ -158,6 +170,11 @@ def run_epoch(loop: Loop, epoch: int, progress: bool) -> None:
         atomic_write_text(loop.run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in loop.history))
 
 
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def _train_steps(loop: Loop, epoch: int, progress: bool) -> torch.Tensor:
     """The optimisation steps of one epoch; returns (sum of loss × clips, clips) on this rank.
     Stops at the first non-finite loss, on every rank at once."""
@@ -175,6 +192,9 @@ def _train_steps(loop: Loop, epoch: int, progress: bool) -> torch.Tensor:
         sampler = RandomSampler(data, generator=torch.Generator().manual_seed(seed + epoch))
     loader = DataLoader(data, batch_size=loop.per_rank, sampler=sampler, num_workers=cfg.workers,
                         drop_last=len(data) >= 2 * cfg.batch_size)
+    if len(loader) != loop.schedule.steps_per_epoch:  # the schedule was planned for another loader
+        raise EdgeascError(f"internal: {len(loader)} steps per epoch, the schedule planned "
+                           f"{loop.schedule.steps_per_epoch}")
     loop.net.train()
     style = parse_freq_mixstyle(cfg.freq_mixstyle)
     loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
@@ -182,6 +202,8 @@ def _train_steps(loop: Loop, epoch: int, progress: bool) -> torch.Tensor:
                     progress and dist.main) as advance:
         for step, batch in enumerate(loader):
             batch = [t.to(device, non_blocking=True) for t in batch]
+            if loop.schedule.per_step:
+                _set_lr(loop.optimizer, loop.schedule.at(epoch, step))
             n = len(batch[1])
             parts = min(cfg.accumulate, n)
             loop.optimizer.zero_grad(set_to_none=True)
@@ -223,12 +245,14 @@ def _part_loss(loop: Loop, batch: list[torch.Tensor], key: list[int], style) -> 
     x, y = batch[0], batch[1]
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
+    if cfg.freq_mask:  # before Freq-MixStyle, as the baselines mask the spectrogram first; own stream
+        x = freq_mask(x, np.random.default_rng([*key, 2]), cfg.freq_mask)
     if style is not None:  # its own stream: runs without it draw exactly what they drew before
         x = freq_mixstyle(x, np.random.default_rng([*key, 1]), *style)
     lam, perm = mixup_plan(len(y), np.random.default_rng(key), cfg.mixup_alpha)
     x, y_a, y_b, lam = mix(x, lam, perm), y, y[perm.to(device)], lam.to(device)
     targets = None
-    if loop.teachers:  # cached: mixed like the inputs; online: the teachers see this very batch
+    if loop.distils:  # cached: mixed like the inputs; online: the teachers see this very batch
         logits_t = (batch[2] if loop.teacher_logits is not None else
                     online_logits(loop.teachers, x.float(), *loop.student_norm))
         targets = soft_targets(logits_t, loop.kd_temperature)

@@ -34,11 +34,16 @@ from edgeasc.models.presets import resolve_model
 from edgeasc.runtime.features import FeatureParams
 from edgeasc.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from edgeasc.train.config import TrainConfig, explicit_network
-from edgeasc.train.distill import Teacher, ensemble_logits, load_teachers
+from edgeasc.train.distill import Teacher, ensemble_logits, load_teacher_logits, load_teachers
 from edgeasc.train.distributed import Dist, resolve_device, state_digest
 from edgeasc.train.evaluate import evaluate
-from edgeasc.train.loop import Loop, epoch_line, run_epoch
-from edgeasc.train.schedule import channel_pruner_for, magnitude_pruning
+from edgeasc.train.loop import Loop, epoch_line, roll_frames, run_epoch
+from edgeasc.train.schedule import (
+    LRSchedule,
+    channel_pruner_for,
+    magnitude_pruning,
+    steps_per_epoch,
+)
 from edgeasc.train.swa import WeightAverage, reestimate_batchnorm
 
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint-last.pt", "model-final.pt", "summary.json",
@@ -140,10 +145,26 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
             raise ConfigError(f"{run_dir} has trained {ckpt['epoch']} epochs already: --epochs {cfg.epochs} would end "
                               "before its checkpoint (give --epochs >= that, or --force to start over)")
 
+        planned = (ckpt.get("train_config") or {}).get("epochs")
+        if cfg.schedule == "cosine" and planned is not None and planned != cfg.epochs:
+            raise ConfigError(f"{run_dir} was planned for --epochs {planned}: its cosine schedule ends at 0 there, "
+                              f"and --epochs {cfg.epochs} would change the rate of every step (resume with --epochs "
+                              f"{planned})")
+
     cache = prepare_data(cfg, dist, progress, ckpt["labels"] if ckpt is not None else None,
                          ckpt["feature_params"]["clip_seconds"] if ckpt is not None else None)
     labels = cache.label_names
     channels = cache.manifest["channels"]
+    if cfg.freq_mask > cache.manifest["params"]["n_mels"]:
+        raise ConfigError(f"--freq-mask {cfg.freq_mask} is more than the {cache.manifest['params']['n_mels']} mel "
+                          "bins of the features")
+    schedule = LRSchedule.from_config(cfg, steps_per_epoch(len(cache.clips("train")), cfg.batch_size, dist.world))
+    logits_file = (load_teacher_logits(cfg.teacher_logits, cache.clips("train"), labels)
+                   if cfg.teacher_logits else None)
+    if ckpt is not None and (ckpt.get("teacher_logits") or {}).get("sha256") != (
+            logits_file.record()["sha256"] if logits_file else None):
+        raise ConfigError(f"{run_dir} must resume with the --teacher-logits file it was trained with "
+                          f"({(ckpt.get('teacher_logits') or {}).get('path', 'none')})")
     model_config, preset_target = resolve_model(
         cfg.preset, variant=cfg.variant, decomp_factor=cfg.decomp_factor, rho=cfg.rho, width=cfg.width,
         depth_restriction=cfg.depth_restriction, damping_floor=cfg.damping_floor, damp_stem=cfg.damp_stem,
@@ -175,7 +196,7 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
     target, magnitude_start, make_pruner = magnitude_pruning(cfg, preset_target, channel_pruner, dist.main)
     wants_magnitude = target is not None or cfg.prune_ratio is not None
     pruner = make_pruner(model) if wants_magnitude and not channel_pruner else None
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=0.0)
+    optimizer = make_optimizer(cfg, model)
     if isinstance(pruner, GatePruner):  # the gate scores train with the network (and resume with it)
         optimizer.add_param_group({"params": pruner.parameters()})
     start_epoch, history = 0, []
@@ -190,7 +211,13 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
-    config_record = {"train": cfg.to_dict(), "model": model_config.dense.to_dict(), "variant": model_config.variant,
+    augment = {"roll_frames": roll_frames(cfg, cache.manifest["params"]), "time_roll": cfg.time_roll,
+               "freq_mask": cfg.freq_mask, "freq_mixstyle": cfg.freq_mixstyle, "mixup_alpha": cfg.mixup_alpha}
+    if dist.main and progress:
+        out.print(f"recipe {cfg.recipe}: {cfg.optimizer} (weight decay {cfg.weight_decay:g}), batch {cfg.batch_size}; "
+                  + schedule.line(), markup=False, soft_wrap=True)
+    config_record = {"train": cfg.to_dict(), "schedule": schedule.describe(), "augmentation": augment,
+                     "teacher_logits": logits_file.record() if logits_file else None, "model": model_config.dense.to_dict(), "variant": model_config.variant,
                      "pruning": pruner.describe() if pruner else None,
                      "channel_pruning": channel_pruner.describe() if channel_pruner else None, "labels": labels,
                      "fit": fit_plan.describe() if fit_plan else None,
@@ -203,7 +230,8 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
                       "feature_params": cache.manifest["params"], "normalization": cache.manifest["normalization"],
                       "train_config": cfg.to_dict(), "devices": sorted({d for d in cache.devices("train") if d}),
                       "fit": fit_plan.describe() if fit_plan else None,
-                      "teachers": [t.record() for t in teachers] or None}
+                      "teachers": [t.record() for t in teachers] or None,
+                      "teacher_logits": logits_file.record() if logits_file else None}
     swa = None
     if cfg.swa_start is not None:
         if channel_pruner is not None and cfg.swa_start <= cfg.prune_epochs + 1:
@@ -213,8 +241,8 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
         if ckpt is not None and ckpt.get("swa"):
             swa.load_state_dict(ckpt["swa"], device)
     loop = Loop(cfg, dist, device, run_dir, cache, model, optimizer, pruner, channel_pruner, make_pruner,
-                wants_magnitude, magnitude_start, history, payload_common, swa, teachers,
-                _teacher_targets(cfg, dist, cache, teachers, device, progress))
+                wants_magnitude, magnitude_start, history, payload_common, schedule, swa, teachers,
+                logits_file.logits if logits_file else _teacher_targets(cfg, dist, cache, teachers, device, progress))
 
     t_run, first_epoch = time.perf_counter(), start_epoch
     try:
@@ -240,6 +268,13 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
         where = (f"in epoch {len(history) + 1} of {cfg.epochs}" if len(history) < cfg.epochs else
                  "while writing the final model")
         raise TrainingInterrupted(f"interrupted {where}; {kept}") from None
+
+
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """adam: the 2020 paper's (weight decay, if any, as an L2 term in the gradient); adamw: the
+    2024/25 baselines' (decoupled weight decay). Every parameter decays, as in the baselines."""
+    kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return kind(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
 
 
 def _clock(seconds: float) -> str:
@@ -313,8 +348,11 @@ def _finish(cfg: TrainConfig, dist: Dist, run_dir: Path, loop: Loop, config_reco
                "dense_channels": {g.name: g.dense_width for g in channel_groups(config)} if config.channels else None,
                "channel_pruning": config_record["channel_pruning"], "swa": None,
                "fit": config_record["fit"], "teachers": config_record["teachers"],
+               "teacher_logits": config_record["teacher_logits"],
                "kd": ({"weight": loop.kd_weight, "temperature": loop.kd_temperature,
-                       "targets": cfg.kd_targets or "cached"} if loop.teachers else None)}
+                       "targets": cfg.kd_targets or "cached"} if loop.distils else None),
+               "recipe": cfg.recipe, "schedule": config_record["schedule"],
+               "augmentation": config_record["augmentation"]}
     if averaged is not None:
         device = next(model.parameters()).device
         loader = DataLoader(loop.train_data, batch_size=loop.per_rank, num_workers=cfg.workers,
