@@ -155,7 +155,7 @@ def test_distilled_run_records_its_teacher_and_reuses_the_cached_logits(data, tm
     assert summary["teachers"] == [{"path": str(teacher_file.resolve()), "sha256": sha,
                                     "accuracy": json.loads((data / "teacher" / "summary.json").read_text())["final"]["accuracy"],
                                     "params": summary["teachers"][0]["params"]}]
-    assert summary["kd"] == {"weight": 0.7, "temperature": 3.0, "targets": "cached"}
+    assert summary["kd"] == {"weight": 0.7, "temperature": 3.0, "targets": "cached", "reduction": "batch"}
     config = json.loads((tmp_path / "a" / "config.json").read_text())
     assert config["teachers"][0]["sha256"] == sha and config["train"]["kd_weight"] == 0.7
     info = run_cli_here("info", str(tmp_path / "a"))
@@ -181,7 +181,7 @@ def test_cached_targets_are_mixed_with_the_inputs_lambda_and_partner(data, tmp_p
     monkeypatch.setattr(loop, "mixup_plan", lambda *a: seen["plans"].append(real_plan(*a)) or seen["plans"][-1])
     monkeypatch.setattr(loop, "soft_targets", lambda z, t: seen["logits"].append(z.clone()) or real_soft(z, t))
     monkeypatch.setattr(loop, "distillation_loss",
-                        lambda s, h, t, w, tau: seen["targets"].append(t.clone()) or real_loss(s, h, t, w, tau))
+                        lambda s, h, t, w, tau, r: seen["targets"].append(t.clone()) or real_loss(s, h, t, w, tau, r))
     tr.train(_config(data, tmp_path / "run", kd_temperature=2.0), progress=False)
     assert len(seen["plans"]) == len(seen["targets"]) == 4  # 17 clips, batch 4, the last one dropped
     stored = next((data / "cache" / "features").glob("*/teachers/*.npy"))

@@ -36,6 +36,8 @@ CASES = {
     "kd_weight": (0.9, "--kd-weight without --teacher: name the run(s) to distil from", None),
     "kd_temperature": (2.0, "--kd-temperature without --teacher: name the run(s) to distil from", None),
     "kd_targets": ("online", "--kd-targets without --teacher: name the run(s) to distil from", None),
+    "kd_reduction": ("elements", "--kd-reduction does nothing without --teacher or --teacher-logits",
+                     {"teacher_logits": "/teachers/logits.csv"}),
 }
 # where the option acts by default: the setting in which it is idle
 CONTEXT = {"lr_hold": {"schedule": "cosine"}, "lr_decay_end": {"schedule": "cosine"},

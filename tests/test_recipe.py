@@ -255,6 +255,21 @@ def test_the_winners_distillation_loss_on_fixed_logits():
     got = float(distillation_loss(student, hard, soft_targets(torch.tensor(t), 2.0), 0.98, 2.0))
     assert got == pytest.approx(expected, rel=1e-6)
     assert expected == pytest.approx(1.5146040, abs=1e-6)
+    # the CPJKU 2023-25 form (KLDivLoss(reduction="none").mean()): the element-wise KL terms
+    # averaged over batch AND classes, what the d24 recipe uses by default
+    elements = [p * math.log(p / q) for si, ti in zip(s, t, strict=True)
+                for p, q in zip(softmax(ti, 2), softmax(si, 2), strict=True)]
+    winners = 0.02 * ce + 0.98 * 4 * sum(elements) / len(elements)
+    got = float(distillation_loss(student, hard, soft_targets(torch.tensor(t), 2.0), 0.98, 2.0, "elements"))
+    assert got == pytest.approx(winners, rel=1e-6) and winners == pytest.approx(0.5084030, abs=1e-6)
+    from edgeasc.train.config import resolve_train_config
+
+    logits = {"dataset": "/d", "teacher_logits": "/t.csv"}
+    assert resolve_train_config({**logits, "recipe": "d24"}).kd_reduction == "elements"
+    assert resolve_train_config(logits).kd_reduction == "batch"
+    assert resolve_train_config({**logits, "recipe": "d24", "kd_reduction": "batch"}).kd_reduction == "batch"
+    with pytest.raises(ConfigError, match=r"^--kd-reduction must be one of batch, elements, got 'sum'$"):
+        resolve_train_config({**logits, "kd_reduction": "sum"})
 
 
 def _clips(data):

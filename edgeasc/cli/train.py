@@ -48,6 +48,9 @@ def train(
     kd_weight: float | None = typer.Option(None, help="Share w of the distillation loss: (1-w)·CE + w·τ²·KL "
                                            "(default 0.5 with --teacher)."),
     kd_temperature: float | None = typer.Option(None, help="Distillation temperature τ (default 2)."),
+    kd_reduction: str | None = typer.Option(None, help="batch (KL summed over classes, batch mean; default) | "
+                                            "elements (also averaged over classes, as the CPJKU 2023-25 systems: "
+                                            "the d24 recipe's default)."),
     kd_targets: str | None = typer.Option(None, help="cached (default: the teachers run once per clip, "
                                           "un-augmented) | online (on every augmented batch)."),
     teacher_logits: Path | None = typer.Option(None, help="Distil from pre-computed teacher logits: a .csv "
@@ -104,7 +107,7 @@ def train(
                prune_schedule=prune_schedule, prune_method=prune_method, prune_epochs=prune_epochs, prune_monotone=prune_monotone,
                macs_target=macs_target, params_target=params_target, channel_importance=channel_importance,
                channel_multiple=channel_multiple, teachers=[str(t) for t in teacher] if teacher else None,
-               kd_weight=kd_weight, kd_temperature=kd_temperature, kd_targets=kd_targets, teacher_logits=str(teacher_logits) if teacher_logits else None,
+               kd_weight=kd_weight, kd_temperature=kd_temperature, kd_targets=kd_targets, kd_reduction=kd_reduction, teacher_logits=str(teacher_logits) if teacher_logits else None,
                recipe=recipe, optimizer=optimizer, weight_decay=weight_decay, schedule=schedule, lr_hold=lr_hold,
                lr_decay_end=lr_decay_end, lr_final=lr_final, warmup_steps=warmup_steps, warmup_epochs=warmup_epochs,
                freq_mask=freq_mask, time_roll=time_roll, fit=fit, swa_start=swa_start, swa_every=swa_every, freq_mixstyle=freq_mixstyle,

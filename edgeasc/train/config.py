@@ -48,6 +48,7 @@ class TrainConfig:
     kd_temperature: float | None = None   # None: 2 with teachers
     kd_targets: str | None = None         # cached (default) | online
     teacher_logits: str | None = None     # a file of pre-computed teacher logits per clip (distill.py)
+    kd_reduction: str = "batch"           # batch | elements (the CPJKU 2023-25 form: KD_REDUCTIONS)
     # budget fit (compress/fit.py): a start network and channel pruning to a rule set's limits
     fit: str | None = None
     # stochastic weight averaging (swa.py): every swa_every-th epoch from epoch swa_start (1-based) on
@@ -102,7 +103,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "d20": {},
     "d24": dict(optimizer="adamw", lr=0.005, weight_decay=1e-4, schedule="cosine", warmup_steps=2000,
                 batch_size=256, epochs=150, freq_mask=48, time_roll=0.1, roll=None, freq_mixstyle="0.4,0.3",
-                mixup_alpha=0.0),
+                mixup_alpha=0.0, kd_reduction="elements"),
 }
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("hold-linear", "cosine")
@@ -243,6 +244,8 @@ IDLE_OPTIONS: dict[str, tuple[str, Any]] = {
     "lr_final": ("--schedule hold-linear (cosine ends at 0)", lambda v: v.get("schedule", "hold-linear") == "hold-linear"),
     "warmup_steps": ("--schedule cosine", lambda v: v.get("schedule") == "cosine"),
     "warmup_epochs": ("--schedule cosine", lambda v: v.get("schedule") == "cosine"),
+    "kd_reduction": ("--teacher or --teacher-logits",
+                     lambda v: bool(v.get("teachers")) or v.get("teacher_logits") is not None),
 }
 
 
@@ -306,7 +309,7 @@ def _resolve_teachers(values: dict[str, Any]) -> None:
     if logits is not None and values.get("kd_targets") == "online":
         raise ConfigError("--kd-targets online runs teacher networks on each batch: --teacher-logits has none")
     check_kd_options(teachers or ((logits,) if logits else ()), values.get("kd_weight"), values.get("kd_temperature"),
-                     values.get("kd_targets"))
+                     values.get("kd_targets"), values.get("kd_reduction"))
     values["teachers"] = tuple(str(Path(t).expanduser().resolve()) for t in teachers)
     if logits is not None:
         values["teacher_logits"] = str(Path(logits).expanduser().resolve())

@@ -326,20 +326,31 @@ def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return F.softmax(logits.float() / temperature, dim=1)
 
 
-def kd_loss(student_logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
-    """τ²·KL(targets ‖ softmax(student / τ)), summed over classes, mean over the batch."""
+# How the KL divergence is reduced. "batch": summed over the classes, averaged over the batch
+# (Hinton et al.; PyTorch's reduction="batchmean"). "elements": averaged over the classes too, as
+# the CPJKU DCASE 2023-2025 systems compute it (KLDivLoss(reduction="none").mean()): 1/C of the
+# former, so their 0.02·CE + 0.98·KD balances CE and KD differently from the same weights here.
+KD_REDUCTIONS = ("batch", "elements")
+
+
+def kd_loss(student_logits: torch.Tensor, targets: torch.Tensor, temperature: float,
+            reduction: str = "batch") -> torch.Tensor:
+    """τ²·KL(targets ‖ softmax(student / τ)), reduced as KD_REDUCTIONS says."""
     log_q = F.log_softmax(student_logits.float() / temperature, dim=1)
     kl = (targets * (torch.log(targets.clamp_min(1e-30)) - log_q)).sum(dim=1)
-    return temperature ** 2 * kl.mean()
+    per_clip = kl / student_logits.shape[1] if reduction == "elements" else kl
+    return temperature ** 2 * per_clip.mean()
 
 
 def distillation_loss(student_logits: torch.Tensor, hard_loss: torch.Tensor, targets: torch.Tensor,
-                      weight: float, temperature: float) -> torch.Tensor:
+                      weight: float, temperature: float, reduction: str = "batch") -> torch.Tensor:
     """(1 - w)·hard_loss + w·τ²·KL. `hard_loss` is the (mixup) cross-entropy with the labels."""
-    return (1.0 - weight) * hard_loss + weight * kd_loss(student_logits, targets, temperature)
+    return (1.0 - weight) * hard_loss + weight * kd_loss(student_logits, targets, temperature, reduction)
 
 
-def check_kd_options(teachers, weight, temperature, targets) -> None:
+def check_kd_options(teachers, weight, temperature, targets, reduction=None) -> None:
+    if reduction is not None and reduction not in KD_REDUCTIONS:
+        raise ConfigError(f"--kd-reduction must be one of {', '.join(KD_REDUCTIONS)}, got {reduction!r}")
     if weight is not None and (isinstance(weight, bool) or not isinstance(weight, int | float)
                                or not (math.isfinite(weight) and 0 <= weight <= 1)):
         raise ConfigError(f"--kd-weight must be a number in [0, 1] (the share of the distillation loss), got {weight!r}")

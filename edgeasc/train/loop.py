@@ -262,7 +262,7 @@ def _part_loss(loop: Loop, batch: list[torch.Tensor], key: list[int], style) -> 
         logits = loop.net(x).float()
     loss = mixup_cross_entropy(logits, y_a, y_b, lam)
     if targets is not None:
-        loss = distillation_loss(logits, loss, targets, loop.kd_weight, loop.kd_temperature)
+        loss = distillation_loss(logits, loss, targets, loop.kd_weight, loop.kd_temperature, loop.cfg.kd_reduction)
     return loss
 
 

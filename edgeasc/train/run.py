@@ -350,7 +350,8 @@ def _finish(cfg: TrainConfig, dist: Dist, run_dir: Path, loop: Loop, config_reco
                "fit": config_record["fit"], "teachers": config_record["teachers"],
                "teacher_logits": config_record["teacher_logits"],
                "kd": ({"weight": loop.kd_weight, "temperature": loop.kd_temperature,
-                       "targets": cfg.kd_targets or "cached"} if loop.distils else None),
+                       "targets": cfg.kd_targets or "cached",
+                       "reduction": cfg.kd_reduction} if loop.distils else None),
                "recipe": cfg.recipe, "schedule": config_record["schedule"],
                "augmentation": config_record["augmentation"]}
     if averaged is not None:
