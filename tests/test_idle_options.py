@@ -35,7 +35,7 @@ CASES = {
 ACTS_ALONE = {"dataset", "split", "preset", "variant", "rho", "width", "depth_restriction", "decomp_factor",
               "damping_floor", "damp_stem", "prune_target", "prune_ratio", "macs_target", "params_target",
               "teachers", "fit", "swa_start", "epochs", "batch_size", "accumulate", "lr", "lr_hold",
-              "lr_decay_end", "lr_final", "mixup_alpha", "freq_mixstyle", "roll", "seed", "seconds",
+              "lr_decay_end", "lr_final", "mixup_alpha", "freq_mixstyle", "roll", "seed", "seconds", "frontend",
               "cache_dir", "feature_workers", "workers", "device", "amp", "channels_last", "out"}
 
 
