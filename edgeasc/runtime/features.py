@@ -86,6 +86,7 @@ def frontend_name(params: FeatureParams) -> str | None:
 # features_torch.py) take their constants from these functions.
 
 import functools  # noqa: E402
+import threading  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -154,13 +155,8 @@ def periodic_hann(n: int) -> np.ndarray:
 
 try:  # scipy's pocketfft vectorises across frames, faster than numpy's rfft. Same maths, optional.
     from scipy.fft import rfft as _rfft
-
-    def _power_spectrum(frames: np.ndarray, n: int) -> np.ndarray:
-        spec = _rfft(frames, n=n, axis=-1, overwrite_x=True)
-        return spec.real ** 2 + spec.imag ** 2
 except ImportError:  # pragma: no cover - exercised via the no-scipy parity test
     _rfft = None
-    _power_spectrum = None
 
 _MEL_GROUP = 16  # filters per dense band block: 16 keeps the blocks narrow (~1.05x the bins)
 
@@ -225,16 +221,48 @@ def frame_power(waveform: np.ndarray, params: FeatureParams) -> np.ndarray:
     n_frames = 1 + (padded.shape[-1] - params.n_fft) // params.hop_length
     left = (params.n_fft - win) // 2
     frames = np.lib.stride_tricks.sliding_window_view(padded[:, left:], win, axis=-1)[:, ::params.hop_length]
-    # logmel: a float64 FFT. log(P + 1e-5) magnifies float32's rounding noise (~1e-7 of the frame's
-    # energy) in a near-silent band to 1e-3; float64 keeps it at 1e-6 for 0.5 ms more per 1-s clip.
-    # perceptual: float32 (its dB values are floored 80 dB below the clip's peak)
-    window = periodic_hann(win).astype(np.float32 if params.kind == "perceptual" else np.float64)
+    # float32, as torch.stft and torchaudio: log(P + 1e-5) turns float32's rounding noise in a band
+    # near the offset beside loud ones into up to ~1e-3 (librosa, float64: ~1e-6); a float64 FFT
+    # would cost nearly twice the frontend's time (benchmarks/RESULTS.md) for bands that the
+    # resampler's stopband alone moves by several units of log
+    window = _window32(win)
     power = np.empty((waveform.shape[0], n_frames, params.n_fft // 2 + 1), dtype=np.float32)
-    spectrum = _power_spectrum if _rfft is not None else _numpy_power_spectrum
-    for i in range(0, n_frames, _FRAME_CHUNK):
-        j = min(i + _FRAME_CHUNK, n_frames)
-        power[:, i:j] = spectrum(frames[:, i:j] * window, params.n_fft)
+    if _rfft is None:
+        for i in range(0, n_frames, _FRAME_CHUNK):
+            j = min(i + _FRAME_CHUNK, n_frames)
+            power[:, i:j] = _numpy_power_spectrum(frames[:, i:j] * window, params.n_fft)
+        return power
+    buf = _frame_buffer(params.n_fft, win)
+    for c in range(waveform.shape[0]):
+        for i in range(0, n_frames, _FRAME_CHUNK):
+            j = min(i + _FRAME_CHUNK, n_frames)
+            np.multiply(frames[c, i:j], window, out=buf[:j - i, :win])
+            spec = _rfft(buf[:j - i], axis=-1)
+            out = power[c, i:j]
+            np.multiply(spec.real, spec.real, out=out)
+            out += np.square(spec.imag)
     return power
+
+
+@functools.lru_cache(maxsize=4)
+def _window32(n: int) -> np.ndarray:
+    window = periodic_hann(n).astype(np.float32)
+    window.setflags(write=False)
+    return window
+
+
+_BUFFERS = threading.local()
+
+
+def _frame_buffer(n_fft: int, win: int) -> np.ndarray:
+    """This thread's (chunk, n_fft) float32 frame buffer; columns from `win` on stay zero (the
+    window's padding to n_fft). Reused: a fresh buffer and its pages each clip cost more than
+    the multiply that fills it."""
+    buf = getattr(_BUFFERS, "buf", None)
+    if buf is None or buf.shape[1] != n_fft or _BUFFERS.win != win:
+        buf = _BUFFERS.buf = np.zeros((_FRAME_CHUNK, n_fft), dtype=np.float32)
+        _BUFFERS.win = win
+    return buf
 
 
 def _channels_first(waveform) -> np.ndarray:
