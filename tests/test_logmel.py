@@ -184,6 +184,9 @@ def test_the_run_stores_the_d24_frontend(d24_run):
 
         meta = read_metadata(str(d24_run / name))
         assert meta["feature_params"] == D24_PARAMS.to_dict() and meta["input"]["name"] == kind
+    proc = run_cli_here("info", str(d24_run / "waveform.onnx"))
+    assert proc.returncode == 0, proc.stderr
+    assert "logmel, 32000 Hz, n_fft 4096 (window 3072), hop 500, 256 mels" in " ".join(proc.stdout.split())
 
 
 def test_predict_on_44k_audio_equals_the_checkpoint(d24_run, tmp_path):
