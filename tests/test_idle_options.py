@@ -46,7 +46,8 @@ CONTEXT = {"lr_hold": {"schedule": "cosine"}, "lr_decay_end": {"schedule": "cosi
 ACTS_ALONE = {"dataset", "split", "preset", "variant", "rho", "width", "depth_restriction", "decomp_factor",
               "damping_floor", "damp_stem", "prune_target", "prune_ratio", "macs_target", "params_target",
               "teachers", "teacher_logits", "fit", "swa_start", "epochs", "batch_size", "accumulate", "lr",
-              "recipe", "optimizer", "weight_decay", "schedule", "freq_mask", "time_roll", "mixup_alpha", "freq_mixstyle", "roll", "seed", "seconds",
+              "recipe", "optimizer", "weight_decay", "schedule", "freq_mask", "time_roll", "mixup_alpha",
+              "freq_mixstyle", "roll", "seed", "seconds", "frontend",
               "cache_dir", "feature_workers", "workers", "device", "amp", "channels_last", "out"}
 
 

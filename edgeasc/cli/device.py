@@ -52,7 +52,8 @@ def info_onnx(path: Path, as_json: bool) -> None:
                   f"{','.join(map(str, cfg.get('depth_restriction', [])))}, {meta['channels']} channel(s)"
                   + (", channel-pruned" if isinstance(cfg, dict) and cfg.get("channels") else ""))
     table.add_row("frontend", ("in the graph (takes raw audio)" if meta.get("frontend") else "numpy (predict)") +
-                  f": {fp.get('sample_rate')} Hz, n_fft {fp.get('n_fft')}, hop {fp.get('hop_length')}, "
+                  f": {fp.get('kind', 'perceptual')}, {fp.get('sample_rate')} Hz, n_fft {fp.get('n_fft')}"
+                  + (f" (window {fp['win_length']})" if fp.get("win_length") else "") + f", hop {fp.get('hop_length')}, "
                   f"{fp.get('n_mels')} mels, clip {meta.get('clip_seconds')} s")
     table.add_row("normalisation", "in the file" if meta.get("normalization") else "none")
     folded = meta.get("folded", {})

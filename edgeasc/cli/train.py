@@ -88,6 +88,8 @@ def train(
     feature_workers: int | None = typer.Option(None, help="Feature-extraction processes (default: all cores)."),
     cache_dir: Path | None = typer.Option(None, help="Cache root for features and the synthetic set."),
     seconds: float | None = typer.Option(None, help="Clip length in seconds (default: the data's own)."),
+    frontend: str | None = typer.Option(None, help="perceptual (default: the paper's perceptual mel, 22.05 kHz) | d24 "
+                                        "(the DCASE 2024/25 baselines' log-mel: 32 kHz, 4096-FFT, hop 500, 256 HTK mels)."),
     amp: bool | None = typer.Option(None, "--amp/--no-amp", help="Mixed precision (CUDA)."),
     channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help="channels_last memory format."),
     out_dir: Path | None = typer.Option(None, "--out", help="Run directory (default runs/train, demo: runs/demo)."),
@@ -113,7 +115,7 @@ def train(
                freq_mask=freq_mask, time_roll=time_roll, fit=fit, swa_start=swa_start, swa_every=swa_every, freq_mixstyle=freq_mixstyle,
                epochs=epochs, batch_size=batch_size, accumulate=accumulate, lr=lr, seed=seed, device=device, workers=workers,
                feature_workers=feature_workers, cache_dir=str(cache_dir) if cache_dir else None, seconds=seconds,
-               amp=amp, channels_last=channels_last, out=str(out_dir) if out_dir else None)
+               frontend=frontend, amp=amp, channels_last=channels_last, out=str(out_dir) if out_dir else None)
     cfg = resolve_train_config(cli, config)
     summary = run_training(cfg, resume=resume, force=force, progress=not as_json)
     if int(os.environ.get("RANK", 0)) != 0:  # under torchrun only rank 0 reports

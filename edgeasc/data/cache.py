@@ -31,7 +31,7 @@ from edgeasc.io import (
     write_error,
 )
 from edgeasc.runtime.audio import AudioError, fit_length, load, truncation
-from edgeasc.runtime.features import FeatureParams, perceptual_mel
+from edgeasc.runtime.features import FeatureParams, compute_features
 
 CACHE_VERSION = 1
 SPLITS = ("train", "evaluate")
@@ -237,7 +237,7 @@ def _extract_chunk(job: tuple[str, list[tuple[int, str, str]]]) -> tuple[int, tu
     for index, name, path in items:
         try:
             x, _ = load(path, p.sample_rate, channels=_WORKER["channels"])
-            out[index] = perceptual_mel(fit_length(x, p.n_samples()), p)
+            out[index] = compute_features(fit_length(x, p.n_samples()), p)
         except AudioError as exc:
             return done, (name, str(exc)), warnings
         except Exception as exc:  # a decoder or maths failure on this clip: name it

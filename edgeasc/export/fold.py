@@ -82,14 +82,15 @@ def max_abs_difference(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
 
 
 class WaveformClassifier(nn.Module):
-    """Raw audio at the frontend's sample rate -> logits: the torch frontend (exported as an
-    ONNX STFT, the mel matrix and A-weighting as initializers), normalisation, the network."""
+    """Raw audio at the frontend's sample rate -> logits: the torch frontend of the params' kind
+    (exported as an ONNX STFT, the mel matrix (and A-weighting) as initializers), normalisation,
+    the network."""
 
     def __init__(self, model: nn.Module, params, mean, std) -> None:
         super().__init__()
-        from edgeasc.train.frontend import PerceptualMel
+        from edgeasc.train.frontend import frontend_module
 
-        self.frontend = PerceptualMel(params)
+        self.frontend = frontend_module(params)
         self.model = model
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, 1, -1, 1))
         self.register_buffer("inv_std", 1.0 / torch.as_tensor(std, dtype=torch.float32).view(1, 1, -1, 1))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from edgeasc.export.report import RULES, parse_budget, report_markdown, size_rep
 from edgeasc.export.sparse import MODES, pack_weights
 from edgeasc.io import atomic_write_group, refuse_input_as_output
 from edgeasc.models.complexity import analyse, count_nonzero, count_params
-from edgeasc.runtime.features import FeatureParams, perceptual_mel
+from edgeasc.runtime.features import FeatureParams, compute_features
 from edgeasc.runtime.metadata import parse_metadata
 from edgeasc.train.checkpoint import load_checkpoint, model_from_checkpoint
 
@@ -98,7 +97,9 @@ def export_checkpoint(source: str | Path, output: str | Path | None = None, fold
         parse_metadata({"edgeasc.feature_params": json.dumps(ckpt["feature_params"])}, str(ckpt["path"]))
     except (TypeError, ValueError):
         raise ConfigError(f"{ckpt['path']}: the checkpoint's feature parameters are not a JSON object") from None
-    missing = [f.name for f in fields(FeatureParams) if f.name not in ckpt["feature_params"]]
+    # every field its kind reads (FeatureParams.to_dict); a dict without `kind` is a perceptual one
+    kind = ckpt["feature_params"].get("kind", "perceptual")
+    missing = [k for k in FeatureParams(kind=kind).to_dict() if k not in ckpt["feature_params"]]
     if missing:
         raise ConfigError(f"{ckpt['path']}: metadata edgeasc.feature_params lacks {missing[0]!r}")
     rules_given = rules is not None
@@ -143,7 +144,7 @@ def export_checkpoint(source: str | Path, output: str | Path | None = None, fold
         norm_std = np.asarray(std, np.float32)[:, None]
 
         def frontend(clip):
-            return (perceptual_mel(clip, params) - norm_mean) / norm_std
+            return (compute_features(clip, params) - norm_mean) / norm_std
     else:
         proto = export_proto(folded, config.in_channels, config.n_mels, frames)
     int8, real_clips = None, []
@@ -169,7 +170,7 @@ def export_checkpoint(source: str | Path, output: str | Path | None = None, fold
             real_clips = [] if clips is None else [clips]
     if precision == "fp16":
         proto = to_float16_weights(proto)
-    stats = analyse(model, seconds=seconds)
+    stats = analyse(model, seconds=seconds, features=params)
     deployed = {"params": count_params(folded), "nonzero_params": count_nonzero(folded)}
     report = size_report(stats, precision, RULES[rules], budget_bytes, count_bn, deployed)
     # the MACs again, from the exported graph's own shapes: the report must describe this file

@@ -142,7 +142,7 @@ def measure_end_to_end(path: str | Path, clip: str | Path, threads: int = 1, run
         t.append(time.perf_counter())
         x = audio.fit_length(audio.select_channels(audio.resample(data.T, sr, params.sample_rate), model.channels), n)
         t.append(time.perf_counter())
-        inputs = x if model.takes_waveform else model.normalize(features.perceptual_mel(x, params))
+        inputs = x if model.takes_waveform else model.normalize(features.compute_features(x, params))
         t.append(time.perf_counter())
         model.run(np.ascontiguousarray(inputs[None], dtype=np.float32))
         t.append(time.perf_counter())

@@ -1,4 +1,6 @@
-"""The perceptual log-mel frontend (docs/method.md §1).
+"""The frontends, numpy: the perceptual mel of the paper (docs/method.md §1) and the plain log-mel
+of the DCASE 2024/25 organisers' baselines (kind "logmel", the `d24` parameters). Which one a
+model was trained with travels in its FeatureParams; `compute_features` picks it.
 
 This module is part of the torch-free device runtime.
 """
@@ -6,12 +8,20 @@ This module is part of the torch-free device runtime.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+
+KINDS = ("perceptual", "logmel")
+MEL_SCALES = ("slaney", "htk")
+# the fields that only one kind reads: a dict holds its own kind's (to_dict), so a perceptual
+# dict is exactly what edgeasc wrote before kinds existed (cache keys, metadata, teacher checks)
+LOGMEL_ONLY = ("kind", "win_length", "mel_scale", "log_offset")
+PERCEPTUAL_ONLY = ("top_db", "amin")
 
 
 @dataclass(frozen=True)
 class FeatureParams:
-    """Every number of the frontend; travels inside checkpoints and ONNX metadata."""
+    """Every number of the frontend; travels inside checkpoints and ONNX metadata. Defaults: the
+    perceptual frontend, so metadata without `kind` (every file written before it) loads as one."""
 
     sample_rate: int = 22050
     n_fft: int = 2048
@@ -22,6 +32,14 @@ class FeatureParams:
     top_db: float = 80.0
     amin: float = 1e-10
     clip_seconds: float = 10.0
+    kind: str = "perceptual"       # or "logmel": log(mel(|STFT|^2) + log_offset)
+    win_length: int | None = None  # periodic Hann of this length, centred in n_fft (torch.stft); None: n_fft
+    mel_scale: str = "slaney"      # logmel: "htk" (2595 log10(1 + f/700)) or "slaney"
+    log_offset: float = 1e-5
+
+    @property
+    def window_length(self) -> int:
+        return self.n_fft if self.win_length is None else self.win_length
 
     def n_samples(self, seconds: float | None = None) -> int:
         seconds = self.clip_seconds if seconds is None else seconds
@@ -32,7 +50,35 @@ class FeatureParams:
         return 1 + self.n_samples(seconds) // self.hop_length
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        for key in (LOGMEL_ONLY if self.kind == "perceptual" else PERCEPTUAL_ONLY):
+            del d[key]
+        return d
+
+
+# The DCASE 2024/25 task 1 baselines' frontend (CPJKU/dcase2024_task1_baseline: torchaudio's
+# MelSpectrogram, then log(x + 1e-5)): 32 kHz, a 3072-sample window in a 4096 FFT, hop 500,
+# 256 HTK mel bands without normalisation from 0 Hz to Nyquist. 65 frames per 1-s clip.
+D24_PARAMS = FeatureParams(sample_rate=32000, n_fft=4096, hop_length=500, n_mels=256, fmin=0.0, fmax=16000.0,
+                           clip_seconds=1.0, kind="logmel", win_length=3072, mel_scale="htk", log_offset=1e-5)
+# `edgeasc train --frontend NAME`
+FRONTENDS = {"perceptual": FeatureParams(), "d24": D24_PARAMS}
+
+
+def frontend_params(name: str, clip_seconds: float | None = None) -> FeatureParams:
+    """The named frontend's parameters, for clips of `clip_seconds` (None: the frontend's own)."""
+    if name not in FRONTENDS:
+        raise ValueError(f"unknown frontend {name!r}: one of {', '.join(FRONTENDS)}")
+    params = FRONTENDS[name]
+    return params if clip_seconds is None else replace(params, clip_seconds=float(clip_seconds))
+
+
+def frontend_name(params: FeatureParams) -> str | None:
+    """The name in FRONTENDS whose parameters these are (any clip length), else None."""
+    for name, named in FRONTENDS.items():
+        if replace(named, clip_seconds=params.clip_seconds).to_dict() == params.to_dict():
+            return name
+    return None
 
 
 # ----------------------------------------------------------------------------- the maths
@@ -40,6 +86,7 @@ class FeatureParams:
 # features_torch.py) take their constants from these functions.
 
 import functools  # noqa: E402
+import threading  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -48,9 +95,12 @@ def fft_frequencies(sample_rate: int, n_fft: int) -> np.ndarray:
     return np.arange(1 + n_fft // 2, dtype=np.float64) * sample_rate / n_fft
 
 
-def hz_to_mel(f: np.ndarray | float) -> np.ndarray:
-    """Slaney's mel scale: linear below 1 kHz, logarithmic above (librosa htk=False)."""
+def hz_to_mel(f: np.ndarray | float, htk: bool = False) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above (librosa htk=False); with `htk`
+    2595 log10(1 + f / 700) (librosa htk=True, torchaudio's default)."""
     f = np.asarray(f, dtype=np.float64)
+    if htk:
+        return 2595.0 * np.log10(1.0 + f / 700.0)
     f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, math.log(6.4) / 27.0
     min_log_mel = min_log_hz / f_sp
     with np.errstate(divide="ignore"):
@@ -58,8 +108,10 @@ def hz_to_mel(f: np.ndarray | float) -> np.ndarray:
     return np.where(f >= min_log_hz, log_part, f / f_sp)
 
 
-def mel_to_hz(m: np.ndarray | float) -> np.ndarray:
+def mel_to_hz(m: np.ndarray | float, htk: bool = False) -> np.ndarray:
     m = np.asarray(m, dtype=np.float64)
+    if htk:
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
     f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, math.log(6.4) / 27.0
     min_log_mel = min_log_hz / f_sp
     return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
@@ -67,16 +119,18 @@ def mel_to_hz(m: np.ndarray | float) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def mel_filterbank(sample_rate: int = 22050, n_fft: int = 2048, n_mels: int = 256,
-                   fmin: float = 0.0, fmax: float = 11025.0) -> np.ndarray:
-    """Slaney-style, area-normalised triangular filters, shape (n_mels, 1 + n_fft // 2)."""
+                   fmin: float = 0.0, fmax: float = 11025.0, htk: bool = False, norm: bool = True) -> np.ndarray:
+    """Triangular filters, shape (n_mels, 1 + n_fft // 2), on the Slaney (or `htk`) mel scale;
+    `norm`: Slaney's area normalisation (librosa norm="slaney"), else peaks of 1 (norm=None)."""
     freqs = fft_frequencies(sample_rate, n_fft)
-    mel_f = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+    mel_f = mel_to_hz(np.linspace(hz_to_mel(fmin, htk), hz_to_mel(fmax, htk), n_mels + 2), htk)
     fdiff = np.diff(mel_f)
     ramps = mel_f[:, None] - freqs[None, :]
     lower = -ramps[:-2] / fdiff[:-1, None]
     upper = ramps[2:] / fdiff[1:, None]
     weights = np.maximum(0.0, np.minimum(lower, upper))
-    weights *= (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None]
+    if norm:
+        weights *= (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None]
     weights.setflags(write=False)
     return weights
 
@@ -101,20 +155,15 @@ def periodic_hann(n: int) -> np.ndarray:
 
 try:  # scipy's pocketfft vectorises across frames, faster than numpy's rfft. Same maths, optional.
     from scipy.fft import rfft as _rfft
-
-    def _power_spectrum(frames: np.ndarray) -> np.ndarray:
-        spec = _rfft(frames, axis=-1, overwrite_x=True)
-        return spec.real ** 2 + spec.imag ** 2
 except ImportError:  # pragma: no cover - exercised via the no-scipy parity test
     _rfft = None
-    _power_spectrum = None
 
 _MEL_GROUP = 16  # filters per dense band block: 16 keeps the blocks narrow (~1.05x the bins)
 
 
-def _numpy_power_spectrum(frames: np.ndarray) -> np.ndarray:
+def _numpy_power_spectrum(frames: np.ndarray, n: int) -> np.ndarray:
     # numpy's float32 rfft is slower than its float64 one; the power is cast back.
-    spec = np.fft.rfft(frames.astype(np.float64), axis=-1)
+    spec = np.fft.rfft(frames.astype(np.float64), n=n, axis=-1)
     return (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
 
 
@@ -125,12 +174,21 @@ class _BandedMel:
 
     blocks: tuple  # (first filter, end filter, first bin, end bin, weights (bins, filters))
     n_mels: int
-    a_weight_mel: np.ndarray  # mel(A-weighting): the per-bin dB offset after the mel step
+    a_weight_mel: np.ndarray | None  # perceptual: mel(A-weighting), the per-bin dB offset after the mel step
+
+
+def kind_filterbank(params: FeatureParams) -> np.ndarray:
+    """The kind's mel matrix (float64): perceptual = Slaney, area-normalised; logmel = the
+    params' mel scale, peaks of 1 (torchaudio's norm=None)."""
+    if params.kind == "perceptual":
+        return mel_filterbank(params.sample_rate, params.n_fft, params.n_mels, params.fmin, params.fmax)
+    return mel_filterbank(params.sample_rate, params.n_fft, params.n_mels, params.fmin, params.fmax,
+                          htk=params.mel_scale == "htk", norm=False)
 
 
 @functools.lru_cache(maxsize=8)
 def _banded_mel(params: FeatureParams) -> _BandedMel:
-    fb = mel_filterbank(params.sample_rate, params.n_fft, params.n_mels, params.fmin, params.fmax)
+    fb = kind_filterbank(params)
     if not fb.any(axis=1).all():
         raise ValueError("a mel filter covers no FFT bin: use fewer mel bands or a longer n_fft")
     blocks = []
@@ -139,8 +197,10 @@ def _banded_mel(params: FeatureParams) -> _BandedMel:
         nz = np.flatnonzero(rows.any(axis=0))
         lo, hi = int(nz[0]), int(nz[-1]) + 1
         blocks.append((m0, m0 + rows.shape[0], lo, hi, np.ascontiguousarray(rows[:, lo:hi].T, dtype=np.float32)))
-    # mel is linear, so mel(dB + A) = mel(dB) + mel(A): the A-weighting costs one add per mel bin.
-    aw = (fb @ a_weighting(params.sample_rate, params.n_fft)).astype(np.float32)
+    aw = None
+    if params.kind == "perceptual":
+        # mel is linear, so mel(dB + A) = mel(dB) + mel(A): the A-weighting costs one add per mel bin.
+        aw = (fb @ a_weighting(params.sample_rate, params.n_fft)).astype(np.float32)
     return _BandedMel(tuple(blocks), params.n_mels, aw)
 
 
@@ -148,20 +208,80 @@ _FRAME_CHUNK = 32  # frames per FFT call: the working set stays in cache (3x fas
 
 
 def frame_power(waveform: np.ndarray, params: FeatureParams) -> np.ndarray:
-    """|STFT|^2 of a centred, reflect-padded, periodic-Hann STFT: (channels, frames, bins)."""
-    half = params.n_fft // 2
+    """|STFT|^2 of a centred, reflect-padded, periodic-Hann STFT: (channels, frames, bins). A
+    window shorter than n_fft sits zero-padded in the middle of each frame (as in torch.stft and
+    librosa); only its samples are read and transformed with n_fft points from its first sample:
+    a circular shift, which leaves |FFT|^2 unchanged."""
+    half, win = params.n_fft // 2, params.window_length
+    if not 0 < win <= params.n_fft:
+        raise ValueError(f"win_length {win} must be in 1..n_fft ({params.n_fft})")
     if waveform.shape[-1] <= half:
         raise ValueError(f"need more than {half} samples for reflect padding, got {waveform.shape[-1]}")
     padded = np.pad(waveform, ((0, 0), (half, half)), mode="reflect")
     n_frames = 1 + (padded.shape[-1] - params.n_fft) // params.hop_length
-    frames = np.lib.stride_tricks.sliding_window_view(padded, params.n_fft, axis=-1)[:, ::params.hop_length]
-    window = periodic_hann(params.n_fft).astype(np.float32)
+    left = (params.n_fft - win) // 2
+    frames = np.lib.stride_tricks.sliding_window_view(padded[:, left:], win, axis=-1)[:, ::params.hop_length]
+    # float32, as torch.stft and torchaudio: log(P + 1e-5) turns float32's rounding noise in a band
+    # near the offset beside loud ones into up to ~1e-3 (librosa, float64: ~1e-6); a float64 FFT
+    # would cost nearly twice the frontend's time (benchmarks/RESULTS.md) for bands that the
+    # resampler's stopband alone moves by several units of log
+    window = _window32(win)
     power = np.empty((waveform.shape[0], n_frames, params.n_fft // 2 + 1), dtype=np.float32)
-    spectrum = _power_spectrum if _rfft is not None else _numpy_power_spectrum
-    for i in range(0, n_frames, _FRAME_CHUNK):
-        j = min(i + _FRAME_CHUNK, n_frames)
-        power[:, i:j] = spectrum(frames[:, i:j] * window)
+    if _rfft is None:
+        for i in range(0, n_frames, _FRAME_CHUNK):
+            j = min(i + _FRAME_CHUNK, n_frames)
+            power[:, i:j] = _numpy_power_spectrum(frames[:, i:j] * window, params.n_fft)
+        return power
+    buf = _frame_buffer(params.n_fft, win)
+    for c in range(waveform.shape[0]):
+        for i in range(0, n_frames, _FRAME_CHUNK):
+            j = min(i + _FRAME_CHUNK, n_frames)
+            np.multiply(frames[c, i:j], window, out=buf[:j - i, :win])
+            spec = _rfft(buf[:j - i], axis=-1)
+            out = power[c, i:j]
+            np.multiply(spec.real, spec.real, out=out)
+            out += np.square(spec.imag)
     return power
+
+
+@functools.lru_cache(maxsize=4)
+def _window32(n: int) -> np.ndarray:
+    window = periodic_hann(n).astype(np.float32)
+    window.setflags(write=False)
+    return window
+
+
+_BUFFERS = threading.local()
+
+
+def _frame_buffer(n_fft: int, win: int) -> np.ndarray:
+    """This thread's (chunk, n_fft) float32 frame buffer; columns from `win` on stay zero (the
+    window's padding to n_fft). Reused: a fresh buffer and its pages each clip cost more than
+    the multiply that fills it."""
+    buf = getattr(_BUFFERS, "buf", None)
+    if buf is None or buf.shape[1] != n_fft or _BUFFERS.win != win:
+        buf = _BUFFERS.buf = np.zeros((_FRAME_CHUNK, n_fft), dtype=np.float32)
+        _BUFFERS.win = win
+    return buf
+
+
+def _channels_first(waveform) -> np.ndarray:
+    x = np.asarray(waveform, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2:
+        raise ValueError(f"waveform must be (channels, samples), got shape {x.shape}")
+    return x
+
+
+def _apply_mel(spec: np.ndarray, mel: _BandedMel) -> np.ndarray:
+    """(C, T, F) -> (C*T, n_mels) through the banded blocks."""
+    c, t, f = spec.shape
+    flat = spec.reshape(c * t, f)
+    out = np.empty((c * t, mel.n_mels), dtype=np.float32)
+    for m0, m1, lo, hi, w in mel.blocks:
+        np.matmul(flat[:, lo:hi], w, out=out[:, m0:m1])
+    return out
 
 
 def perceptual_mel(waveform: np.ndarray, params: FeatureParams | None = None) -> np.ndarray:
@@ -172,11 +292,9 @@ def perceptual_mel(waveform: np.ndarray, params: FeatureParams | None = None) ->
     A-weighting per FFT bin, then the Slaney mel filterbank applied to the dB values.
     """
     p = params or FeatureParams()
-    x = np.asarray(waveform, dtype=np.float32)
-    if x.ndim == 1:
-        x = x[None]
-    if x.ndim != 2:
-        raise ValueError(f"waveform must be (channels, samples), got shape {x.shape}")
+    if p.kind != "perceptual":
+        raise ValueError(f"perceptual_mel computes the perceptual frontend, these parameters are kind {p.kind!r}")
+    x = _channels_first(waveform)
     power = frame_power(x, p)  # (C, T, F)
     # power_to_db's top_db clip folded into the power floor: one log pass instead of two.
     peak_db = 10.0 * np.log10(np.maximum(power.max(axis=(1, 2)).astype(np.float64), p.amin))
@@ -185,10 +303,32 @@ def perceptual_mel(waveform: np.ndarray, params: FeatureParams | None = None) ->
     np.log10(db, out=db)
     db *= np.float32(10.0)
     mel = _banded_mel(p)
-    c, t, f = db.shape
-    flat = db.reshape(c * t, f)
-    out = np.empty((c * t, mel.n_mels), dtype=np.float32)
-    for m0, m1, lo, hi, w in mel.blocks:
-        np.matmul(flat[:, lo:hi], w, out=out[:, m0:m1])
+    out = _apply_mel(db, mel)
     out += mel.a_weight_mel
-    return np.ascontiguousarray(out.reshape(c, t, mel.n_mels).transpose(0, 2, 1))
+    return np.ascontiguousarray(out.reshape(x.shape[0], -1, mel.n_mels).transpose(0, 2, 1))
+
+
+def log_mel(waveform: np.ndarray, params: FeatureParams = D24_PARAMS) -> np.ndarray:
+    """The organisers' log-mel (kind "logmel"): log(mel(|STFT|^2) + log_offset).
+
+    waveform: (channels, samples) at params.sample_rate -> float32 (channels, n_mels, frames);
+    (1, 256, 65) for 1 s of mono at 32 kHz with D24_PARAMS.
+    """
+    if params.kind != "logmel":
+        raise ValueError(f"log_mel computes the logmel frontend, these parameters are kind {params.kind!r}")
+    x = _channels_first(waveform)
+    mel = _banded_mel(params)
+    out = _apply_mel(frame_power(x, params), mel)
+    out += np.float32(params.log_offset)
+    np.log(out, out=out)
+    return np.ascontiguousarray(out.reshape(x.shape[0], -1, mel.n_mels).transpose(0, 2, 1))
+
+
+def compute_features(waveform: np.ndarray, params: FeatureParams | None = None) -> np.ndarray:
+    """The frontend `params` name (its kind), un-normalised: (channels, n_mels, frames) float32."""
+    p = params or FeatureParams()
+    if p.kind == "perceptual":
+        return perceptual_mel(waveform, p)
+    if p.kind == "logmel":
+        return log_mel(waveform, p)
+    raise ValueError(f"unknown frontend kind {p.kind!r}: one of {', '.join(KINDS)}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeasc.runtime.deployed import DeployedModel
-from edgeasc.runtime.features import perceptual_mel
+from edgeasc.runtime.features import compute_features
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -19,4 +19,4 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def model_input(model: DeployedModel, piece: np.ndarray) -> np.ndarray:
     """What the graph takes for one window of samples: the samples themselves (a --with-frontend
     model), else the normalised numpy frontend's features."""
-    return piece if model.takes_waveform else model.normalize(perceptual_mel(piece, model.feature_params))
+    return piece if model.takes_waveform else model.normalize(compute_features(piece, model.feature_params))

@@ -18,7 +18,15 @@ from typing import Any
 import numpy as np
 
 from edgeasc.errors import EdgeascError
-from edgeasc.runtime.features import FeatureParams, fft_frequencies, hz_to_mel, mel_to_hz
+from edgeasc.runtime.features import (
+    KINDS,
+    LOGMEL_ONLY,
+    MEL_SCALES,
+    FeatureParams,
+    fft_frequencies,
+    hz_to_mel,
+    mel_to_hz,
+)
 
 PREFIX = "edgeasc."
 # what a device may be asked to hold for one clip's input; far above any real model
@@ -117,18 +125,35 @@ def float_list(v: Any) -> list[float]:
     return [float(x) for x in v]
 
 
+def optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def maybe(v):
+        return None if v is None else check(v)
+    return maybe
+
+
 def feature_params(v: Any) -> dict:
+    """A frontend: each field bounded, then whether its filterbank can be built. Without `kind`
+    (every file written before kinds existed) the perceptual frontend, as before."""
     schema = {"sample_rate": integer(1000, 384_000), "n_fft": integer(16, 65_536),
               "hop_length": integer(1, 65_536), "n_mels": integer(1, 2048), "fmin": number(0, 192_000),
               "fmax": number(0, 192_000, low_open=True), "top_db": number(0, 1000, low_open=True),
-              "amin": number(0, 1, low_open=True), "clip_seconds": number(0, 3600, low_open=True)}
+              "amin": number(0, 1, low_open=True), "clip_seconds": number(0, 3600, low_open=True),
+              "kind": one_of(*KINDS), "win_length": optional(integer(1, 65_536)), "mel_scale": one_of(*MEL_SCALES),
+              "log_offset": number(0, 1, low_open=True)}
     assert set(schema) == {f.name for f in fields(FeatureParams)}
     d = mapping(schema)(v)
     p = FeatureParams(**d)
     if p.hop_length > p.n_fft:
         raise _Bad(f"hop_length {p.hop_length} is longer than n_fft {p.n_fft}")
+    if p.window_length > p.n_fft:
+        raise _Bad(f"win_length {p.window_length} is longer than n_fft {p.n_fft}")
     if not p.fmin < p.fmax <= p.sample_rate / 2:
         raise _Bad(f"needs fmin < fmax <= sample_rate / 2, got {p.fmin:g}, {p.fmax:g}, {p.sample_rate}")
+    if p.kind == "perceptual":
+        odd = [k for k in LOGMEL_ONLY[1:] if getattr(p, k) != getattr(FeatureParams, k)
+               and not (k == "win_length" and p.win_length == p.n_fft)]
+        if odd:  # the perceptual frontend is the paper's: a full window, Slaney's scale, no log offset
+            raise _Bad(f"{odd[0]} {getattr(p, odd[0])!r} is a setting of kind logmel, not of kind perceptual")
     return d
 
 
@@ -138,7 +163,8 @@ def empty_mel_band(p: FeatureParams) -> tuple[int, float, float] | None:
     between its outer edges: the same edges, computed the same way, without building the
     (n_mels, bins) matrix (up to 2048 x 32769 float64 for a hostile file)."""
     freqs = fft_frequencies(p.sample_rate, p.n_fft)
-    edges = mel_to_hz(np.linspace(hz_to_mel(p.fmin), hz_to_mel(p.fmax), p.n_mels + 2))
+    htk = p.kind == "logmel" and p.mel_scale == "htk"
+    edges = mel_to_hz(np.linspace(hz_to_mel(p.fmin, htk), hz_to_mel(p.fmax, htk), p.n_mels + 2), htk)
     first = np.searchsorted(freqs, edges[:-2], side="right")  # the first bin above each lower edge
     inside = freqs[np.minimum(first, freqs.size - 1)] < edges[2:]
     empty = np.flatnonzero((first >= freqs.size) | ~inside)
@@ -297,6 +323,10 @@ def _cross_check(meta: dict, where: str) -> None:
         raise MetadataError(f"{where}: one {seconds:g}-s clip of this model's input would take "
                             f"{4 * channels * values / 2**30:.1f} GiB (the metadata's frontend is implausible)")
     # after the size check: an absurd frontend is refused for its size before its bands are counted
+    bins = params.n_fft // 2 + 1
+    if "feature_params" in meta and params.n_mels > bins:
+        raise MetadataError(f"{where}: metadata {PREFIX}feature_params: {params.n_mels} mel bands from the {bins} "
+                            f"FFT bins of n_fft {params.n_fft}: fewer mel bands or a longer n_fft")
     empty = empty_mel_band(params) if "feature_params" in meta else None
     if empty is not None:
         band, low, high = empty

@@ -76,6 +76,7 @@ class TrainConfig:
     time_roll: float | None = None  # time roll of up to this many seconds (frames: the run's hop)
     seed: int = 0
     # data and machinery
+    frontend: str = "perceptual"  # a name in runtime.features.FRONTENDS: perceptual | d24 (the DCASE 2024/25 baselines')
     seconds: float | None = None  # None: the data's own clip length (data/cache.probe_clip_seconds)
     cache_dir: str | None = None
     feature_workers: int | None = None
@@ -162,6 +163,10 @@ def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = N
     if method == "gate" and (structured or values.get("prune_ratio") is not None):
         raise ConfigError("--prune-method gate takes --prune-target (non-zero parameters), not "
                           + (" or ".join(structured) if structured else "--prune-ratio"))
+    from edgeasc.runtime.features import FRONTENDS
+
+    if values.get("frontend", "perceptual") not in FRONTENDS:
+        raise ConfigError(f"--frontend must be one of {', '.join(FRONTENDS)}, got {values['frontend']!r}")
     if values.get("channel_importance", "l2") not in ("l2", "bn"):
         raise ConfigError(f"--channel-importance must be l2 or bn, got {values['channel_importance']!r}")
     for name in ("epochs", "batch_size", "accumulate", "prune_epochs", "lr_hold", "lr_decay_end", "roll", "workers",

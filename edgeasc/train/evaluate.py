@@ -164,7 +164,7 @@ def describe_checkpoint(path: Path, seconds: float | None = None) -> tuple[dict,
     model = model_from_checkpoint(ckpt)
     if seconds is None:  # the clip length the run was trained on
         seconds = float(ckpt["feature_params"].get("clip_seconds", 10.0))
-    stats = analyse(model, seconds=seconds)
+    stats = analyse(model, seconds=seconds, features=FeatureParams(**ckpt["feature_params"]))
     extra = {"checkpoint": ckpt["path"], "kind": ckpt.get("kind"), "labels": ckpt["labels"],
              "epoch": ckpt["epoch"], "summary": ckpt.get("summary"),
              "last_metrics": (ckpt.get("history") or [None])[-1], "feature_params": ckpt["feature_params"],

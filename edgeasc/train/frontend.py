@@ -1,8 +1,8 @@
-"""The perceptual mel frontend in torch: batched, differentiable, exportable.
+"""The frontends in torch: batched, differentiable, exportable.
 
-Same maths as `edgeasc.runtime.features.perceptual_mel` (whose constants it uses); tests keep the
-two equal. Used for batched extraction on a GPU and for exporting a waveform -> logits
-graph.
+Same maths as `edgeasc.runtime.features` (perceptual_mel, log_mel; whose constants they use);
+tests keep each pair equal. Used for batched extraction on a GPU and for exporting a
+waveform -> logits graph; `frontend_module` picks the one FeatureParams name.
 """
 
 from __future__ import annotations
@@ -11,7 +11,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeasc.runtime.features import FeatureParams, a_weighting, mel_filterbank
+from edgeasc.runtime.features import (
+    D24_PARAMS,
+    FeatureParams,
+    a_weighting,
+    kind_filterbank,
+    mel_filterbank,
+)
 
 
 class PerceptualMel(nn.Module):
@@ -20,6 +26,8 @@ class PerceptualMel(nn.Module):
     def __init__(self, params: FeatureParams | None = None) -> None:
         super().__init__()
         self.params = p = params or FeatureParams()
+        if p.kind != "perceptual":
+            raise ValueError(f"PerceptualMel computes the perceptual frontend, these parameters are kind {p.kind!r}")
         fb = mel_filterbank(p.sample_rate, p.n_fft, p.n_mels, p.fmin, p.fmax)
         self.register_buffer("window", torch.hann_window(p.n_fft, periodic=True), persistent=False)
         self.register_buffer("mel", torch.from_numpy(fb.astype(np.float32)), persistent=False)
@@ -41,6 +49,57 @@ class PerceptualMel(nn.Module):
         return mel.reshape(b, c, p.n_mels, -1)
 
 
+class LogMel(nn.Module):
+    """The organisers' log-mel (kind "logmel"), as torchaudio's MelSpectrogram(power=2, norm=None)
+    then log(x + offset): (batch, channels, samples) -> (batch, channels, n_mels, frames)."""
+
+    def __init__(self, params: FeatureParams = D24_PARAMS) -> None:
+        super().__init__()
+        if params.kind != "logmel":
+            raise ValueError(f"LogMel computes the logmel frontend, these parameters are kind {params.kind!r}")
+        self.params = p = params
+        win = p.window_length
+        if not 0 < win <= p.n_fft:
+            raise ValueError(f"win_length {win} must be in 1..n_fft ({p.n_fft})")
+        # the short window zero-padded to n_fft here, centred as torch.stft would pad it: the exported
+        # graph then holds one n_fft window and needs no win_length support from the exporter
+        window = torch.zeros(p.n_fft, dtype=torch.float64)
+        left = (p.n_fft - win) // 2
+        window[left:left + win] = torch.hann_window(win, periodic=True, dtype=torch.float64)
+        self.register_buffer("window", window.float(), persistent=False)
+        fb = kind_filterbank(p)
+        if not fb.any(axis=1).all():
+            raise ValueError("a mel filter covers no FFT bin: use fewer mel bands or a longer n_fft")
+        self.register_buffer("mel", torch.from_numpy(fb.astype(np.float32)), persistent=False)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        b, c, n = waveform.shape
+        spec = torch.stft(waveform.reshape(b * c, n), p.n_fft, p.hop_length, window=self.window,
+                          center=True, pad_mode="reflect", return_complex=True)
+        power = spec.real.square() + spec.imag.square()  # (b*c, bins, frames)
+        mel = torch.log(torch.matmul(self.mel, power) + p.log_offset)
+        return mel.reshape(b, c, p.n_mels, -1)
+
+
+def frontend_module(params: FeatureParams | None = None) -> nn.Module:
+    """The torch frontend of `params`' kind."""
+    p = params or FeatureParams()
+    if p.kind == "perceptual":
+        return PerceptualMel(p)
+    if p.kind == "logmel":
+        return LogMel(p)
+    raise ValueError(f"unknown frontend kind {p.kind!r}")
+
+
+def features_torch(waveform: torch.Tensor, params: FeatureParams | None = None) -> torch.Tensor:
+    """Functional form of any kind: (channels, samples) or (batch, channels, samples)."""
+    squeeze = waveform.dim() == 2
+    x = waveform[None] if squeeze else waveform
+    out = frontend_module(params).to(x.device)(x.float())
+    return out[0] if squeeze else out
+
+
 def perceptual_mel_torch(waveform: torch.Tensor, params: FeatureParams | None = None) -> torch.Tensor:
     """Functional form: (channels, samples) or (batch, channels, samples)."""
     squeeze = waveform.dim() == 2
@@ -49,4 +108,4 @@ def perceptual_mel_torch(waveform: torch.Tensor, params: FeatureParams | None = 
     return out[0] if squeeze else out
 
 
-__all__ = ["PerceptualMel", "perceptual_mel_torch"]
+__all__ = ["LogMel", "PerceptualMel", "features_torch", "frontend_module", "perceptual_mel_torch"]

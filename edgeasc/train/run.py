@@ -31,7 +31,7 @@ from edgeasc.models import ModelConfig, build_model
 from edgeasc.models.channels import channel_groups, complexity
 from edgeasc.models.complexity import count_nonzero
 from edgeasc.models.presets import resolve_model
-from edgeasc.runtime.features import FeatureParams
+from edgeasc.runtime.features import FeatureParams, frontend_name, frontend_params
 from edgeasc.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from edgeasc.train.config import TrainConfig, explicit_network
 from edgeasc.train.distill import Teacher, ensemble_logits, load_teacher_logits, load_teachers
@@ -69,7 +69,7 @@ def prepare_data(cfg: TrainConfig, dist: Dist, progress: bool, expected_labels: 
                 raise CheckpointError(f"{cfg.out}: the dataset's classes {dataset.labels} differ from the "
                                       f"run's {expected_labels}")
             seconds = seconds or cfg.seconds or probe_clip_seconds(dataset)
-            cache, _ = extract_features(dataset, FeatureParams(clip_seconds=seconds), workers=cfg.feature_workers,
+            cache, _ = extract_features(dataset, frontend_params(cfg.frontend, seconds), workers=cfg.feature_workers,
                                         root=root, progress=progress and dist.main)
         dist.barrier()
     return cache
@@ -144,6 +144,11 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
         if cfg.epochs < int(ckpt["epoch"]):
             raise ConfigError(f"{run_dir} has trained {ckpt['epoch']} epochs already: --epochs {cfg.epochs} would end "
                               "before its checkpoint (give --epochs >= that, or --force to start over)")
+        trained_with = frontend_name(FeatureParams(**ckpt["feature_params"]))
+        if trained_with != cfg.frontend:  # the features are the network's input: a resume keeps them
+            raise ConfigError(f"{run_dir} was trained with the {trained_with} frontend: resume it with --frontend "
+                              f"{trained_with}" if trained_with else f"{run_dir} was trained with a frontend that "
+                              "--frontend cannot name: start over with --force")
 
         planned = (ckpt.get("train_config") or {}).get("epochs")
         if cfg.schedule == "cosine" and planned is not None and planned != cfg.epochs:
