@@ -56,7 +56,7 @@ def test_the_preset_is_the_organisers_baseline_row_by_row():
 
 
 def test_widths_follow_the_baseline_rounding():
-    assert [make_divisible(v) for v in (57.6, 103.68, 67.2, 117.6, 73.6, 3.0, 20.0)] == [56, 104, 64, 120, 72, 8, 24]
+    assert [make_divisible(v) for v in (57.6, 103.68, 67.2, 117.6, 73.6, 3.0, 20.0, 11.0)] == [56, 104, 64, 120, 72, 8, 24, 16]
     assert D24.config.stage_channels == [32, 32, 56, 104]
     assert [(b.name, b.stage, b.exp_channels, b.stride, b.shortcut) for b in D24.config.blocks()] == [
         ("b1", "s1", 64, (1, 1), "identity"), ("b2", "s1", 64, (1, 1), "identity"),
