@@ -103,7 +103,9 @@ def _render_summary(summary: dict) -> None:
     table = Table(title=f"run {summary['run_dir']}", box=box.SIMPLE_HEAD, show_header=False)
     table.add_column(justify="left")
     table.add_column(justify="right")
-    table.add_row("network", f"{summary['variant']} ρ{summary['model']['rho']} w{summary['model']['width']}")
+    m = summary["model"]
+    shape = f"base {m['base_channels']}" if summary["variant"] == "cp-mobile" else f"ρ{m['rho']} w{m['width']}"
+    table.add_row("network", f"{summary['variant']} {shape}")
     table.add_row("epochs", str(summary["epochs"]))
     if summary["reported_accuracy"] is not None:
         table.add_row(f"accuracy (mean of last {summary['reported_over_epochs']} epochs)",

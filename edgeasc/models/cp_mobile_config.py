@@ -222,6 +222,30 @@ def mobile_layers(config: CPMobileConfig, n_frames: int) -> list[MobileLayer]:
     return rows
 
 
+def mobile_conv_groups(config: CPMobileConfig) -> tuple[dict[str, int], list[tuple[str, str | None, str | None]]]:
+    """The channels that belong together, and every conv as (module path, in group, out group);
+    None: the network's input (in) or its classes (out).
+
+    Groups: `in_c.0` (the stem's inner width); a residual stream, `stem` from the stem's output
+    through every block that keeps its width, and one named after the stage (`s2`, ...) from
+    each block that changes it; per block `bN` (expansion out = depthwise in and out = projection
+    in). What a channel pruner must remove together, and what the ONNX conv_plan lists."""
+    mid, base = config.stem_channels
+    groups = {"in_c.0": mid, "stem": base}
+    convs: list[tuple[str, str | None, str | None]] = [("in_c.0.0", None, "in_c.0"), ("in_c.1.0", "in_c.0", "stem")]
+    stream = "stem"
+    for blk in config.blocks():
+        path = f"stages.{blk.stage}.{blk.name}.block"
+        out_stream = stream if blk.shortcut else blk.stage
+        groups[blk.name] = blk.exp_channels
+        groups[out_stream] = blk.out_channels
+        convs += [(f"{path}.0.0", stream, blk.name), (f"{path}.1.0", blk.name, blk.name),
+                  (f"{path}.2.0", blk.name, out_stream)]
+        stream = out_stream
+    convs.append(("feed_forward.0", stream, None))
+    return groups, convs
+
+
 def mobile_complexity(config: CPMobileConfig, n_frames: int) -> tuple[int, int]:
     """(parameters incl. BatchNorm, MACs per clip incl. BatchNorm's), the organisers' way."""
     rows = mobile_layers(config, n_frames)

@@ -36,6 +36,7 @@ class LayerStats:
     macs: int
     channels: list[int] = field(default_factory=list)        # conv: [in, out]; BatchNorm: [channels]
     dense_channels: list[int] = field(default_factory=list)  # the same before channel pruning
+    bn_params: int = 0  # a BatchNorm's parameters counted inside this conv's row (CP-Mobile's table)
 
 
 @dataclass
@@ -55,6 +56,8 @@ class ModelStats:
     dense_macs: int = 0
     channel_plan: dict[str, int] | None = None
     receptive_field_authors: list[int] = field(default_factory=list)  # as the authors' scripts print it
+    bn_macs: int = 0   # of `macs`, BatchNorm's (CP-Mobile counts them, as the organisers; an ONNX graph
+                       # with BatchNorm folded computes macs - bn_macs)
 
     @property
     def macs_per_second(self) -> float:
@@ -163,7 +166,7 @@ def describe_mobile(config: CPMobileConfig, seconds: float, n_frames: int,
             nonzero = conv_nonzero[conv_name] + row.bn_params
         channels = [row.in_channels, row.out_channels] if row.conv_params else [row.out_channels]
         layers.append(LayerStats(row.name, kind, kernel, list(row.out_shape), row.params, nonzero, row.macs,
-                                 channels, list(channels)))
+                                 channels, list(channels), row.bn_params if row.kind != "batchnorm" else 0))
         bn += row.bn_params
     params = sum(x.params for x in layers)
     nonzero = sum(x.nonzero_params for x in layers)
@@ -175,4 +178,4 @@ def describe_mobile(config: CPMobileConfig, seconds: float, n_frames: int,
         config=config.to_dict(), seconds=seconds, input_shape=[config.in_channels, config.n_mels, n_frames],
         params=params, nonzero_params=nonzero, bn_params=bn, macs=macs,
         receptive_field=list(mobile_receptive_field(config)), output_shapes=mobile_output_shapes(config, n_frames),
-        bytes=stored_bytes(nonzero), layers=layers, dense_params=params, dense_macs=macs)
+        bytes=stored_bytes(nonzero), layers=layers, dense_params=params, dense_macs=macs, bn_macs=bn)

@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from edgeasc.errors import ConfigError
+from edgeasc.models.channels import complexity
 from edgeasc.models.config import ModelConfig
 from edgeasc.models.cp_mobile_config import FAMILY as CP_MOBILE
-from edgeasc.models.cp_mobile_config import CPMobileConfig
+from edgeasc.models.cp_mobile_config import CPMobileConfig, mobile_complexity
 
 AnyConfig = ModelConfig | CPMobileConfig
 FAMILIES = ("cp-resnet", CP_MOBILE)
@@ -32,6 +33,14 @@ def config_from_dict(d: Any) -> AnyConfig:
 
 def family_of(config: AnyConfig) -> str:
     return CP_MOBILE if isinstance(config, CPMobileConfig) else "cp-resnet"
+
+
+def complexity_of(config: AnyConfig, n_frames: int) -> tuple[int, int]:
+    """(parameters, MACs per clip) of any family, each counted its own way (CP-Mobile's MACs
+    include BatchNorm's, as the DCASE'24 organisers count them)."""
+    if isinstance(config, CPMobileConfig):
+        return mobile_complexity(config, n_frames)
+    return complexity(config, n_frames)
 
 
 def build_model(config: AnyConfig, device: Any = None):
