@@ -145,3 +145,37 @@ def test_info_prints_the_table_and_refuses_cp_resnet_flags():
                           "--rho", "CP-ResNet")
     listed = json.loads(run_cli_here("info", "--list-presets", "--json").stdout)
     assert listed["cp-mobile-d24"]["variant"] == "cp-mobile"
+
+
+def test_folding_batchnorm_keeps_the_function():
+    from edgeasc.export.fold import fold_model, max_abs_difference
+
+    torch.manual_seed(0)
+    model = build_model(D24.config.replace(base_channels=8, n_classes=3))
+    x = torch.randn(8, 1, 64, 30)
+    for m in model.modules():  # BatchNorm statistics of real inputs, not the identity it starts as
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+            torch.nn.init.normal_(m.weight, 1.0, 0.3)
+            torch.nn.init.normal_(m.bias, 0.0, 0.3)
+    model.train()
+    with torch.no_grad():
+        model(x)
+    folded = fold_model(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert folded.stages.s1.b1.block[1][0].groups == 16 and folded.stages.s1.b1.block[1][0].bias is not None
+    with torch.no_grad():
+        scale = float(model.eval()(x).abs().max())
+    assert scale > 0.1 and max_abs_difference(model, folded, x) <= 1e-5 * max(1.0, scale)
+
+
+def test_size_report_leaves_batchnorm_out_of_conv_rows_when_rules_say_so():
+    from edgeasc.export.report import RULES, size_report
+
+    stats = describe_config(D24.config, seconds=1.0, features=D24.input_features)
+    counted = size_report(stats, "fp16", RULES["dcase2024"])
+    assert counted["counted_bytes"] == 2 * 61_148 and counted["verdict"] == "PASS"
+    without = size_report(stats, "fp16", RULES["dcase2020"])  # BatchNorm not counted
+    assert without["counted_bytes"] == 2 * (61_148 - 2_708)
+    rows = {x["name"]: x["counted_bytes"] for x in without["layers"]}
+    assert rows["in_c.0"] == 2 * 72 and rows["feed_forward.1"] == 0
