@@ -1,5 +1,6 @@
-"""A CP-Mobile network through the whole pipeline on synthetic data: train, checkpoint (code-free),
-resume, info, export (fp32 and int8) and a torch-free predict of the ONNX file."""
+"""A CP-Mobile network through the whole pipeline on synthetic data: train (magnitude-pruned),
+checkpoint (code-free), resume, info, export (fp32 and int8) and a torch-free predict of the
+ONNX file."""
 
 import json
 
@@ -15,7 +16,7 @@ from edgeasc.runtime.features import FeatureParams
 from edgeasc.train.checkpoint import load_checkpoint, model_from_checkpoint
 
 TINY = ["--preset", "cp-mobile-d24", "--width", "8", "--seconds", "1", "--batch-size", "4",
-        "--feature-workers", "1", "--lr", "3e-3"]
+        "--feature-workers", "1", "--lr", "3e-3", "--prune-target", "3000", "--prune-epochs", "1"]
 FRAMES = FeatureParams().n_frames(1.0)  # 44: the run's frontend, not the organisers' 65
 
 
@@ -35,6 +36,7 @@ def test_a_run_trains_and_stores_its_family(trained):
     root, _, summary = trained
     config = CPMobileConfig(base_channels=8, n_classes=3, in_channels=2)  # the synthetic clips are stereo
     assert summary["epochs"] == 2 and summary["variant"] == "cp-mobile"
+    assert summary["nonzero_params"] == 3_000 == summary["prune_target"]  # magnitude pruning, as any family
     assert (summary["params"], summary["macs"]) == mobile_complexity(config, FRAMES) == (5_558, 1_653_946)
     raw = torch.load(root / "run" / "model-final.pt", weights_only=True)  # no code runs on load
     assert raw["model_config"] == config.to_dict() and raw["model_config"]["family"] == "cp-mobile"
@@ -64,7 +66,8 @@ def test_export_fp32_and_int8_and_predict_without_torch(trained):
     assert report["rules"] == "dcase2024" and report["verdict"] == "PASS"
     assert report["macs_per_clip"] == 1_653_946
     assert report["macs_onnx_graph"] == 1_653_946 - report["bn_params"]  # BatchNorm folded away
-    assert report["counted_bytes"] == 4 * 5_558
+    assert report["counted_bytes"] == 4 * 5_558  # dcase2024 counts zeros too
+    assert report["nonzero_params"] == 3_000
     assert result["verification"]["max_abs_logit_difference"] < 1e-4
     meta = {p.key: p.value for p in onnx.load(out).metadata_props}
     assert json.loads(meta["edgeasc.model_config"])["family"] == "cp-mobile"
