@@ -34,8 +34,8 @@ from edgeasc.data.loader import (
 )
 from edgeasc.errors import EdgeascError
 from edgeasc.io import atomic_write_text
-from edgeasc.models.family import complexity_of
 from edgeasc.models.complexity import count_nonzero, count_params
+from edgeasc.models.family import complexity_of
 from edgeasc.train.checkpoint import save_checkpoint
 from edgeasc.train.config import TrainConfig
 from edgeasc.train.distill import (

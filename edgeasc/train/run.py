@@ -29,8 +29,8 @@ from edgeasc.io import (
 )
 from edgeasc.models import CPMobileConfig, build_model, config_from_dict
 from edgeasc.models.channels import channel_groups
-from edgeasc.models.family import complexity_of
 from edgeasc.models.complexity import count_nonzero
+from edgeasc.models.family import complexity_of
 from edgeasc.models.presets import resolve_model
 from edgeasc.runtime.features import FeatureParams
 from edgeasc.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
