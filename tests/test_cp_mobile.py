@@ -179,3 +179,37 @@ def test_size_report_leaves_batchnorm_out_of_conv_rows_when_rules_say_so():
     assert without["counted_bytes"] == 2 * (61_148 - 2_708)
     rows = {x["name"]: x["counted_bytes"] for x in without["layers"]}
     assert rows["in_c.0"] == 2 * 72 and rows["feed_forward.1"] == 0
+
+
+@pytest.mark.parametrize("config", [D24.config.replace(base_channels=8),
+                                    D24.config.replace(base_channels=16, channels_multiplier=1.0,
+                                                       n_blocks=(2, 2), strides={"b2": (2, 2)})])
+def test_channel_groups_match_torch_pruning_dependency_groups(config):
+    """Our groups, written from the architecture, against DepGraph's: the same (layer, in/out)
+    members for every group. A depthwise conv's channels are its expansion's (one group); the
+    residual stream runs through identity and average-pool shortcuts and ends where a block
+    changes width."""
+    import torch_pruning as tp  # the dev extra installs it: this test must run, never skip
+
+    from edgeasc.compress.structured import module_groups
+
+    model = build_model(config).eval()
+    names = {m: n for n, m in model.named_modules()}
+    modules = dict(model.named_modules())
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.randn(1, 1, 64, 20))
+    ours: dict[str, set] = {}
+    for module, (g_out, g_in) in module_groups(config).items():
+        for group, role in ((g_out, "out"), (g_in, "in")):
+            if group is not None:
+                ours.setdefault(group, set()).add((module, role))
+    assert {"in_c.0", "stem", "b1", "b2"} <= set(ours)
+    for group, members in ours.items():
+        producer = min(m for m, r in members if r == "out")
+        theirs = set()
+        for item in graph.get_pruning_group(modules[producer], tp.prune_conv_out_channels, idxs=[0]):
+            target = item.dep.target.module
+            if target in names and isinstance(target, torch.nn.Conv2d | torch.nn.BatchNorm2d):
+                depthwise = isinstance(target, torch.nn.Conv2d) and target.groups > 1
+                role = "in" if item.dep.handler.__name__.endswith("in_channels") and not depthwise else "out"
+                theirs.add((names[target], role))
+        assert theirs == members, group

@@ -30,6 +30,7 @@ from edgeasc.compress.pruning import ramp
 from edgeasc.errors import ConfigError
 from edgeasc.models.channels import CostModel, channel_groups, conv_layers, widths
 from edgeasc.models.config import ModelConfig
+from edgeasc.models.cp_mobile_config import CPMobileConfig, mobile_module_groups
 from edgeasc.models.cp_resnet import build_model
 
 IMPORTANCES = ("l2", "bn")
@@ -93,8 +94,10 @@ def resolve_budget(config: ModelConfig, n_frames: int, macs_target: str | None =
 
 
 # ----------------------------------------------------------------------------- coupling
-def module_groups(config: ModelConfig) -> dict[str, tuple[str | None, str | None]]:
+def module_groups(config: ModelConfig | CPMobileConfig) -> dict[str, tuple[str | None, str | None]]:
     """Module path -> (group of dim 0, group of dim 1): convs (out, in), BatchNorms (group, None)."""
+    if isinstance(config, CPMobileConfig):
+        return mobile_module_groups(config)
     out: dict[str, tuple[str | None, str | None]] = {}
     for layer in conv_layers(config, 64):
         out[layer.name] = (layer.out_group, layer.in_group)

@@ -246,6 +246,20 @@ def mobile_conv_groups(config: CPMobileConfig) -> tuple[dict[str, int], list[tup
     return groups, convs
 
 
+def mobile_module_groups(config: CPMobileConfig) -> dict[str, tuple[str | None, str | None]]:
+    """Module path -> (group of weight dim 0, group of dim 1) for every conv and BatchNorm, as
+    compress/structured.module_groups gives CP-ResNet's. A depthwise conv's dim 1 is one channel
+    per group: its channels are those of dim 0, the expansion's (one group with it)."""
+    _, convs = mobile_conv_groups(config)
+    out: dict[str, tuple[str | None, str | None]] = {}
+    for name, gin, gout in convs:
+        out[name] = (gout, None if gin == gout else gin)
+        if gout is not None:
+            out[name[:-2] + ".1"] = (gout, None)   # its BatchNorm: the next module of the unit
+    out["feed_forward.1"] = (None, None)          # the logits' BatchNorm: never pruned
+    return out
+
+
 def mobile_complexity(config: CPMobileConfig, n_frames: int) -> tuple[int, int]:
     """(parameters incl. BatchNorm, MACs per clip incl. BatchNorm's), the organisers' way."""
     rows = mobile_layers(config, n_frames)
