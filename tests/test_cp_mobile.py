@@ -213,3 +213,58 @@ def test_channel_groups_match_torch_pruning_dependency_groups(config):
                 role = "in" if item.dep.handler.__name__.endswith("in_channels") and not depthwise else "out"
                 theirs.add((names[target], role))
         assert theirs == members, group
+
+
+def _trained_like(config):
+    """Non-trivial weights and BatchNorm statistics of real inputs (kaiming init alone leaves
+    every channel alike)."""
+    torch.manual_seed(0)
+    model = build_model(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(8, config.in_channels, 64, 20))
+    return model.eval()
+
+
+def test_channel_pruning_rebuilds_a_smaller_cp_mobile_with_the_masked_logits():
+    from edgeasc.compress.structured import (
+        ChannelPruner,
+        importance,
+        rebuild,
+        resolve_budget,
+        select_channels,
+        zero_channels,
+    )
+
+    config = D24.config.replace(base_channels=16, n_classes=3, n_mels=64)
+    model = _trained_like(config)
+    budget = resolve_budget(config, 20, macs_target="40%")
+    assert budget.dense == mobile_complexity(config, 20)
+    keep = select_channels(config, importance(model), 20, macs=budget.macs)
+    plan = {g: int(k.numel()) for g, k in keep.items()}
+    assert list(plan) == ["in_c.0", "stem", "b1", "b2", "b3", "b4", "s2", "b5", "b6", "s3"]
+    x = torch.randn(3, 1, 64, 20)
+    small, _, diff = rebuild(model, keep, check=x)
+    assert small.config.channels == tuple(plan.items()) and small.config.dense == config
+    params, macs = mobile_complexity(small.config, 20)
+    assert macs <= budget.macs < mobile_complexity(config, 20)[1]
+    assert params == sum(p.numel() for p in small.parameters())
+    assert small.stages.s1.b1.block[1][0].groups == plan["b1"]  # the depthwise conv kept its expansion's channels
+    with torch.no_grad():
+        expected, got = zero_channels(model, keep)(x), small(x)
+        assert not torch.allclose(model(x), expected, atol=1e-3)  # the removed channels mattered
+    assert torch.allclose(got, expected, atol=1e-5 * max(1.0, float(expected.abs().max())), rtol=0)
+    stats = describe_config(small.config, seconds=1.0, features=D24.input_features.__class__(
+        sample_rate=32000, hop_length=500, n_mels=64, n_fft=4096, fmax=16000.0, clip_seconds=1.0))
+    assert stats.channel_plan == plan and stats.dense_params == mobile_complexity(config, 65)[0]
+    assert config_from_dict(small.config.to_dict()) == small.config
+    pruner = ChannelPruner(config, 20, macs_target="40%", epochs=2, multiple=8)
+    model, _, removed, _ = pruner.step(_trained_like(config), 2)
+    assert removed > 0 and pruner.done(model.config)
+    assert all(w % 8 == 0 or w == config.dense_groups()[g] for g, w in model.config.channels)

@@ -62,7 +62,7 @@ class CPMobile(nn.Module):
             if not hasattr(self.stages, spec.stage):
                 self.stages.add_module(spec.stage, nn.Sequential())
             getattr(self.stages, spec.stage).add_module(spec.name, InvertedResidual(spec))
-        self.feed_forward = nn.Sequential(Conv2d(config.stage_channels[-1], config.n_classes, 1, bias=False),
+        self.feed_forward = nn.Sequential(Conv2d(config.head_in_channels, config.n_classes, 1, bias=False),
                                           nn.BatchNorm2d(config.n_classes), nn.AdaptiveAvgPool2d((1, 1)))
         init_weights(self)
 

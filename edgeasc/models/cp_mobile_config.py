@@ -43,6 +43,8 @@ class MobileBlock:
     out_channels: int
     stride: tuple[int, int]
     shortcut: str | None      # "identity" | "avgpool" | None (the width changes: no shortcut)
+    in_stream: str = ""       # the channel groups of its input and output (see mobile_conv_groups)
+    out_stream: str = ""
 
 
 @dataclass(frozen=True)
@@ -88,9 +90,10 @@ class CPMobileConfig:
     n_blocks: tuple[int, ...] = (3, 2, 1)
     strides: tuple[tuple[str, tuple[int, int]], ...] = BASELINE_STRIDES
     n_mels: int = 256
+    # channel plan: width of every channel group (mobile_conv_groups); None = dense
+    channels: tuple[tuple[str, int], ...] | None = None
 
     family: ClassVar[str] = FAMILY
-    channels: ClassVar[None] = None   # no channel plan (the CP-ResNet field readers look for)
 
     def __post_init__(self) -> None:
         for name, low in (("n_classes", 1), ("in_channels", 1), ("base_channels", 1), ("n_mels", 8)):
@@ -110,6 +113,26 @@ class CPMobileConfig:
             raise ConfigError(f"n_blocks must be 1 to 8 stages of 1..16 blocks like '3,2,1', got {self.n_blocks!r}")
         object.__setattr__(self, "n_blocks", tuple(blocks))
         object.__setattr__(self, "strides", self._check_strides(self.strides, sum(blocks)))
+        if self.channels is not None:
+            object.__setattr__(self, "channels", self._check_plan(self.channels))
+
+    def _check_plan(self, plan: Any) -> tuple[tuple[str, int], ...]:
+        if isinstance(plan, dict):
+            plan = plan.items()
+        try:
+            given = {str(k): v for k, v in plan}
+        except (TypeError, ValueError):
+            raise ConfigError(f"channel plan must map group names to widths, got {plan!r:.80}") from None
+        dense = self.dense_groups()
+        unknown, missing = sorted(set(given) - set(dense)), [n for n in dense if n not in given]
+        if unknown or missing:
+            what = f"unknown groups {', '.join(unknown[:4])}" if unknown else f"missing groups {', '.join(missing[:4])}"
+            raise ConfigError(f"channel plan does not fit this network ({what}; it has {len(dense)} groups)")
+        for name, width in dense.items():
+            v = given[name]
+            if not _is_int(v) or not 1 <= v <= width:
+                raise ConfigError(f"channel plan: group {name!r} must keep 1..{width} channels, got {v!r}")
+        return tuple((n, int(given[n])) for n in dense)
 
     @staticmethod
     def _check_strides(strides: Any, n: int) -> tuple[tuple[str, tuple[int, int]], ...]:
@@ -140,14 +163,16 @@ class CPMobileConfig:
 
     @property
     def dense(self) -> CPMobileConfig:
-        return self
+        """The same network before channel pruning."""
+        return replace(self, channels=None)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types, with the family: what checkpoints and ONNX metadata store."""
         return {"family": FAMILY, "n_classes": self.n_classes, "in_channels": self.in_channels,
                 "base_channels": self.base_channels, "channels_multiplier": self.channels_multiplier,
                 "expansion_rate": self.expansion_rate, "n_blocks": list(self.n_blocks),
-                "strides": {k: list(v) for k, v in self.strides}, "n_mels": self.n_mels}
+                "strides": {k: list(v) for k, v in self.strides}, "n_mels": self.n_mels,
+                "channels": dict(self.channels) if self.channels is not None else None}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CPMobileConfig:
@@ -171,24 +196,52 @@ class CPMobileConfig:
         base = make_divisible(self.base_channels)
         return [base] + [make_divisible(base * self.channels_multiplier ** s) for s in range(len(self.n_blocks))]
 
-    @property
-    def stem_channels(self) -> tuple[int, int]:
-        base = self.stage_channels[0]
-        return base // 4, base
-
-    def blocks(self) -> list[MobileBlock]:
+    def _dense_blocks(self) -> list[MobileBlock]:
+        """The blocks at their dense widths. Shortcuts are decided here, on the dense network:
+        channel pruning keeps a stream's channels together, so a block keeps its shortcut (or
+        its lack of one) whatever widths the plan leaves."""
         strides = dict(self.strides)
-        widths, out, number = self.stage_channels, [], 0
+        widths, out, number, stream = self.stage_channels, [], 0, "stem"
         for s, n in enumerate(self.n_blocks):
             cin = widths[s]
             for _ in range(n):
                 number += 1
                 cout, stride = widths[s + 1], strides.get(f"b{number}", (1, 1))
                 shortcut = None if cin != cout else "identity" if stride == (1, 1) else "avgpool"
+                out_stream = stream if shortcut else f"s{s + 1}"
                 out.append(MobileBlock(f"b{number}", f"s{s + 1}", cin, make_divisible(cin * self.expansion_rate),
-                                       cout, stride, shortcut))
-                cin = cout
+                                       cout, stride, shortcut, stream, out_stream))
+                cin, stream = cout, out_stream
         return out
+
+    def dense_groups(self) -> dict[str, int]:
+        """Every channel group (mobile_conv_groups) with its dense width, in network order."""
+        base = self.stage_channels[0]
+        groups = {"in_c.0": base // 4, "stem": base}
+        for blk in self._dense_blocks():
+            groups[blk.name] = blk.exp_channels
+            groups[blk.out_stream] = blk.out_channels
+        return groups
+
+    def widths(self) -> dict[str, int]:
+        """The width of every group under the channel plan (dense where there is none)."""
+        return dict(self.channels) if self.channels is not None else self.dense_groups()
+
+    @property
+    def stem_channels(self) -> tuple[int, int]:
+        w = self.widths()
+        return w["in_c.0"], w["stem"]
+
+    @property
+    def head_in_channels(self) -> int:
+        blocks = self._dense_blocks()
+        return self.widths()[blocks[-1].out_stream]
+
+    def blocks(self) -> list[MobileBlock]:
+        """The blocks at the plan's widths."""
+        w = self.widths()
+        return [replace(b, in_channels=w[b.in_stream], exp_channels=w[b.name], out_channels=w[b.out_stream])
+                for b in self._dense_blocks()]
 
 
 def _out(n: int, stride: int) -> int:
@@ -214,7 +267,7 @@ def mobile_layers(config: CPMobileConfig, n_frames: int) -> list[MobileLayer]:
                                 True, (blk.exp_channels, f, t)))
         rows.append(MobileLayer(f"{path}.2", "pointwise", blk.exp_channels, blk.out_channels, 1, 1, True,
                                 (blk.out_channels, f, t)))
-    last = config.stage_channels[-1]
+    last = config.head_in_channels
     n = config.n_classes
     rows += [MobileLayer("feed_forward.0", "conv", last, n, 1, 1, False, (n, f, t)),
              MobileLayer("feed_forward.1", "batchnorm", n, n, 0, 1, False, (n, f, t)),
@@ -230,20 +283,15 @@ def mobile_conv_groups(config: CPMobileConfig) -> tuple[dict[str, int], list[tup
     through every block that keeps its width, and one named after the stage (`s2`, ...) from
     each block that changes it; per block `bN` (expansion out = depthwise in and out = projection
     in). What a channel pruner must remove together, and what the ONNX conv_plan lists."""
-    mid, base = config.stem_channels
-    groups = {"in_c.0": mid, "stem": base}
     convs: list[tuple[str, str | None, str | None]] = [("in_c.0.0", None, "in_c.0"), ("in_c.1.0", "in_c.0", "stem")]
     stream = "stem"
     for blk in config.blocks():
         path = f"stages.{blk.stage}.{blk.name}.block"
-        out_stream = stream if blk.shortcut else blk.stage
-        groups[blk.name] = blk.exp_channels
-        groups[out_stream] = blk.out_channels
-        convs += [(f"{path}.0.0", stream, blk.name), (f"{path}.1.0", blk.name, blk.name),
-                  (f"{path}.2.0", blk.name, out_stream)]
-        stream = out_stream
+        convs += [(f"{path}.0.0", blk.in_stream, blk.name), (f"{path}.1.0", blk.name, blk.name),
+                  (f"{path}.2.0", blk.name, blk.out_stream)]
+        stream = blk.out_stream
     convs.append(("feed_forward.0", stream, None))
-    return groups, convs
+    return config.widths(), convs
 
 
 def mobile_module_groups(config: CPMobileConfig) -> dict[str, tuple[str | None, str | None]]:

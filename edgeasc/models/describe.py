@@ -153,7 +153,8 @@ def describe_mobile(config: CPMobileConfig, seconds: float, n_frames: int,
     non-zeros."""
     layers: list[LayerStats] = []
     bn = 0
-    for row in mobile_layers(config, n_frames):
+    dense_rows = mobile_layers(config.dense, n_frames)
+    for row, dense_row in zip(mobile_layers(config, n_frames), dense_rows, strict=True):
         kind = _MOBILE_KIND[row.kind]
         if row.name.endswith(".block.2"):
             kind = "pointwise+BN"       # the projection: no ReLU before the shortcut's sum
@@ -165,8 +166,9 @@ def describe_mobile(config: CPMobileConfig, seconds: float, n_frames: int,
         if conv_nonzero is not None and row.conv_params:
             nonzero = conv_nonzero[conv_name] + row.bn_params
         channels = [row.in_channels, row.out_channels] if row.conv_params else [row.out_channels]
+        dense = [dense_row.in_channels, dense_row.out_channels] if row.conv_params else [dense_row.out_channels]
         layers.append(LayerStats(row.name, kind, kernel, list(row.out_shape), row.params, nonzero, row.macs,
-                                 channels, list(channels), row.bn_params if row.kind != "batchnorm" else 0))
+                                 channels, dense, row.bn_params if row.kind != "batchnorm" else 0))
         bn += row.bn_params
     params = sum(x.params for x in layers)
     nonzero = sum(x.nonzero_params for x in layers)
@@ -174,8 +176,10 @@ def describe_mobile(config: CPMobileConfig, seconds: float, n_frames: int,
         check_prune_target(prune_target, params, bn)
         nonzero = prune_target
     macs = sum(x.macs for x in layers)
+    dense_params, dense_macs = sum(r.params for r in dense_rows), sum(r.macs for r in dense_rows)
     return ModelStats(
         config=config.to_dict(), seconds=seconds, input_shape=[config.in_channels, config.n_mels, n_frames],
         params=params, nonzero_params=nonzero, bn_params=bn, macs=macs,
         receptive_field=list(mobile_receptive_field(config)), output_shapes=mobile_output_shapes(config, n_frames),
-        bytes=stored_bytes(nonzero), layers=layers, dense_params=params, dense_macs=macs, bn_macs=bn)
+        bytes=stored_bytes(nonzero), layers=layers, dense_params=dense_params, dense_macs=dense_macs, bn_macs=bn,
+        channel_plan=dict(config.channels) if config.channels else None)

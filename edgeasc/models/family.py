@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgeasc.errors import ConfigError
-from edgeasc.models.channels import complexity
+from edgeasc.models.channels import CostModel, channel_groups, complexity, widths
 from edgeasc.models.config import ModelConfig
 from edgeasc.models.cp_mobile_config import FAMILY as CP_MOBILE
 from edgeasc.models.cp_mobile_config import CPMobileConfig, mobile_complexity
@@ -41,6 +41,32 @@ def complexity_of(config: AnyConfig, n_frames: int) -> tuple[int, int]:
     if isinstance(config, CPMobileConfig):
         return mobile_complexity(config, n_frames)
     return complexity(config, n_frames)
+
+
+def group_widths(config: AnyConfig) -> dict[str, int]:
+    """Every channel group with its width under the config's plan (dense without one)."""
+    return config.widths() if isinstance(config, CPMobileConfig) else widths(config)
+
+
+def dense_widths(config: AnyConfig) -> dict[str, int]:
+    """Every channel group with its dense width, in network order."""
+    if isinstance(config, CPMobileConfig):
+        return config.dense_groups()
+    return {g.name: g.dense_width for g in channel_groups(config)}
+
+
+class MobileCost:
+    """CP-Mobile's (parameters, MACs) at any group widths: channel pruning's cost model."""
+
+    def __init__(self, config: CPMobileConfig, n_frames: int) -> None:
+        self.config, self.n_frames = config.dense, n_frames
+
+    def cost(self, w: dict[str, int]) -> tuple[int, int]:
+        return mobile_complexity(self.config.replace(channels=w), self.n_frames)
+
+
+def cost_model(config: AnyConfig, n_frames: int) -> CostModel | MobileCost:
+    return MobileCost(config, n_frames) if isinstance(config, CPMobileConfig) else CostModel(config, n_frames)
 
 
 def build_model(config: AnyConfig, device: Any = None):

@@ -28,9 +28,8 @@ from edgeasc.io import (
     remove_empty_folders,
 )
 from edgeasc.models import CPMobileConfig, build_model, config_from_dict
-from edgeasc.models.channels import channel_groups
 from edgeasc.models.complexity import count_nonzero
-from edgeasc.models.family import complexity_of
+from edgeasc.models.family import complexity_of, dense_widths
 from edgeasc.models.presets import resolve_model
 from edgeasc.runtime.features import FeatureParams
 from edgeasc.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -247,13 +246,11 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
 
 
 def check_cp_mobile_run(cfg: TrainConfig) -> None:
-    """What a CP-Mobile run cannot do yet: the budget fit and channel pruning know CP-ResNet's
-    channel groups only. Magnitude pruning (--prune-target, --prune-ratio) works on any family."""
-    refused = [flag for flag, value in (("--fit", cfg.fit), ("--macs-target", cfg.macs_target),
-                                        ("--params-target", cfg.params_target)) if value is not None]
-    if refused:
-        raise ConfigError(f"{', '.join(refused)}: channel pruning and the budget fit are for CP-ResNet networks; "
-                          "a CP-Mobile run can use --prune-target or --prune-ratio")
+    """What a CP-Mobile run cannot do yet: the budget fit chooses among CP-ResNet networks only.
+    Channel pruning (--macs-target, --params-target) and magnitude pruning work on both families."""
+    if cfg.fit is not None:
+        raise ConfigError("--fit chooses among CP-ResNet networks; for a CP-Mobile run give --macs-target or "
+                          "--params-target (channel pruning) and check the result with `edgeasc export --rules`")
 
 
 def _clock(seconds: float) -> str:
@@ -324,7 +321,7 @@ def _finish(cfg: TrainConfig, dist: Dist, run_dir: Path, loop: Loop, config_reco
                "variant": config_record["variant"], "model": config_record["model"],
                "macs": complexity_of(config, n_frames)[1], "dense_params": dense_params, "dense_macs": dense_macs,
                "seconds": cache.manifest["params"]["clip_seconds"], "channel_plan": dict(config.channels) if config.channels else None,
-               "dense_channels": {g.name: g.dense_width for g in channel_groups(config)} if config.channels else None,
+               "dense_channels": dense_widths(config) if config.channels else None,
                "channel_pruning": config_record["channel_pruning"], "swa": None,
                "fit": config_record["fit"], "teachers": config_record["teachers"],
                "kd": ({"weight": loop.kd_weight, "temperature": loop.kd_temperature,
