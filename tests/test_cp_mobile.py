@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchinfo
 
-from conftest import assert_one_line_error, run_cli_here
+from conftest import HIDE_TORCH, assert_one_line_error, run_cli, run_cli_here
 from edgeasc.errors import ConfigError
 from edgeasc.models import PRESETS, CPMobileConfig, ModelConfig, build_model, config_from_dict
 from edgeasc.models.complexity import analyse
@@ -104,7 +104,8 @@ def test_config_round_trips_with_its_family_and_refuses_nonsense():
     assert config_from_dict(json.loads(json.dumps(d))) == D24.config
     assert isinstance(config_from_dict(ModelConfig().to_dict()), ModelConfig)  # no family: CP-ResNet
     for bad, message in [
-        (dict(base_channels=0), "base_channels must be an integer >= 1"),
+        (dict(base_channels=0), "base_channels must be an integer in 1..4096"),
+        (dict(base_channels=10**9), "base_channels must be an integer in 1..4096"),
         (dict(channels_multiplier=float("nan")), "channels_multiplier must be a number"),
         (dict(expansion_rate=True), "expansion_rate must be a number"),
         (dict(n_blocks=(3, 0)), "n_blocks must be"),
@@ -112,6 +113,9 @@ def test_config_round_trips_with_its_family_and_refuses_nonsense():
         (dict(strides={"b9": [1, 2]}), "strides name blocks this network lacks"),
         (dict(strides={"b2": [1, 0]}), "stride of block b2 must be two integers"),
         (dict(n_classes=1.5), "n_classes must be an integer"),
+        (dict(strides="b2"), "strides must map block names"),
+        (dict(channels={"stem": 8}), "channel plan does not fit this network \\(missing groups in_c.0"),
+        (dict(channels={**CPMobileConfig().dense_groups(), "b1": 65}), "group 'b1' must keep 1..64 channels"),
     ]:
         with pytest.raises(ConfigError, match=message):
             CPMobileConfig(**bad)
@@ -145,6 +149,13 @@ def test_info_prints_the_table_and_refuses_cp_resnet_flags():
                           "--rho", "CP-ResNet")
     listed = json.loads(run_cli_here("info", "--list-presets", "--json").stdout)
     assert listed["cp-mobile-d24"]["variant"] == "cp-mobile"
+
+
+def test_info_on_the_preset_needs_no_torch():
+    proc = run_cli("info", "--preset", "cp-mobile-d24", "--json", python_prelude=HIDE_TORCH)  # a device install
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    assert (d["params"], d["macs"]) == (61_148, 29_419_156)
 
 
 def test_folding_batchnorm_keeps_the_function():

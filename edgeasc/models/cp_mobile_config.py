@@ -96,10 +96,12 @@ class CPMobileConfig:
     family: ClassVar[str] = FAMILY
 
     def __post_init__(self) -> None:
-        for name, low in (("n_classes", 1), ("in_channels", 1), ("base_channels", 1), ("n_mels", 8)):
+        # bounded above too: a stored config comes from a file, and a network is built from it
+        for name, low, high in (("n_classes", 1, 10_000), ("in_channels", 1, 64), ("base_channels", 1, 4096),
+                                ("n_mels", 8, 2048)):
             value = getattr(self, name)
-            if not _is_int(value) or value < low:
-                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+            if not _is_int(value) or not low <= value <= high:
+                raise ConfigError(f"{name} must be an integer in {low}..{high}, got {value!r:.40}")
         for name in ("channels_multiplier", "expansion_rate"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) \
