@@ -81,6 +81,9 @@ def test_export_fp32_and_int8_and_predict_without_torch(trained):
     assert json.loads(meta["edgeasc.model_config"])["family"] == "cp-mobile"
     plan = json.loads(meta["edgeasc.conv_plan"])  # the device checks the graph's convs against it
     assert dict(plan["groups"]) == summary["channel_plan"]
+    described = run_cli_here("info", str(out))
+    assert described.returncode == 0 and "cp-mobile: base 16 blocks 3,2,1, 2 channel(s), channel-pruned" in \
+        described.stdout
     wav = next((root / "scenes" / "audio").glob("*.wav"))
     pred = run_cli("predict", str(out), str(wav), "--json", python_prelude=HIDE_TORCH)
     assert pred.returncode == 0, pred.stderr
