@@ -48,8 +48,13 @@ def info_onnx(path: Path, as_json: bool) -> None:
         return
     cfg, fp, rep = meta.get("model_config", {}), meta.get("feature_params", {}), meta.get("size_report", {})
     table.add_row("labels", ", ".join(meta["labels"]))
-    table.add_row("network", f"{meta.get('variant', '?')}: ρ{cfg.get('rho')} w{cfg.get('width')} depth "
-                  f"{','.join(map(str, cfg.get('depth_restriction', [])))}, {meta['channels']} channel(s)"
+    if cfg.get("family") == "cp-mobile":  # the family's own keys are kept unread by the runtime: any JSON
+        blocks = cfg.get("n_blocks")
+        shape = f"base {cfg.get('base_channels')} blocks " + (",".join(map(str, blocks)) if isinstance(blocks, list)
+                                                             else str(blocks))
+    else:
+        shape = f"ρ{cfg.get('rho')} w{cfg.get('width')} depth {','.join(map(str, cfg.get('depth_restriction', [])))}"
+    table.add_row("network", f"{meta.get('variant', '?')}: {shape}, {meta['channels']} channel(s)"
                   + (", channel-pruned" if isinstance(cfg, dict) and cfg.get("channels") else ""))
     table.add_row("frontend", ("in the graph (takes raw audio)" if meta.get("frontend") else "numpy (predict)") +
                   f": {fp.get('kind', 'perceptual')}, {fp.get('sample_rate')} Hz, n_fft {fp.get('n_fft')}"

@@ -51,9 +51,9 @@ def info(
         if as_json:
             print_json({**extra, "variant": _variant(config), **stats.to_dict()})
             return
-        from edgeasc.models import ModelConfig
+        from edgeasc.models import config_from_dict
 
-        _render_stats(stats, ModelConfig.from_dict(config), extra["checkpoint"], None)
+        _render_stats(stats, config_from_dict(config), extra["checkpoint"], None)
         out.print(f"labels: {', '.join(extra['labels'])}; trained {extra['epoch']} epochs ({extra['kind']} checkpoint)")
         summary = extra["summary"] or {}
         if summary.get("reported_accuracy") is not None:
@@ -71,7 +71,10 @@ def info(
         describe_config,  # arithmetic, no torch: works in the device install
     )
 
-    stats = describe_config(config, seconds=10.0 if seconds is None else seconds, prune_target=prune_target)
+    features = PRESETS[preset].input_features if preset else None  # where its published counts are taken
+    default_seconds = features.clip_seconds if features else 10.0
+    stats = describe_config(config, seconds=default_seconds if seconds is None else seconds, features=features,
+                            prune_target=prune_target)
     if as_json:
         print_json({"preset": preset, "variant": config.variant, "prune_target": prune_target,
                     **stats.to_dict()})
@@ -101,9 +104,9 @@ def _render_lineage(extra: dict) -> None:
 
 
 def _variant(config: dict) -> str:
-    from edgeasc.models import ModelConfig
+    from edgeasc.models import config_from_dict
 
-    return ModelConfig.from_dict(config).variant
+    return config_from_dict(config).variant
 
 
 def _render_presets(presets, as_json: bool) -> None:
@@ -118,6 +121,10 @@ def _render_presets(presets, as_json: bool) -> None:
                          no_wrap=col != "what")
     for name, p in presets.items():
         c = p.config
+        if c.variant == "cp-mobile":  # no ρ, depth restriction or Z: width is its base width
+            table.add_row(name, c.variant, "-", str(c.base_channels), "-", str(c.n_classes), str(c.in_channels),
+                          "-", fmt_int(p.prune_target) if p.prune_target else "-", p.description)
+            continue
         table.add_row(name, c.variant, str(c.rho), str(c.width), ",".join(map(str, c.depth_restriction)),
                       str(c.n_classes), str(c.in_channels), str(c.decomposition or "-"),
                       fmt_int(p.prune_target) if p.prune_target else "-", p.description)
@@ -125,8 +132,12 @@ def _render_presets(presets, as_json: bool) -> None:
 
 
 def _render_stats(stats, config, preset, prune_target) -> None:
-    title = f"{preset or config.variant}: ρ{config.rho} w{config.width} depth " \
-            f"{','.join(map(str, config.depth_restriction))}, {config.n_classes} classes, " \
+    if config.variant == "cp-mobile":
+        network = f"base {config.base_channels} ×{config.channels_multiplier:g} expansion " \
+                  f"{config.expansion_rate:g} blocks {','.join(map(str, config.n_blocks))}"
+    else:
+        network = f"ρ{config.rho} w{config.width} depth {','.join(map(str, config.depth_restriction))}"
+    title = f"{preset or config.variant}: {network}, {config.n_classes} classes, " \
             f"{config.in_channels} ch, input {fmt_shape(stats.input_shape)} ({stats.seconds:g} s)"
     table = Table(title=title, box=box.SIMPLE_HEAD)
     pruned = stats.channel_plan is not None
@@ -149,13 +160,15 @@ def _render_stats(stats, config, preset, prune_target) -> None:
     summary.add_row("  of which BatchNorm", fmt_int(stats.bn_params))
     label = f"non-zero (pruned to {fmt_int(prune_target)})" if prune_target else "non-zero"
     summary.add_row(label, fmt_int(stats.nonzero_params))
-    summary.add_row("MACs per clip", f"{fmt_int(stats.macs)} ({fmt_macs(stats.macs)})")
+    summary.add_row("MACs per clip" + (" (BatchNorm counted, as the organisers)" if config.variant == "cp-mobile"
+                                       else ""), f"{fmt_int(stats.macs)} ({fmt_macs(stats.macs)})")
     if pruned:
         summary.add_row("  before channel pruning", f"{fmt_int(stats.dense_macs)} "
                         f"({100 * stats.macs / stats.dense_macs:.1f} % kept)")
     summary.add_row("MACs per second of audio", fmt_macs(stats.macs_per_second))
     summary.add_row("receptive field (freq × time)", fmt_shape(stats.receptive_field))
-    summary.add_row("  as the authors' scripts print it", fmt_shape(stats.receptive_field_authors))
+    if stats.receptive_field_authors:
+        summary.add_row("  as the authors' scripts print it", fmt_shape(stats.receptive_field_authors))
     for stage, shape in stats.output_shapes.items():
         summary.add_row(f"shape after {stage}", fmt_shape(shape))
     for dtype, n in stats.bytes.items():

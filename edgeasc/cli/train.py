@@ -130,7 +130,9 @@ def _render_summary(summary: dict) -> None:
     table = Table(title=f"run {summary['run_dir']}", box=box.SIMPLE_HEAD, show_header=False)
     table.add_column(justify="left")
     table.add_column(justify="right")
-    table.add_row("network", f"{summary['variant']} ρ{summary['model']['rho']} w{summary['model']['width']}")
+    m = summary["model"]
+    shape = f"base {m['base_channels']}" if summary["variant"] == "cp-mobile" else f"ρ{m['rho']} w{m['width']}"
+    table.add_row("network", f"{summary['variant']} {shape}")
     table.add_row("epochs", str(summary["epochs"]))
     macro = summary["final"].get("macro_accuracy")
     if macro is not None and summary.get("recipe") == "d24":  # DCASE 2024/25 rank by the class-wise mean

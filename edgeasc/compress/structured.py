@@ -28,9 +28,11 @@ from torch import nn
 
 from edgeasc.compress.pruning import ramp
 from edgeasc.errors import ConfigError
-from edgeasc.models.channels import CostModel, channel_groups, conv_layers, widths
+from edgeasc.models.channels import conv_layers
 from edgeasc.models.config import ModelConfig
-from edgeasc.models.cp_resnet import build_model
+from edgeasc.models.cp_mobile_config import CPMobileConfig, mobile_module_groups
+from edgeasc.models.family import build_model, cost_model, dense_widths
+from edgeasc.models.family import group_widths as widths
 
 IMPORTANCES = ("l2", "bn")
 REBUILD_TOLERANCE = 1e-5
@@ -71,9 +73,9 @@ def resolve_budget(config: ModelConfig, n_frames: int, macs_target: str | None =
     if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
         raise ConfigError(f"--channel-multiple must be an integer >= 1, got {multiple!r}")
     dense_config = config.dense
-    cost = CostModel(dense_config, n_frames)
+    cost = cost_model(dense_config, n_frames)
     dense = cost.cost(widths(dense_config))
-    minimum = cost.cost({g.name: allowed_widths(g.dense_width, multiple)[0] for g in channel_groups(dense_config)})
+    minimum = cost.cost({g: allowed_widths(d, multiple)[0] for g, d in dense_widths(dense_config).items()})
     smallest = "one channel per group" if multiple == 1 else f"widths of {multiple} channels"
     macs = None
     if macs_target is not None:
@@ -93,8 +95,10 @@ def resolve_budget(config: ModelConfig, n_frames: int, macs_target: str | None =
 
 
 # ----------------------------------------------------------------------------- coupling
-def module_groups(config: ModelConfig) -> dict[str, tuple[str | None, str | None]]:
+def module_groups(config: ModelConfig | CPMobileConfig) -> dict[str, tuple[str | None, str | None]]:
     """Module path -> (group of dim 0, group of dim 1): convs (out, in), BatchNorms (group, None)."""
+    if isinstance(config, CPMobileConfig):
+        return mobile_module_groups(config)
     out: dict[str, tuple[str | None, str | None]] = {}
     for layer in conv_layers(config, 64):
         out[layer.name] = (layer.out_group, layer.in_group)
@@ -170,8 +174,8 @@ def select_channels(config: ModelConfig, scores: dict[str, torch.Tensor], n_fram
     convolutions work in blocks of 16 channels (8 on AVX2): other widths fall back to a slower
     path, and the MACs saved do not become time saved (benchmarks/RESULTS.md).
     """
-    cost = CostModel(config, n_frames)
-    dense = {g.name: g.dense_width for g in channel_groups(config)}
+    cost = cost_model(config, n_frames)
+    dense = dense_widths(config)
     w = widths(config)
     ranked = []
     for gi, g in enumerate(w):
@@ -235,7 +239,10 @@ def zero_channels(model: nn.Module, keep: dict[str, torch.Tensor]) -> nn.Module:
     convs without a BatchNorm get zero rows): the function the rebuilt network must compute."""
     masked = copy.deepcopy(model)
     mg = module_groups(model.config)
-    followed = {layer.name for layer in conv_layers(model.config, 64) if layer.bn}
+    if isinstance(model.config, CPMobileConfig):  # every conv with an output group has its BatchNorm
+        followed = {name for name, (g_out, _) in mg.items() if g_out is not None}
+    else:
+        followed = {layer.name for layer in conv_layers(model.config, 64) if layer.bn}
     for name, module in masked.named_modules():
         if name not in mg or mg[name][0] is None:
             continue
@@ -313,14 +320,14 @@ class ChannelPruner:
         return params, macs
 
     def done(self, config: ModelConfig) -> bool:
-        p, m = CostModel(config, self.n_frames).cost(widths(config))
+        p, m = cost_model(config, self.n_frames).cost(widths(config))
         return (self.budget.params is None or p <= self.budget.params) and (self.budget.macs is None or m <= self.budget.macs)
 
     def step(self, model: nn.Module, epoch: int, optimizer: torch.optim.Optimizer | None = None,
              check: torch.Tensor | None = None):
         """(model, optimizer, removed channels, max |Δ|): unchanged when already within budget(epoch)."""
         params, macs = self.budget_at(epoch)
-        p, m = CostModel(model.config, self.n_frames).cost(widths(model.config))
+        p, m = cost_model(model.config, self.n_frames).cost(widths(model.config))
         if (params is None or p <= params) and (macs is None or m <= macs):
             return model, optimizer, 0, 0.0
         keep = select_channels(model.config, importance(model, self.method), self.n_frames, macs=macs, params=params,

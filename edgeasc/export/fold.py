@@ -9,12 +9,13 @@ import copy
 import torch
 from torch import nn
 
+from edgeasc.models.cp_mobile import CPMobile
 from edgeasc.models.cp_resnet import BasicBlock, CPResNet
 from edgeasc.models.layers import Conv2d, DampedConv2d, DecomposedConv2d
 
 
 @torch.no_grad()
-def fold_model(model: CPResNet, fold_damping: bool = True, fold_bn: bool = True) -> nn.Module:
+def fold_model(model: CPResNet | CPMobile, fold_damping: bool = True, fold_bn: bool = True) -> nn.Module:
     """A deployable copy of `model` (eval mode); the original is left untouched."""
     folded = copy.deepcopy(model).eval()
     for parent in list(folded.modules()):
@@ -66,6 +67,12 @@ def _fold_pair(owner: nn.Module, conv_name: str, bn_owner: nn.Module, bn_name: s
 
 
 def _fold_batchnorms(model: nn.Module) -> None:
+    if isinstance(model, CPMobile):  # every BatchNorm directly follows its conv in one Sequential
+        for seq in model.modules():
+            if isinstance(seq, nn.Sequential) and len(seq) >= 2 and isinstance(seq[0], nn.Conv2d) \
+                    and isinstance(seq[1], nn.BatchNorm2d):
+                _fold_pair(seq, "0", seq, "1")
+        return
     _fold_pair(model.stem, "0", model.stem, "1")
     _fold_pair(model.head, "0", model.head, "1")
     for block in model.modules():

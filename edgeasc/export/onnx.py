@@ -111,18 +111,24 @@ def to_float16_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def conv_plan(model_config: dict) -> dict:
-    """The metadata's `conv_plan` of a CP-ResNet: every channel group with its width under the
+    """The metadata's `conv_plan` of a network (CP-ResNet or CP-Mobile): every channel group with its width under the
     plan, and every conv as the [in, out] indices of its groups (-1: the network's input, its
     logits). Convs are listed by their groups, not by name: the runtime compares the multiset
     of (in, out) widths with the graph's (see runtime/onnx_proto.py for why not names)."""
     from edgeasc.models.channels import conv_layers, widths
-    from edgeasc.models.config import ModelConfig
+    from edgeasc.models.cp_mobile_config import CPMobileConfig, mobile_conv_groups
+    from edgeasc.models.family import config_from_dict
 
-    config = ModelConfig.from_dict(model_config)
-    w = widths(config)
+    config = config_from_dict(model_config)
+    if isinstance(config, CPMobileConfig):  # a depthwise conv lists as bN -> bN: the graph's in is weight x group
+        w, pairs = mobile_conv_groups(config)
+        convs = [(gin, gout) for _, gin, gout in pairs]
+    else:
+        w = widths(config)
+        convs = [(c.in_group, c.out_group) for c in conv_layers(config, 100)]
     index = {name: i for i, name in enumerate(w)}
     return {"groups": [[name, width] for name, width in w.items()],
-            "convs": [[index.get(c.in_group, -1), index.get(c.out_group, -1)] for c in conv_layers(config, 100)]}
+            "convs": [[index.get(gin, -1), index.get(gout, -1)] for gin, gout in convs]}
 
 
 def set_metadata(proto: onnx.ModelProto, metadata: dict, where: str = "the exported model") -> onnx.ModelProto:

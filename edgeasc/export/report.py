@@ -52,10 +52,12 @@ def size_report(stats, precision: str, rules: Rules, budget_bytes: int | None = 
             continue
         is_bn = layer.kind == "batchnorm"
         values = layer.params if (rules.count == "all" or is_bn) else layer.nonzero_params
-        counts = count_bn or not is_bn
-        counted_values += values if counts else 0
+        # a row's BatchNorm: all of a BatchNorm row, the part inside a conv's row (CP-Mobile's table)
+        bn_values = values if is_bn else getattr(layer, "bn_params", 0)
+        counted_here = values if count_bn else values - bn_values
+        counted_values += counted_here
         layers.append({"name": layer.name, "kind": layer.kind, "kernel": layer.kernel, "params": layer.params,
-                       "nonzero": layer.nonzero_params, "counted_bytes": values * per_value if counts else 0,
+                       "nonzero": layer.nonzero_params, "counted_bytes": counted_here * per_value,
                        "channels": layer.channels, "dense_channels": layer.dense_channels})
     counted = counted_values * per_value
     macs_per_second = stats.macs / stats.seconds

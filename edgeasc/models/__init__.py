@@ -1,4 +1,4 @@
-"""The model zoo: network families as data (ModelConfig, the block plan, presets), their
+"""The model zoo: network families (CP-ResNet, CP-Mobile) as data (ModelConfig, the block plan, presets), their
 torch-free arithmetic (parameters, MACs, receptive field, channel groups and plans) and the
 torch builders and layers.
 
@@ -10,11 +10,14 @@ console). Not data: a network does not know which dataset feeds it.
 """
 
 from edgeasc.models.config import VARIANTS, ModelConfig
+from edgeasc.models.cp_mobile_config import CPMobileConfig
+from edgeasc.models.family import config_from_dict
 from edgeasc.models.presets import PRESETS, Preset, get_preset
 
 _LAZY = {
-    "build_model": "edgeasc.models.cp_resnet",
+    "build_model": "edgeasc.models.family",
     "CPResNet": "edgeasc.models.cp_resnet",
+    "CPMobile": "edgeasc.models.cp_mobile",
     "DampedConv2d": "edgeasc.models.layers",
     "DecomposedConv2d": "edgeasc.models.layers",
     "analyse": "edgeasc.models.complexity",
@@ -29,4 +32,4 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["PRESETS", "VARIANTS", "ModelConfig", "Preset", "get_preset", *_LAZY]
+__all__ = ["PRESETS", "VARIANTS", "CPMobileConfig", "ModelConfig", "Preset", "config_from_dict", "get_preset", *_LAZY]

@@ -1,6 +1,7 @@
-"""Named configurations: every network of the paper's Table 1 (docs/method.md §4).
+"""Named configurations: every network of the paper's Table 1 (docs/method.md §4), and the
+DCASE 2024 task-1 organisers' CP-Mobile baseline.
 
-A preset is data: a ModelConfig plus, for the pruned rows, the parameter target that
+A preset is data: a config plus, for the pruned rows, the parameter target that
 training prunes to. DCASE'18 rows use a 1-channel input and DCASE'20 rows rho = 3:
 only those configurations reproduce the paper's parameter counts (docs/method.md §4).
 """
@@ -11,14 +12,24 @@ from dataclasses import dataclass
 
 from edgeasc.errors import ConfigError
 from edgeasc.models.config import ModelConfig
+from edgeasc.models.cp_mobile_config import CPMobileConfig
+from edgeasc.runtime.features import FeatureParams
 
 
 @dataclass(frozen=True)
 class Preset:
     name: str
-    config: ModelConfig
+    config: ModelConfig | CPMobileConfig
     description: str
     prune_target: int | None = None
+    # the input its published numbers are counted at, where not edgeasc's default frontend and 10 s
+    input_features: FeatureParams | None = None
+
+
+# The organisers count their baseline on one second of 256 log-mel bins at 32 kHz, hop 500:
+# 256 x 65. Only the shape matters to the counts.
+_D24_INPUT = FeatureParams(sample_rate=32000, n_fft=4096, hop_length=500, n_mels=256, fmax=16000.0,
+                           clip_seconds=1.0)
 
 
 _D18 = ModelConfig(rho=7, width=128, n_classes=10, in_channels=1)
@@ -56,6 +67,9 @@ def _presets() -> dict[str, Preset]:
         Preset("d20-damped-rho4", _D20.replace(rho=4), "DCASE'20 damped at the paper's stated rho = 4"),
         Preset("demo", _D20.replace(width=16), "small damped network for the synthetic demo, pruned by half",
                prune_target=8_500),
+        Preset("cp-mobile-d24", CPMobileConfig(), "DCASE'24 task 1 baseline CP-Mobile: base 32, x1.8 per stage, "
+               "expansion 2.1, blocks 3,2,1 (61,148 parameters, 29,419,156 MACs on 1 s)",
+               input_features=_D24_INPUT),
     ]
     return {p.name: p for p in rows}
 
@@ -71,7 +85,7 @@ def get_preset(name: str) -> Preset:
 
 
 def resolve_model(preset: str | None = None, variant: str | None = None,
-                  decomp_factor: int | None = None, **overrides) -> tuple[ModelConfig, int | None]:
+                  decomp_factor: int | None = None, **overrides) -> tuple[ModelConfig | CPMobileConfig, int | None]:
     """A config from an optional preset plus explicit overrides (None = keep).
 
     Returns the config and the preset's prune target (None for unpruned presets).
@@ -80,6 +94,8 @@ def resolve_model(preset: str | None = None, variant: str | None = None,
     base = get_preset(preset) if preset else None
     config = base.config if base else ModelConfig()
     changes = {k: v for k, v in overrides.items() if v is not None}
+    if isinstance(config, CPMobileConfig):
+        return _resolve_mobile(config, variant, decomp_factor, changes), base.prune_target if base else None
     if variant is not None:
         decomposed = variant.endswith("decomposed")
         z = decomp_factor if decomp_factor is not None else (config.decomposition or 4)
@@ -93,6 +109,22 @@ def resolve_model(preset: str | None = None, variant: str | None = None,
             changes["decomposition"] = decomp_factor
         config = config.replace(**changes) if changes else config
     return config, (base.prune_target if base else None)
+
+
+# CP-Mobile takes the shared overrides; `width` is its base width (the stem's output channels)
+_MOBILE_FIELDS = {"n_classes": "n_classes", "in_channels": "in_channels", "width": "base_channels",
+                  "n_mels": "n_mels"}
+
+
+def _resolve_mobile(config: CPMobileConfig, variant: str | None, decomp_factor: int | None,
+                    changes: dict) -> CPMobileConfig:
+    foreign = sorted(k for k in changes if k not in _MOBILE_FIELDS)
+    foreign += ["variant"] * (variant is not None) + ["decomp_factor"] * (decomp_factor is not None)
+    if foreign:
+        names = ", ".join("--" + k.replace("_", "-") for k in foreign)
+        raise ConfigError(f"{names}: only for CP-ResNet networks; a CP-Mobile network takes --width "
+                          "(its base channels), the classes and the input channels")
+    return config.replace(**{_MOBILE_FIELDS[k]: v for k, v in changes.items()})
 
 
 def _fields(config: ModelConfig) -> dict:

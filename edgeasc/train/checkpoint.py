@@ -71,9 +71,9 @@ def find_checkpoint(run_dir: Path) -> Path:
 
 def model_from_checkpoint(ckpt: dict):
     """The trained network, masks folded (final) or applied (last), in eval mode."""
-    from edgeasc.models import ModelConfig, build_model
+    from edgeasc.models import build_model, config_from_dict
 
-    model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
+    model = build_model(config_from_dict(ckpt["model_config"]))  # any family; its config is plain data
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:

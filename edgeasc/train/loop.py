@@ -35,8 +35,8 @@ from edgeasc.data.loader import (
 )
 from edgeasc.errors import EdgeascError
 from edgeasc.io import atomic_write_text
-from edgeasc.models.channels import complexity
 from edgeasc.models.complexity import count_nonzero, count_params
+from edgeasc.models.family import complexity_of
 from edgeasc.train.checkpoint import save_checkpoint
 from edgeasc.train.config import TrainConfig
 from edgeasc.train.distill import (
@@ -151,7 +151,7 @@ def run_epoch(loop: Loop, epoch: int, progress: bool) -> None:
         "epoch": epoch + 1, "lr": lr, "train_loss": float(loss_sum[0] / loss_sum[1]),
         "eval_loss": result.loss, "eval_accuracy": result.accuracy, "per_class": result.per_class,
         "per_device": result.per_device, "nonzero_params": count_nonzero(model), "pruned": pruned,
-        "params": count_params(model), "macs": complexity(model.config, loop.n_frames)[1],
+        "params": count_params(model), "macs": complexity_of(model.config, loop.n_frames)[1],
         "channels_removed": removed, "prune_seconds": round(prune_seconds, 4),
         "train_clips_per_s": float(loss_sum[1]) / train_seconds, "seconds": round(time.perf_counter() - t_epoch, 3)})
     if loop.swa is not None and loop.swa.due(epoch + 1):

@@ -27,9 +27,9 @@ from edgeasc.io import (
     missing_folders,
     remove_empty_folders,
 )
-from edgeasc.models import ModelConfig, build_model
-from edgeasc.models.channels import channel_groups, complexity
+from edgeasc.models import CPMobileConfig, build_model, config_from_dict
 from edgeasc.models.complexity import count_nonzero
+from edgeasc.models.family import complexity_of, dense_widths
 from edgeasc.models.presets import resolve_model
 from edgeasc.runtime.features import FeatureParams, frontend_name, frontend_params
 from edgeasc.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -175,6 +175,9 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
         depth_restriction=cfg.depth_restriction, damping_floor=cfg.damping_floor, damp_stem=cfg.damp_stem,
         n_classes=len(labels), in_channels=channels)
     n_frames = int(cache.manifest["frames"])
+    if isinstance(model_config, CPMobileConfig):  # its input is whatever the run's frontend makes
+        check_cp_mobile_run(cfg)
+        model_config = model_config.replace(n_mels=int(cache.manifest["params"]["n_mels"]))
     fit_plan = None
     if cfg.fit is not None:  # the rules count every parameter: a preset's magnitude target buys nothing
         from edgeasc.compress.fit import plan_fit
@@ -188,7 +191,7 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
     teachers = _teachers(cfg, cache, ckpt, run_dir)
     if ckpt is not None:
         try:  # the checkpoint's own config: after channel pruning it carries the channel plan
-            stored = ModelConfig.from_dict(ckpt["model_config"])
+            stored = config_from_dict(ckpt["model_config"])
         except (ConfigError, TypeError) as exc:
             raise CheckpointError(f"{run_dir}: the checkpoint's model config is invalid ({exc})") from None
         if stored.dense.to_dict() != model_config.to_dict():
@@ -282,6 +285,14 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opti
     return kind(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
 
 
+def check_cp_mobile_run(cfg: TrainConfig) -> None:
+    """What a CP-Mobile run cannot do yet: the budget fit chooses among CP-ResNet networks only.
+    Channel pruning (--macs-target, --params-target) and magnitude pruning work on both families."""
+    if cfg.fit is not None:
+        raise ConfigError("--fit chooses among CP-ResNet networks; for a CP-Mobile run give --macs-target or "
+                          "--params-target (channel pruning) and check the result with `edgeasc export --rules`")
+
+
 def _clock(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     h, m = divmod(m, 60)
@@ -341,16 +352,16 @@ def _finish(cfg: TrainConfig, dist: Dist, run_dir: Path, loop: Loop, config_reco
     last = [h["eval_accuracy"] for h in history[-REPORT_LAST:]]
     n_frames = int(cache.manifest["frames"])
     config = model.config
-    dense_params, dense_macs = complexity(config.dense, n_frames)
+    dense_params, dense_macs = complexity_of(config.dense, n_frames)
     summary = {"epochs": len(history), "reported_accuracy": float(np.mean(last)) if last else None,
                "reported_over_epochs": len(last), "final": final_eval.to_dict(),
                "nonzero_params": count_nonzero(model), "params": sum(p.numel() for p in model.parameters()),
                "prune_target": pruner.target if pruner else None, "labels": cache.label_names,
                "world_size": dist.world, "ranks_in_sync": in_sync, "run_dir": str(run_dir),
                "variant": config_record["variant"], "model": config_record["model"],
-               "macs": complexity(config, n_frames)[1], "dense_params": dense_params, "dense_macs": dense_macs,
+               "macs": complexity_of(config, n_frames)[1], "dense_params": dense_params, "dense_macs": dense_macs,
                "seconds": cache.manifest["params"]["clip_seconds"], "channel_plan": dict(config.channels) if config.channels else None,
-               "dense_channels": {g.name: g.dense_width for g in channel_groups(config)} if config.channels else None,
+               "dense_channels": dense_widths(config) if config.channels else None,
                "channel_pruning": config_record["channel_pruning"], "swa": None,
                "fit": config_record["fit"], "teachers": config_record["teachers"],
                "teacher_logits": config_record["teacher_logits"],
