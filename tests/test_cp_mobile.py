@@ -279,3 +279,15 @@ def test_channel_pruning_rebuilds_a_smaller_cp_mobile_with_the_masked_logits():
     model, _, removed, _ = pruner.step(_trained_like(config), 2)
     assert removed > 0 and pruner.done(model.config)
     assert all(w % 8 == 0 or w == config.dense_groups()[g] for g, w in model.config.channels)
+
+
+def test_the_preset_brings_its_frontend_unless_one_is_named():
+    """cp-mobile-d24 was designed for the 2024 baselines' 32 kHz log-mel (256 x 65 per second):
+    a run takes it by default; --frontend still wins; CP-ResNet presets keep the perceptual one."""
+    from edgeasc.train.config import resolve_train_config
+
+    data = {"dataset": "/data/tau22"}
+    assert resolve_train_config({**data, "preset": "cp-mobile-d24"}).frontend == "d24"
+    assert resolve_train_config({**data, "preset": "cp-mobile-d24", "frontend": "perceptual"}).frontend == "perceptual"
+    assert resolve_train_config({**data, "preset": "d20-submission-2"}).frontend == "perceptual"
+    assert resolve_train_config({**data, "recipe": "d24"}).frontend == "perceptual"  # the recipe is not the input

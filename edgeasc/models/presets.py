@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from edgeasc.errors import ConfigError
 from edgeasc.models.config import ModelConfig
 from edgeasc.models.cp_mobile_config import CPMobileConfig
-from edgeasc.runtime.features import FeatureParams
+from edgeasc.runtime.features import D24_PARAMS, FeatureParams
 
 
 @dataclass(frozen=True)
@@ -22,14 +22,9 @@ class Preset:
     config: ModelConfig | CPMobileConfig
     description: str
     prune_target: int | None = None
-    # the input its published numbers are counted at, where not edgeasc's default frontend and 10 s
+    # its own frontend, where not edgeasc's default (the perceptual one, 10 s): training takes it
+    # unless --frontend says otherwise, and the published counts are taken on its input shape
     input_features: FeatureParams | None = None
-
-
-# The organisers count their baseline on one second of 256 log-mel bins at 32 kHz, hop 500:
-# 256 x 65. Only the shape matters to the counts.
-_D24_INPUT = FeatureParams(sample_rate=32000, n_fft=4096, hop_length=500, n_mels=256, fmax=16000.0,
-                           clip_seconds=1.0)
 
 
 _D18 = ModelConfig(rho=7, width=128, n_classes=10, in_channels=1)
@@ -69,7 +64,7 @@ def _presets() -> dict[str, Preset]:
                prune_target=8_500),
         Preset("cp-mobile-d24", CPMobileConfig(), "DCASE'24 task 1 baseline CP-Mobile: base 32, x1.8 per stage, "
                "expansion 2.1, blocks 3,2,1 (61,148 parameters, 29,419,156 MACs on 1 s)",
-               input_features=_D24_INPUT),
+               input_features=D24_PARAMS),  # 1 s at 32 kHz, hop 500: 256 x 65
     ]
     return {p.name: p for p in rows}
 

@@ -137,6 +137,7 @@ def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = N
     if given.get("fit") is not None:
         _resolve_fit(given, base)
     values = {**base, **given}
+    _frontend_of_preset(values)
     _resolve_teachers(values)
     if values.get("prune_target") is not None and values.get("prune_ratio") is not None:
         raise ConfigError("give --prune-target or --prune-ratio, not both")
@@ -211,6 +212,22 @@ def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = N
         return TrainConfig(**values)
     except TypeError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _frontend_of_preset(values: dict[str, Any]) -> None:
+    """A preset with a frontend of its own (cp-mobile-d24: the 2024 baselines' 32 kHz log-mel)
+    trains on it unless --frontend is given: its network was designed for that input."""
+    from edgeasc.models.presets import get_preset
+    from edgeasc.runtime.features import frontend_name
+
+    if values.get("frontend") is not None or values.get("preset") is None:
+        return
+    try:
+        own = get_preset(values["preset"]).input_features
+    except ConfigError:  # an unknown preset is refused where the network is resolved, with the list
+        return
+    if own is not None and frontend_name(own) is not None:
+        values["frontend"] = frontend_name(own)
 
 
 def _preset_prunes(values: dict[str, Any]) -> bool:
