@@ -346,7 +346,7 @@ def test_a_run_distils_from_a_logits_file(data, tmp_path):
     proc = train_here(data, run, "--epochs", "1", "--teacher-logits", str(npz), "--kd-weight", "0.98", "--json")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
-    assert summary["kd"] == {"weight": 0.98, "temperature": 2.0, "targets": "cached"}
+    assert summary["kd"] == {"weight": 0.98, "temperature": 2.0, "targets": "cached", "reduction": "batch"}
     assert summary["teacher_logits"]["format"] == "npz" and summary["teacher_logits"]["clips"] == len(clips)
     info = run_cli_here("info", str(run))
     assert f"teacher logits: {npz}" in info.stdout and f"{len(clips)} clips)" in info.stdout
