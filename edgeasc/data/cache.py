@@ -176,6 +176,11 @@ def extract_features(dataset: Dataset, params: FeatureParams | None = None, chan
                      progress: bool = True) -> tuple[FeatureCache, bool]:
     """Build (or reuse) the cache for `dataset`; returns (cache, whether anything was extracted)."""
     params = params or FeatureParams()
+    half = params.n_fft // 2
+    if params.n_samples() <= half:  # else every clip fails alike, blamed on its file
+        raise ConfigError(f"--seconds {params.clip_seconds:g} is too short for the frontend: its {params.n_fft}-point "
+                          f"FFT frames clips of more than {half} samples ({(half + 1) / params.sample_rate:.3f} s at "
+                          f"{params.sample_rate} Hz)")
     if dataset.layout == "tau2022-mobile":
         probe_clip_seconds(dataset)  # refuses 10-s audio under 2022 names, whatever --seconds says
     refuse_cache_in_dataset(root or cache_root(), dataset)

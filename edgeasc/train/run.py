@@ -35,6 +35,7 @@ from edgeasc.models import ModelConfig, build_model
 from edgeasc.models.channels import channel_groups, complexity
 from edgeasc.models.complexity import count_nonzero
 from edgeasc.models.presets import resolve_model
+from edgeasc.models.receptive_field import output_shapes
 from edgeasc.runtime.features import FeatureParams
 from edgeasc.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from edgeasc.train.config import TrainConfig, explicit_network
@@ -143,6 +144,8 @@ class TrainingInterrupted(EdgeascError):
 def train(cfg: TrainConfig, resume: bool = False, force: bool = False, progress: bool = True,
           inputs: Sequence[str | Path] = ()) -> dict:
     """`inputs`: files the command read besides the config's own paths (the --config file)."""
+    if resume and force:
+        raise ConfigError("--resume continues the run in --out, --force starts it over: give one of them")
     refuse_outputs_over_inputs(cfg, force, inputs)
     dist = Dist.from_env()
     if dist.world > 1 and not torch.distributed.is_initialized():
@@ -207,6 +210,11 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
         if dist.main and progress:
             for line in fit_plan.lines():
                 out.print(line, markup=False, soft_wrap=True)
+    try:  # a clip too short for the network: one line now, not a pooling layer's traceback in epoch 1
+        output_shapes(model_config, n_frames)
+    except ConfigError as exc:
+        raise ConfigError(f"clips of {cache.manifest['params']['clip_seconds']:g} s are too short for this "
+                          f"network: {exc}") from None
     teachers = _teachers(cfg, cache, ckpt, run_dir)
     if ckpt is not None:
         try:  # the checkpoint's own config: after channel pruning it carries the channel plan
