@@ -118,6 +118,8 @@ def test_onnxruntime_log_only_with_verbose(ws, exported):
     assert "Removing initializer 'unused_extra'" in stderr
     proc, stderr = run_here("predict", str(ws / "extra.onnx"), clip)  # --verbose ended with its command
     assert stderr == ""
+    assert_one_line_error(run_cli_here("predict", str(ws / "extra.onnx"), clip, "--verbose"), 2,
+                          "No such option: --verbose (a global option: edgeasc --verbose COMMAND ...)")
 
 
 # ----------------------------------------------------------------------------- a full disk

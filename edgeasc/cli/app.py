@@ -83,7 +83,10 @@ def main(argv: list[str] | None = None) -> None:
         if not e.format_message():  # bare `edgeasc`: the help was shown, nothing to add
             sys.exit(e.exit_code)
         where = e.ctx.command_path if e.ctx else "edgeasc"
-        err.print(safe(f"{where}: error: {e.format_message()}"), soft_wrap=True)
+        message = e.format_message()
+        if "option: --verbose" in message and where != "edgeasc":  # given after the command
+            message += " (a global option: edgeasc --verbose COMMAND ...)"
+        err.print(safe(f"{where}: error: {message}"), soft_wrap=True)
         sys.exit(2)
     except ClickException as e:
         err.print(safe(f"edgeasc: error: {e.format_message()}"), soft_wrap=True)
