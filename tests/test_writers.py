@@ -161,3 +161,14 @@ def test_a_folder_of_other_files_takes_the_run_with_force_and_keeps_them(ws):
     assert (ws / "run" / "model-final.pt").is_file()
     again = run_cli_here(*train(ws, "--epochs", "1", "--prune-ratio", "0.5"))  # now a run: the usual refusal
     assert_one_line_error(again, 2, f"{ws / 'run'} already holds a run: use --resume to continue it or --force")
+
+
+def test_synth_force_over_a_symlink_replaces_the_link_never_the_folder_it_points_to(ws):
+    link(ws, "symlink", "scenes", "scenes-link")
+    before = snapshot(ws / "scenes")
+    proc = run_cli_here("synth", str(ws / "scenes-link"), "--clips-per-class", "8", "--seconds", "1", "--workers", "1",
+                        "--force", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert snapshot(ws / "scenes") == before
+    assert not (ws / "scenes-link").is_symlink() and (ws / "scenes-link" / "meta.csv").is_file()
+    assert sorted(p.name for p in ws.iterdir() if p.name.startswith(".")) == []  # no .scenes-link.old left
