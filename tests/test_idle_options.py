@@ -1,5 +1,6 @@
-"""Options that would do nothing are refused, one table for all of them: a new training option
-must be classified here (it acts alone, or it needs another) or this file fails."""
+"""Options that would do nothing are refused, all of them in this file: CASES for the training
+settings (a new training option must be classified here, it acts alone or it needs another, or
+this file fails) and COMMAND_CASES for the commands' own flags (--force, --resume, bench --clip)."""
 
 from dataclasses import fields
 
