@@ -82,6 +82,47 @@ out = SafeConsole(width=_width)
 err = SafeConsole(stderr=True)
 
 
+# ----------------------------------------------------------------------------- libraries' own output
+# A normal run shows edgeasc's lines only: the libraries' warnings (Python warnings, onnxruntime's
+# log, the ONNX exporter's progress and log lines, the quantizer's advice) are about their
+# internals, not the user's input. `edgeasc --verbose` (or EDGEASC_VERBOSE=1, which worker and
+# measuring processes inherit) lets them through, on stderr.
+VERBOSE_ENV = "EDGEASC_VERBOSE"
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def ort_log_severity() -> int:
+    """onnxruntime's log_severity_level: 2 (warnings) when verbose, else 3 (errors; those become
+    edgeasc's own one-line messages)."""
+    return 2 if verbose() else 3
+
+
+@contextmanager
+def library_output(verbose_run: bool):
+    """For the length of one command: the libraries' warnings hidden unless `verbose_run` (the
+    filters, and the environment that child processes inherit, are restored afterwards)."""
+    import warnings
+
+    saved = {k: os.environ.get(k) for k in (VERBOSE_ENV, "PYTHONWARNINGS")}
+    with warnings.catch_warnings():
+        if verbose_run:
+            os.environ[VERBOSE_ENV] = "1"
+        else:
+            warnings.simplefilter("ignore")
+            os.environ["PYTHONWARNINGS"] = "ignore"  # spawned feature workers and bench processes too
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
 def print_json(obj: Any) -> None:
     """One JSON document on stdout, unwrapped (rich would wrap long lines)."""
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")

@@ -237,3 +237,12 @@ def refuse_input_as_output(output: str | Path, inputs: list[str | Path], option:
             continue
         if same:
             raise ConfigError(f"{option} {out} is one of the inputs ({given}): choose another path")
+
+
+def is_within(path: str | Path, folder: str | Path) -> bool:
+    """Whether `path` is `folder` or lies inside it, through any symlink (both resolved)."""
+    try:
+        path, folder = Path(path).resolve(), Path(folder).resolve()
+    except (OSError, RuntimeError):  # a symlink loop: not a folder anything lies in
+        return False
+    return path == folder or folder in path.parents

@@ -1,5 +1,6 @@
-"""Options that would do nothing are refused, one table for all of them: a new training option
-must be classified here (it acts alone, or it needs another) or this file fails."""
+"""Options that would do nothing are refused, all of them in this file: CASES for the training
+settings (a new training option must be classified here, it acts alone or it needs another, or
+this file fails) and COMMAND_CASES for the commands' own flags (--force, --resume, bench --clip)."""
 
 from dataclasses import fields
 
@@ -82,3 +83,32 @@ def test_a_preset_that_prunes_is_a_target_and_channel_pruning_replaces_it():
 
 def test_the_demo_defaults_prune_so_its_options_act():
     assert resolve_train_config({"prune_schedule": "cubic"}).prune_schedule == "cubic"
+
+
+# The commands' own options, refused before any file is read (so no model or data is needed):
+# arguments -> the exact refusal
+COMMAND_CASES = {
+    "train --resume --force": (("train", "--resume", "--force", "--out", "nowhere"),
+                               "--resume continues the run in --out, --force starts it over: give one of them"),
+    "predict --force without --csv": (("predict", "m.onnx", "a.wav", "--force"),
+                                      "--force does nothing without --csv (it lets --csv replace a file predict did "
+                                      "not write)"),
+    "bench --clip --batch": (("bench", "m.onnx", "--clip", "a.wav", "--batch", "4"), "--batch does nothing with --clip"),
+    "bench --clip --seconds": (("bench", "m.onnx", "--clip", "a.wav", "--seconds", "2"),
+                               "--seconds does nothing with --clip"),
+    "bench --clip --no-arena": (("bench", "m.onnx", "--clip", "a.wav", "--no-arena"),
+                                "--no-arena does nothing with --clip"),
+    "export --calibration without int8": (("export", "run", "--precision", "fp16", "--calibration", "data"),
+                                          "--calibration only applies to --precision int8"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(COMMAND_CASES))
+def test_a_command_option_that_would_do_nothing_is_refused_in_one_line(case, tmp_path, monkeypatch):
+    from conftest import assert_one_line_error, run_cli_here
+
+    monkeypatch.chdir(tmp_path)  # nothing of these names exists: the refusal comes before any file is read
+    args, message = COMMAND_CASES[case]
+    proc = run_cli_here(*args)
+    assert_one_line_error(proc, 2, f"edgeasc: error: {message}")
+    assert not any(tmp_path.iterdir())

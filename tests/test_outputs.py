@@ -41,9 +41,10 @@ def intact(ws):
     return {p: p.read_bytes() for p in sorted(ws.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("target", ["model.onnx", "rec/clip.wav", "link.wav"])
+@pytest.mark.parametrize("target", ["model.onnx", "rec/clip.wav", "link.wav", "hard.wav"])
 def test_predict_csv_never_replaces_an_input(ws, target):
     os.symlink(ws / "rec" / "clip.wav", ws / "link.wav")
+    os.link(ws / "rec" / "clip.wav", ws / "hard.wav")
     before = intact(ws)
     inputs = ["rec"] if target == "link.wav" else ["rec/clip.wav"]  # a folder's files are inputs too
     proc = run_cli_here("predict", str(ws / "model.onnx"), *(str(ws / i) for i in inputs),

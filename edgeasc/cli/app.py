@@ -8,7 +8,8 @@ import sys
 import typer
 
 from edgeasc import __version__
-from edgeasc.console import err, out, safe
+from edgeasc.console import err, library_output, out, safe
+from edgeasc.console import verbose as verbose_env
 from edgeasc.errors import EdgeascError
 
 try:  # recent typer releases ship their own copy of click
@@ -49,9 +50,13 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")) -> None:
-    pass
+def _root(ctx: typer.Context,
+          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit."),
+          verbose: bool = typer.Option(False, "--verbose", help="Let the libraries' own warnings and log lines "
+                                       "(onnxruntime, the ONNX exporter, PyTorch) through to stderr "
+                                       "(also EDGEASC_VERBOSE=1).")) -> None:
+    ctx.with_resource(library_output(verbose or verbose_env()))
 
 
 # ----------------------------------------------------------------------------- the commands, in help order
@@ -79,7 +84,10 @@ def main(argv: list[str] | None = None) -> None:
         if not e.format_message():  # bare `edgeasc`: the help was shown, nothing to add
             sys.exit(e.exit_code)
         where = e.ctx.command_path if e.ctx else "edgeasc"
-        err.print(safe(f"{where}: error: {e.format_message()}"), soft_wrap=True)
+        message = e.format_message()
+        if "option: --verbose" in message and where != "edgeasc":  # given after the command
+            message += " (a global option: edgeasc --verbose COMMAND ...)"
+        err.print(safe(f"{where}: error: {message}"), soft_wrap=True)
         sys.exit(2)
     except ClickException as e:
         err.print(safe(f"edgeasc: error: {e.format_message()}"), soft_wrap=True)

@@ -95,6 +95,11 @@ def bench(
 
     counts = parse_threads(threads)
     if clip is not None:
+        idle = [flag for flag, given in (("--batch", batch != 1), ("--seconds", seconds is not None),
+                                         ("--no-arena", not arena)) if given]
+        if idle:
+            raise ConfigError(f"{idle[0]} does nothing with --clip (end to end runs one clip at a time, at the "
+                              "model's clip length, with onnxruntime's defaults)")
         if len(counts) != 1:
             raise ConfigError("--clip measures one thread count at a time")
         with progress_bar("bench", len(models), unit="models", enabled=not as_json, transient=True) as advance:
@@ -177,6 +182,8 @@ def predict(
     from edgeasc.runtime.deployed import load_model
     from edgeasc.runtime.predict import expand_inputs, predict_files
 
+    if force and csv_out is None:
+        raise ConfigError("--force does nothing without --csv (it lets --csv replace a file predict did not write)")
     audio_files = expand_inputs(audio_files, skipped=lambda line: err.print(safe(f"edgeasc: warning: {line}"),
                                                                            markup=False, soft_wrap=True))
     m = load_model(model, threads)

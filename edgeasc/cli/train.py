@@ -117,7 +117,7 @@ def train(
                feature_workers=feature_workers, cache_dir=str(cache_dir) if cache_dir else None, seconds=seconds,
                frontend=frontend, amp=amp, channels_last=channels_last, out=str(out_dir) if out_dir else None)
     cfg = resolve_train_config(cli, config)
-    summary = run_training(cfg, resume=resume, force=force, progress=not as_json)
+    summary = run_training(cfg, resume=resume, force=force, progress=not as_json, inputs=[config] if config else [])
     if int(os.environ.get("RANK", 0)) != 0:  # under torchrun only rank 0 reports
         return
     if as_json:

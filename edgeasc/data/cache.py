@@ -22,8 +22,10 @@ import soundfile as sf
 from edgeasc.console import err, progress_bar
 from edgeasc.data.dcase import Clip, Dataset, DatasetError
 from edgeasc.data.workers import chunks, default_workers, imap
+from edgeasc.errors import ConfigError
 from edgeasc.io import (
     atomic_write_json,
+    is_within,
     make_folder,
     missing_folders,
     remove_empty_folders,
@@ -160,13 +162,28 @@ def find_cache(dataset: Dataset, params: FeatureParams, channels: int, root: Pat
     return None
 
 
+def refuse_cache_in_dataset(root: Path, dataset: Dataset) -> None:
+    """The cache never writes into the dataset folder it reads (through a symlink either): a
+    dataset folder is input, and a copy or a read-only mount of it must stay what it was. A
+    labels CSV names its clips wherever they are: its folder is not the dataset's."""
+    if dataset.layout != "csv" and is_within(root, dataset.root):
+        raise ConfigError(f"the cache root {root} (--cache-dir) is inside the dataset {dataset.root}: the cache "
+                          "would write into the data it reads; choose a folder outside it")
+
+
 def extract_features(dataset: Dataset, params: FeatureParams | None = None, channels: int | None = None,
                      workers: int | None = None, root: Path | None = None,
                      progress: bool = True) -> tuple[FeatureCache, bool]:
     """Build (or reuse) the cache for `dataset`; returns (cache, whether anything was extracted)."""
     params = params or FeatureParams()
+    half = params.n_fft // 2
+    if params.n_samples() <= half:  # else every clip fails alike, blamed on its file
+        raise ConfigError(f"--seconds {params.clip_seconds:g} is too short for the frontend: its {params.n_fft}-point "
+                          f"FFT frames clips of more than {half} samples ({(half + 1) / params.sample_rate:.3f} s at "
+                          f"{params.sample_rate} Hz)")
     if dataset.layout == "tau2022-mobile":
         probe_clip_seconds(dataset)  # refuses 10-s audio under 2022 names, whatever --seconds says
+    refuse_cache_in_dataset(root or cache_root(), dataset)
     channels = channels or probe_channels(dataset)
     found = find_cache(dataset, params, channels, root)
     if found is not None:

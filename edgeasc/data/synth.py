@@ -225,18 +225,26 @@ def write_folder(out_dir: Path, fill) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         fill(tmp)
-        if out_dir.exists():
+        if out_dir.exists() or out_dir.is_symlink():
             trash = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(trash, ignore_errors=True)
-            out_dir.rename(trash)
+            _remove(trash)
+            out_dir.rename(trash)  # a symlink is replaced itself: the folder it points to is not ours
             tmp.rename(out_dir)
-            shutil.rmtree(trash, ignore_errors=True)
+            _remove(trash)
         else:
             tmp.rename(out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         remove_empty_folders(missing)
         raise
+
+
+def _remove(path: Path) -> None:
+    """A replaced OUT_DIR: a folder is deleted, a symlink or a file (--force) only unlinked."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def write_table(path: Path, header: str, rows) -> None:

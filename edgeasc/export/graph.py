@@ -68,7 +68,9 @@ def _run_shapes(model: onnx.ModelProto, names: list[str], input_shape: tuple[int
         if name not in existing:
             m.graph.output.append(onnx.helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT),
                                                                      None))
-    options = ort.SessionOptions()
+    from edgeasc.runtime.deployed import quiet_options
+
+    options = quiet_options(ort.SessionOptions())
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: np.zeros(input_shape, np.float32)}

@@ -3,16 +3,22 @@ with onnxruntime against the PyTorch model."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
+import sys
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from edgeasc.console import verbose
 from edgeasc.errors import ConfigError, EdgeascError
+from edgeasc.runtime.deployed import quiet_options
 from edgeasc.runtime.metadata import PREFIX as METADATA_PREFIX
 from edgeasc.runtime.metadata import (
     MetadataError,
@@ -40,22 +46,34 @@ def export_proto(model: torch.nn.Module, in_channels: int, n_mels: int, frames: 
         time_axis = torch.export.Dim("frames", min=24, max=1_000_000)
         dynamic = ({0: torch.export.Dim("batch", min=1, max=4096), 3: time_axis},)
         input_name = INPUT
+    with exporter_output():
+        program = torch.onnx.export(model.eval(), (x,), dynamo=True, opset_version=OPSET,
+                                    input_names=[input_name], output_names=[OUTPUT], dynamic_shapes=dynamic,
+                                    external_data=False, verbose=None if verbose() else False)
+        proto = strip_debug_info(program.model_proto)
+        import onnxslim
+
+        proto = onnxslim.slim(proto)
+    return strip_debug_info(proto)
+
+
+@contextmanager
+def exporter_output():
+    """The exporter's and onnxslim's own output: hidden (its log lines about torchvision ops we never
+    use, its FutureWarnings), or with --verbose sent to stderr, where it cannot mix into --json."""
+    if verbose():
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
     torch_onnx_log = logging.getLogger("torch.onnx")
     level = torch_onnx_log.level
-    torch_onnx_log.setLevel(logging.ERROR)  # the exporter chats about torchvision ops we never use
+    torch_onnx_log.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(model.eval(), (x,), dynamo=True, opset_version=OPSET,
-                                        input_names=[input_name], output_names=[OUTPUT], dynamic_shapes=dynamic,
-                                        external_data=False, verbose=False)
+            yield
     finally:
         torch_onnx_log.setLevel(level)
-    proto = strip_debug_info(program.model_proto)
-    import onnxslim
-
-    proto = onnxslim.slim(proto)
-    return strip_debug_info(proto)
 
 
 def strip_debug_info(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -172,7 +190,7 @@ def verify(onnx_bytes: bytes, reference: torch.nn.Module, in_channels: int, n_me
     then sample counts, and the reference is the numpy frontend followed by the model."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
+    opts = quiet_options(ort.SessionOptions())
     opts.intra_op_num_threads = 1
     session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)

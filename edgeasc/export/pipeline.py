@@ -89,6 +89,11 @@ def export_checkpoint(source: str | Path, output: str | Path | None = None, fold
         raise ConfigError("--calibration only applies to --precision int8")
     if calibration is not None and not Path(calibration).exists():
         raise ConfigError(f"--calibration {calibration}: no such dataset")
+    if calibration is not None and cache_dir is not None:  # before any work, not when calibrating
+        from edgeasc.data.cache import refuse_cache_in_dataset
+        from edgeasc.data.dcase import open_dataset
+
+        refuse_cache_in_dataset(Path(cache_dir), open_dataset(calibration))
     if rules is not None and rules not in RULES:
         raise ConfigError(f"--rules must be one of {', '.join(RULES)}, got {rules!r}")
     budget_bytes = parse_budget(budget) if budget is not None else None
@@ -112,8 +117,10 @@ def export_checkpoint(source: str | Path, output: str | Path | None = None, fold
     if calibration is not None and precision != "int8":
         raise ConfigError("--calibration only applies to --precision int8")
     out = Path(output) if output else Path(ckpt["path"]).parent / "model.onnx"
-    refuse_input_as_output(out, [ckpt["path"], *([calibration] if calibration else [])], "-o")
-    refuse_input_as_output(out.with_suffix(".size.md"), [ckpt["path"]], "the size report")
+    inputs = [ckpt["path"], *([calibration] if calibration else [])]
+    refuse_input_as_output(out, inputs, "-o")
+    for report_path in (out.with_suffix(".size.json"), out.with_suffix(".size.md")):
+        refuse_input_as_output(report_path, inputs, "the size report")
     check_output(out, force)
 
     model = model_from_checkpoint(ckpt)

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from edgeasc.console import verbose
+
 
 def quantize_int8(fp32: onnx.ModelProto, calibration: np.ndarray) -> onnx.ModelProto:
     from onnxruntime.quantization import (
@@ -27,9 +29,15 @@ def quantize_int8(fp32: onnx.ModelProto, calibration: np.ndarray) -> onnx.ModelP
         def get_next(self):
             return next(self.items, None)
 
+    import onnxruntime as ort
+
+    from edgeasc.runtime.deployed import quiet_options
+
+    quiet_options(ort.SessionOptions())  # the calibration sessions the quantizer opens log at edgeasc's level too
     root_log = logging.getLogger()
     level = root_log.level
-    root_log.setLevel(logging.ERROR)  # the quantizer logs advice about pre-processing on the root logger
+    if not verbose():  # the quantizer logs advice about pre-processing on the root logger
+        root_log.setLevel(logging.ERROR)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
@@ -82,7 +90,9 @@ def compact_names(proto: onnx.ModelProto) -> onnx.ModelProto:
 def accuracy(onnx_bytes: bytes, features: np.ndarray, labels: np.ndarray) -> float:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    from edgeasc.runtime.deployed import quiet_options
+
+    session = ort.InferenceSession(onnx_bytes, quiet_options(ort.SessionOptions()), providers=["CPUExecutionProvider"])
     preds = np.concatenate([session.run(["logits"], {"features": features[i:i + 16]})[0].argmax(1)
                             for i in range(0, len(features), 16)])
     return float((preds == labels).mean())

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeasc.console import ort_log_severity
 from edgeasc.errors import ConfigError, EdgeascError
 from edgeasc.runtime.features import FeatureParams
 from edgeasc.runtime.metadata import (
@@ -42,7 +43,17 @@ def session_options(threads: int = 1, arena: bool = True):
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.enable_cpu_mem_arena = arena
-    options.log_severity_level = 3  # warnings about unused initializers are not the user's business
+    return quiet_options(options)
+
+
+def quiet_options(options):
+    """onnxruntime logs at edgeasc's level (console.ort_log_severity): its warnings (unused
+    initializers, in terminal colours) are not the user's business unless --verbose."""
+    import onnxruntime as ort
+
+    level = ort_log_severity()
+    ort.set_default_logger_severity(level)  # the environment's logger, used before a session has its own
+    options.log_severity_level = level
     return options
 
 

@@ -23,7 +23,14 @@ class CheckpointError(EdgeascError):
 
 def save_checkpoint(path: str | Path, payload: dict) -> Path:
     payload = {"format": FORMAT, "version": VERSION, "edgeasc_version": __version__, **payload}
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+    def write(tmp: Path) -> None:
+        # through a Python file: a full disk is then an OSError (ENOSPC) that atomic_write puts in
+        # words; torch.save on a path writes in C++ and reports it as "unexpected pos 704 vs 598"
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+
+    return atomic_write(path, write)
 
 
 def _load_failure(exc: Exception) -> str:

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Subset
 from edgeasc.data.cache import FeatureCache, extract_features
 from edgeasc.data.dcase import open_dataset
 from edgeasc.data.loader import CachedFeatures
+from edgeasc.io import refuse_input_as_output
 from edgeasc.runtime.features import FeatureParams
 from edgeasc.runtime.scores import scores
 from edgeasc.train.checkpoint import (
@@ -119,6 +120,10 @@ def evaluate(model: torch.nn.Module, cache: FeatureCache, split: str = "evaluate
 def evaluate_run(run: Path, dataset_dir: Path | None = None, cache_dir: Path | None = None,
                  device: str = "auto", progress: bool = True) -> dict:
     ckpt = load_checkpoint(run)
+    run_dir = Path(ckpt["path"]).parent
+    for plot in ("confusion-eval.png", "devices-eval.png"):  # written next to the checkpoint
+        refuse_input_as_output(run_dir / plot, [ckpt["path"], *([dataset_dir] if dataset_dir else [])],
+                               "eval's plot")
     model = model_from_checkpoint(ckpt)
     data = Path(dataset_dir) if dataset_dir else None
     if data is None:
@@ -144,7 +149,6 @@ def evaluate_run(run: Path, dataset_dir: Path | None = None, cache_dir: Path | N
     dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     # seen = the devices of the model's own training data, whatever dataset it is evaluated on
     result = evaluate(model.to(dev), cache, device=dev, seen_devices=ckpt.get("devices")).to_dict()
-    run_dir = Path(ckpt["path"]).parent
     png = run_dir / "confusion-eval.png"
     from edgeasc.train.plots import plot_confusion, plot_devices
 

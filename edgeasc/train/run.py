@@ -8,7 +8,9 @@ resumed from its last completed epoch ends exactly where an uninterrupted run wo
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +25,17 @@ from edgeasc.errors import ConfigError, EdgeascError
 from edgeasc.io import (
     FolderLock,
     atomic_write_json,
+    is_within,
     make_folder,
     missing_folders,
+    refuse_input_as_output,
     remove_empty_folders,
 )
 from edgeasc.models import CPMobileConfig, build_model, config_from_dict
 from edgeasc.models.complexity import count_nonzero
 from edgeasc.models.family import complexity_of, dense_widths
 from edgeasc.models.presets import resolve_model
+from edgeasc.models.receptive_field import output_shapes
 from edgeasc.runtime.features import FeatureParams, frontend_name, frontend_params
 from edgeasc.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from edgeasc.train.config import TrainConfig, explicit_network
@@ -96,11 +101,57 @@ def check_run_dir(run_dir: Path, resume: bool, force: bool, existed: bool = True
     return False
 
 
+RUN_MARKERS = ("checkpoint-last.pt", "model-final.pt", "model-swa.pt", "model-best.pt", "metrics.jsonl")
+
+
+def _is_run(folder: Path) -> bool:
+    """Whether `folder` holds an edgeasc run: one of its checkpoints or metrics, or a config.json
+    that this tool wrote (a config.json of someone else's is not a run to write over)."""
+    if any((folder / name).is_file() for name in RUN_MARKERS):
+        return True
+    try:
+        record = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and {"train", "model", "labels"} <= record.keys()
+
+
+def refuse_outputs_over_inputs(cfg: TrainConfig, force: bool, inputs: Sequence[str | Path] = ()) -> None:
+    """Before any work: --out never holds the data it trains on, never writes a file the run reads
+    (the --config file, a --teacher checkpoint, a labels CSV; through any link), and never writes
+    into a folder of other files without --force."""
+    run_dir = Path(cfg.out)
+    if cfg.dataset and Path(cfg.dataset).is_dir() and is_within(cfg.dataset, run_dir):
+        raise ConfigError(f"--out {run_dir} holds the dataset {cfg.dataset}: choose a run directory outside the data")
+    read = [*inputs, *([cfg.dataset] if cfg.dataset else [])]
+    for teacher in cfg.teachers:
+        if Path(teacher).is_dir():
+            if is_within(teacher, run_dir) and is_within(run_dir, teacher):
+                raise ConfigError(f"--teacher {teacher} is the run being trained: a run cannot teach itself")
+            read += [Path(teacher) / "model-final.pt", Path(teacher) / "checkpoint-last.pt"]
+        else:
+            read.append(teacher)
+    for name in (*RUN_FILES, FolderLock.NAME):
+        refuse_input_as_output(run_dir / name, read, "--out")
+    if run_dir.is_dir() and not force and not _is_run(run_dir):
+        other = sorted(e.name for e in run_dir.iterdir()
+                       if e.name != FolderLock.NAME and not (e.name.startswith(".") and e.name.endswith(".partial")))
+        if other:
+            more = f" and {len(other) - 1} more" if len(other) > 1 else ""
+            raise ConfigError(f"--out {run_dir} exists and is not an edgeasc run (it holds {other[0]}{more}): "
+                              "choose a new or empty folder, or --force to write the run into it")
+
+
 class TrainingInterrupted(EdgeascError):
     exit_code = 130
 
 
-def train(cfg: TrainConfig, resume: bool = False, force: bool = False, progress: bool = True) -> dict:
+def train(cfg: TrainConfig, resume: bool = False, force: bool = False, progress: bool = True,
+          inputs: Sequence[str | Path] = ()) -> dict:
+    """`inputs`: files the command read besides the config's own paths (the --config file)."""
+    if resume and force:
+        raise ConfigError("--resume continues the run in --out, --force starts it over: give one of them")
+    refuse_outputs_over_inputs(cfg, force, inputs)
     dist = Dist.from_env()
     if dist.world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo"
@@ -188,6 +239,12 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
         if dist.main and progress:
             for line in fit_plan.lines():
                 out.print(line, markup=False, soft_wrap=True)
+    try:  # a clip too short for the network: one line now, not a pooling layer's traceback in epoch 1
+        if not isinstance(model_config, CPMobileConfig):  # CP-Mobile pads every conv: any length runs
+            output_shapes(model_config, n_frames)
+    except ConfigError as exc:
+        raise ConfigError(f"clips of {cache.manifest['params']['clip_seconds']:g} s are too short for this "
+                          f"network: {exc}") from None
     teachers = _teachers(cfg, cache, ckpt, run_dir)
     if ckpt is not None:
         try:  # the checkpoint's own config: after channel pruning it carries the channel plan
