@@ -158,6 +158,7 @@ def test_a_d24_run_sets_the_rate_every_step_and_records_it(data, tmp_path):
                                   "warmup_steps": 2, "total_steps": 8}
     assert config["augmentation"] == {"roll_frames": 4, "time_roll": 0.1, "freq_mask": 48,
                                       "freq_mixstyle": "0.4,0.3", "mixup_alpha": 0.0}
+    assert (config["train"]["amp"], config["train"]["channels_last"]) == (False, False)  # automatic: off on a CPU
     s = LRSchedule(**{k: v for k, v in config["schedule"].items() if k not in ("per", "total_steps")})
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["lr"] for m in metrics] == [0.0, s.at(1, 0)] == [0.0, 0.005 * 0.5 * (1 + math.cos(math.pi / 3))]
@@ -361,3 +362,19 @@ def test_a_run_distils_from_a_logits_file(data, tmp_path):
     again = train_here(data, run, "--epochs", "1", "--teacher-logits", str(npz), "--kd-weight", "0.98", "--resume",
                        "--json")
     assert_one_line_error(again, 2, f"{run} must resume with the --teacher-logits file it was trained with ({npz})")
+
+
+def test_cuda_trains_in_bf16_with_channels_last_unless_told_otherwise(monkeypatch):
+    """--amp/--channels-last default to None (automatic): on for CUDA, where bf16 autocast with
+    channels_last trained 2.3-2.4x faster than fp32 on an H200; bf16 needs no grad scaler, fp16
+    (a GPU without bf16) does."""
+    from edgeasc.train.config import resolve_train_config
+    from edgeasc.train.loop import amp_dtype
+
+    cfg = resolve_train_config({"dataset": "/d"})
+    assert (cfg.amp, cfg.channels_last) == (None, None)
+    assert resolve_train_config({"dataset": "/d", "amp": False}).amp is False
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert amp_dtype(torch.device("cuda")) == torch.bfloat16 and amp_dtype(torch.device("cpu")) == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert amp_dtype(torch.device("cuda")) == torch.float16

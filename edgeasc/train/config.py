@@ -82,8 +82,10 @@ class TrainConfig:
     feature_workers: int | None = None
     workers: int = 0
     device: str = "auto"
-    amp: bool = False
-    channels_last: bool = False
+    # None = automatic: on for CUDA (bf16 autocast + channels_last trained CP-ResNets 2.3-2.4x
+    # faster than fp32 on an H200; fp16 AMP alone 0-14 %), off on the CPU
+    amp: bool | None = None
+    channels_last: bool | None = None
     out: str = "runs/train"
 
     def to_dict(self) -> dict[str, Any]:

@@ -97,7 +97,9 @@ class Loop:
         self.kd_temperature = DEFAULT_TEMPERATURE if self.cfg.kd_temperature is None else float(self.cfg.kd_temperature)
         self.student_norm = (torch.from_numpy(self.cache.mean[0]).unsqueeze(0), torch.from_numpy(self.cache.std[0]).unsqueeze(0))
         self.per_rank = self.cfg.batch_size // self.dist.world
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cfg.amp)
+        self.amp_dtype = amp_dtype(self.device) if self.cfg.amp else None
+        # bf16 keeps float32's exponent range: only fp16 needs its gradients scaled
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.n_frames = int(self.cache.manifest["frames"])
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -105,6 +107,13 @@ class Loop:
             ids = [self.device.index] if self.device.type == "cuda" else None
             return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         return model
+
+
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """bf16 where the GPU computes it natively (Ampere and later), else fp16 with a grad scaler."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
 
 
 def roll_frames(cfg: TrainConfig, params: dict) -> int:
@@ -258,7 +267,7 @@ def _part_loss(loop: Loop, batch: list[torch.Tensor], key: list[int], style) -> 
         targets = soft_targets(logits_t, loop.kd_temperature)
         if loop.teacher_logits is not None:
             targets = mix(targets, lam, perm)
-    with torch.autocast(device.type, dtype=torch.float16, enabled=cfg.amp):
+    with torch.autocast(device.type, dtype=loop.amp_dtype or torch.float16, enabled=loop.amp_dtype is not None):
         logits = loop.net(x).float()
     loss = mixup_cross_entropy(logits, y_a, y_b, lam)
     if targets is not None:

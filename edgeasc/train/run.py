@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +169,9 @@ def _train(cfg: TrainConfig, dist: Dist, resume: bool, force: bool, progress: bo
     device = resolve_device(cfg.device, dist)
     if cfg.amp and device.type != "cuda":
         raise ConfigError("--amp needs a CUDA device")
+    cuda = device.type == "cuda"  # the fast combination by default on CUDA, the exact one on the CPU
+    cfg = replace(cfg, amp=cuda if cfg.amp is None else cfg.amp,
+                  channels_last=cuda if cfg.channels_last is None else cfg.channels_last)
     if cfg.batch_size % dist.world:
         raise ConfigError(f"--batch-size {cfg.batch_size} is not divisible by the {dist.world} processes")
     if cfg.accumulate > cfg.batch_size // dist.world:
