@@ -261,7 +261,7 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
 
     torch.manual_seed(cfg.seed)
     model = build_model(model_config).to(device)
-    channel_pruner = channel_pruner_for(cfg, model_config.dense, n_frames, fit_plan)
+    channel_pruner = channel_pruner_for(cfg, model_config.dense, n_frames, fit_plan, announce=dist.main)
     target, magnitude_start, make_pruner = magnitude_pruning(cfg, preset_target, channel_pruner, dist.main)
     wants_magnitude = target is not None or cfg.prune_ratio is not None
     pruner = make_pruner(model) if wants_magnitude and not channel_pruner else None

@@ -113,16 +113,30 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
                       final=cfg.lr_final).at(epoch)
 
 
-def channel_pruner_for(cfg: TrainConfig, dense_config, n_frames: int, fit_plan=None) -> ChannelPruner | None:
+def channel_ramp_epochs(cfg: TrainConfig) -> int:
+    """Epochs of the channel-pruning ramp: --prune-epochs, or less in a run too short for it (the
+    budget is reached at the start of epoch ramp + 1, and a magnitude ramp after it needs as many
+    again): then the ramps share the run's epochs so that both targets are met by the last one."""
+    both = cfg.prune_target is not None
+    if cfg.epochs > (2 if both else 1) * cfg.prune_epochs:
+        return cfg.prune_epochs
+    return (cfg.epochs - 1) // 2 if both else cfg.epochs - 1
+
+
+def channel_pruner_for(cfg: TrainConfig, dense_config, n_frames: int, fit_plan=None,
+                       announce: bool = False) -> ChannelPruner | None:
     macs_target, params_target = ((fit_plan.macs_target, fit_plan.params_target) if fit_plan is not None
                                   else (cfg.macs_target, cfg.params_target))
     if macs_target is None and params_target is None:
         return None
-    if cfg.epochs <= cfg.prune_epochs:  # the budget is reached at the start of epoch prune_epochs + 1
-        raise ConfigError(f"channel pruning reaches its budget at the start of epoch {cfg.prune_epochs + 1} "
-                          f"(--prune-epochs {cfg.prune_epochs}): give --epochs > {cfg.prune_epochs}, not {cfg.epochs}")
+    epochs = channel_ramp_epochs(cfg)
+    if epochs != cfg.prune_epochs and announce:  # as the magnitude ramp does: shorten, say so, go on
+        then = " and magnitude pruning after it" if cfg.prune_target is not None else ""
+        err.print(f"edgeasc: warning: --epochs {cfg.epochs} is too short for the channel-pruning ramp of "
+                  f"--prune-epochs {cfg.prune_epochs}{then}: channel pruning ramps over {epochs} epoch(s) instead, "
+                  "so that the budget is met by the last epoch", markup=False, soft_wrap=True)
     return ChannelPruner(dense_config, n_frames, macs_target, params_target, cfg.prune_schedule,
-                         cfg.prune_epochs, cfg.channel_importance, cfg.channel_multiple)
+                         epochs, cfg.channel_importance, cfg.channel_multiple)
 
 
 def magnitude_pruning(cfg: TrainConfig, preset_target: int | None, channel_pruner: ChannelPruner | None,
@@ -132,19 +146,15 @@ def magnitude_pruning(cfg: TrainConfig, preset_target: int | None, channel_prune
     explicit = cfg.prune_target is not None or cfg.prune_ratio is not None
     # a preset's magnitude target describes its dense network: it does not apply after channel pruning
     target = cfg.prune_target if explicit or channel_pruner else preset_target
-    magnitude_start = cfg.prune_epochs if channel_pruner else 0
-    if channel_pruner and target is not None and cfg.epochs <= 2 * cfg.prune_epochs:
-        raise ConfigError(f"channel pruning ramps over --prune-epochs {cfg.prune_epochs}, then magnitude pruning over "
-                          f"as many again, reaching its target at the start of epoch {2 * cfg.prune_epochs + 1}: "
-                          f"that needs --epochs > {2 * cfg.prune_epochs}, not {cfg.epochs}")
+    magnitude_start = channel_pruner.epochs if channel_pruner else 0
     if channel_pruner and target is not None and cfg.params_target is not None and target > cfg.params_target:
         raise ConfigError(f"--prune-target {target:,} is above --params-target {cfg.params_target:,}: nothing left "
                           "for magnitude pruning to do")
 
     ramp_epochs = cfg.prune_epochs
-    if not channel_pruner and (target is not None or cfg.prune_ratio is not None) and cfg.epochs <= cfg.prune_epochs:
-        # the ramp reaches its target at the start of epoch prune_epochs + 1: finish it by the last epoch instead
-        ramp_epochs = cfg.epochs - 1
+    if (target is not None or cfg.prune_ratio is not None) and cfg.epochs <= magnitude_start + cfg.prune_epochs:
+        # the ramp reaches its target at the start of epoch start + ramp + 1: finish it by the last epoch instead
+        ramp_epochs = cfg.epochs - 1 - magnitude_start
 
     def make_pruner(model):
         try:
@@ -154,7 +164,7 @@ def magnitude_pruning(cfg: TrainConfig, preset_target: int | None, channel_prune
             else:
                 pruner = Pruner(model, target=target, ratio=cfg.prune_ratio, schedule=cfg.prune_schedule,
                                 epochs=ramp_epochs, monotone=cfg.prune_monotone, start=magnitude_start)
-            if ramp_epochs != cfg.prune_epochs and announce:
+            if ramp_epochs != cfg.prune_epochs and announce and not channel_pruner:  # that one said it already
                 err.print(f"edgeasc: note: --epochs {cfg.epochs} ends before the pruning ramp of --prune-epochs "
                           f"{cfg.prune_epochs}: pruning ramps over {ramp_epochs} epoch(s) instead, so that the "
                           "target is reached in the last epoch", markup=False, soft_wrap=True)
