@@ -28,6 +28,7 @@ import bench_int8  # noqa: E402
 import bench_logmel  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_structured  # noqa: E402
+import bench_torchaudio  # noqa: E402
 import bench_training  # noqa: E402
 
 from edgeasc.io import atomic_write_json, atomic_write_text  # noqa: E402
@@ -39,7 +40,7 @@ MODULES = {"features": bench_features, "training": bench_training, "export": ben
            "memory": bench_memory,
            "stdin": SimpleNamespace(run=bench_memory.run_piped, markdown=bench_memory.markdown_piped), "arm64": bench_arm64, "budget": bench_budget,
            "kdtargets": SimpleNamespace(run=bench_budget.run_kd_targets, markdown=bench_budget.markdown_kd_targets),
-           "logmel": bench_logmel}
+           "logmel": bench_logmel, "torchaudio": bench_torchaudio}
 
 
 def machine() -> str:
