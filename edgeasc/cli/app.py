@@ -55,7 +55,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 # ----------------------------------------------------------------------------- the commands, in help order
-from edgeasc.cli import data, demo, device, export, info, train  # noqa: E402  (after `app` exists)
+from edgeasc.cli import data, demo, device, export, info, listen, train  # noqa: E402  (after `app` exists)
 
 app.command()(info.info)
 app.command()(data.synth)
@@ -65,7 +65,7 @@ app.command("eval")(train.eval_command)
 app.command()(export.export)
 app.command()(device.bench)
 app.command()(device.predict)
-app.command()(device.listen)
+app.command()(listen.listen)
 app.command()(demo.demo)
 
 
