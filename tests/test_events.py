@@ -294,3 +294,46 @@ def test_sigterm_ends_listening_with_the_summary(scenes_model, tmp_path):
     assert (summary["stopped"], summary["windows"], summary["scene_seconds"]) == ("terminated", 3, {"hum": 3.0})
     lines = [line for line in errs.decode().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("edgeasc: terminated: 3 windows over 3.0 s of"), lines
+
+
+def test_predict_over_many_files_holds_one_result_at_a_time(scenes_model, tmp_path, monkeypatch):
+    """predict writes each file's JSON, CSV rows and table row as it comes and drops its
+    Prediction (with its windows' probabilities): memory does not grow with the files. The
+    output is byte for byte what the whole list gave."""
+    import weakref
+
+    import edgeasc.runtime.predict as predict
+    from edgeasc.cli.device import predictions_csv
+    from edgeasc.runtime.deployed import load_model
+
+    rng = np.random.default_rng(3)
+    files = []
+    for k in range(12):
+        path = tmp_path / "rec" / f"{k:02d}.wav"
+        path.parent.mkdir(exist_ok=True)
+        sf.write(str(path), scene(LABELS[k % 3], 2.0, rng), SR)
+        files.append(path)
+    (tmp_path / "rec" / "05.wav").write_bytes(b"RIFF broken")  # an error row among them
+    expected = list(predict.predict_files(load_model(scenes_model), files))
+    alive_counts = []
+    real = predict.predict_files
+
+    def watched(*args, **kwargs):
+        refs = []
+        for p in real(*args, **kwargs):
+            refs.append(weakref.ref(p))
+            yield p
+            alive_counts.append(sum(r() is not None for r in refs))
+            del p
+
+    monkeypatch.setattr(predict, "predict_files", watched)
+    r = run_cli_here("predict", str(scenes_model), str(tmp_path / "rec"), "--json", "--csv", str(tmp_path / "p.csv"))
+    assert r.returncode == 1 and "05.wav" in r.stderr  # the broken file
+    assert len(alive_counts) == 12 and max(alive_counts) <= 1, alive_counts  # only the one being written
+    assert r.stdout == json.dumps([p.to_dict(1) for p in expected], indent=2) + "\n"
+    assert (tmp_path / "p.csv").read_text() == predictions_csv(expected)
+    table = run_cli_here("predict", str(scenes_model), str(tmp_path / "rec"), "--top-k", "2")
+    assert table.returncode == 1 and table.stdout.count(".wav") == 12 and "error" in table.stdout
+    assert max(alive_counts[12:]) <= 1
+    empty = run_cli_here("predict", str(scenes_model), str(files[5]), "--json")
+    assert empty.stdout == json.dumps([{"file": str(files[5]), "error": expected[5].error}], indent=2) + "\n"

@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
+import shutil
+import sys
+import tempfile
+import textwrap
 from pathlib import Path
 
 import typer
@@ -209,7 +214,7 @@ def predict(
 ) -> None:
     """Classify recordings, torch-free, with only what the ONNX file carries."""
     from edgeasc.console import progress_bar
-    from edgeasc.io import atomic_write_text
+    from edgeasc.io import atomic_write
     from edgeasc.runtime.audio import truncation
     from edgeasc.runtime.deployed import load_model
     from edgeasc.runtime.predict import expand_inputs, predict_files
@@ -230,24 +235,51 @@ def predict(
     if csv_out is not None and (csv_out.is_dir() or not os.access(csv_out.parent, os.W_OK)):
         raise ConfigError(f"--csv: cannot write {csv_out}" + (" (a folder)" if csv_out.is_dir() else
                                                               " (the folder is not writable)"))
-    results = []
-    with progress_bar("predict", len(audio_files), unit="files", enabled=not as_json and len(audio_files) > 1,
-                      transient=True) as advance:
-        for p in predict_files(m, audio_files, window, hop, batch, progress=advance):
-            if p.error:
-                err.print(safe(f"edgeasc: error: {p.error}"), markup=False, soft_wrap=True)
-            elif warning := truncation(p.path):
-                err.print(safe(f"edgeasc: warning: {warning}"), markup=False, soft_wrap=True)
-            results.append(p)
-    if csv_out is not None:
-        atomic_write_text(csv_out, predictions_csv(results))
+    # one file's result at a time: its line of JSON, its CSV rows (to a temporary file) and its
+    # table row are made as it comes and the Prediction, with its windows' probabilities, is
+    # dropped, so memory does not grow with the number of files or windows
+    rows, failed, first = [], 0, True
+    spool = tempfile.TemporaryFile("w+", encoding="utf-8", newline="") if csv_out is not None else None
+    try:
+        writer = csv.writer(spool, lineterminator="\n") if spool is not None else None
+        if writer is not None:
+            writer.writerow(csv_header(m.labels))
+        with progress_bar("predict", len(audio_files), unit="files", enabled=not as_json and len(audio_files) > 1,
+                          transient=True) as advance:
+            for p in predict_files(m, audio_files, window, hop, batch, progress=advance):
+                if p.error:
+                    failed += 1
+                    err.print(safe(f"edgeasc: error: {p.error}"), markup=False, soft_wrap=True)
+                elif warning := truncation(p.path):
+                    err.print(safe(f"edgeasc: warning: {warning}"), markup=False, soft_wrap=True)
+                if writer is not None:
+                    writer.writerows(csv_rows(p))
+                if as_json:  # the bytes print_json writes for the whole list, item by item
+                    item = textwrap.indent(json.dumps(p.to_dict(top_k), indent=2), "  ")
+                    sys.stdout.write(("[\n" if first else ",\n") + item)
+                    sys.stdout.flush()
+                else:
+                    rows.append(prediction_row(p, top_k))
+                first = False
+        if spool is not None:
+            spool.flush()
+            spool.seek(0)
+            atomic_write(csv_out, lambda tmp: _copy_text(spool, tmp))
+    finally:
+        if spool is not None:
+            spool.close()
     if as_json:
-        print_json([p.to_dict(top_k) for p in results])
+        sys.stdout.write("[]\n" if first else "\n]\n")
+        sys.stdout.flush()
     else:
-        render_predictions(results, top_k)
-    failed = sum(1 for p in results if p.error)
+        render_rows(rows, top_k)
     if failed:
         raise typer.Exit(1)
+
+
+def _copy_text(source, path: Path) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        shutil.copyfileobj(source, f)
 
 
 CSV_HEADER = "file,window_start,window_end,label,probability,"
@@ -262,33 +294,50 @@ def _is_predict_csv(path: Path) -> bool:
         return False
 
 
+def csv_header(labels: list[str]) -> list[str]:
+    return ["file", "window_start", "window_end", "label", "probability", *labels, "error"]
+
+
+def csv_rows(p) -> list[list[str]]:
+    """One row per window and one for the whole file (or one error row)."""
+    if p.error:
+        return [[p.path, "", "", "", "", *([""] * len(p.labels)), p.error]]
+    rows = []
+    for start, probs in zip(p.starts, p.window_probabilities, strict=True):
+        label, prob = p.top(1, probs)[0]
+        rows.append([p.path, f"{start:.3f}", f"{start + p.window_seconds:.3f}", label, f"{prob:.6f}",
+                     *(f"{v:.6f}" for v in probs), ""])
+    label, prob = p.top(1)[0]
+    rows.append([p.path, "all", "", label, f"{prob:.6f}", *(f"{v:.6f}" for v in p.probabilities), ""])
+    return rows
+
+
 def predictions_csv(results) -> str:
     labels = next((p.labels for p in results), [])
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["file", "window_start", "window_end", "label", "probability", *labels, "error"])
+    w.writerow(csv_header(labels))
     for p in results:
-        if p.error:
-            w.writerow([p.path, "", "", "", "", *([""] * len(labels)), p.error])
-            continue
-        for start, probs in zip(p.starts, p.window_probabilities, strict=True):
-            label, prob = p.top(1, probs)[0]
-            w.writerow([p.path, f"{start:.3f}", f"{start + p.window_seconds:.3f}", label, f"{prob:.6f}",
-                        *(f"{v:.6f}" for v in probs), ""])
-        label, prob = p.top(1)[0]
-        w.writerow([p.path, "all", "", label, f"{prob:.6f}", *(f"{v:.6f}" for v in p.probabilities), ""])
+        w.writerows(csv_rows(p))
     return buf.getvalue()
 
 
-def render_predictions(results, top_k: int) -> None:
+def prediction_row(p, top_k: int) -> tuple:
+    if p.error:
+        return (p.path, "", "", styled("error", "red"), "", *([""] if top_k > 1 else []))
+    top = p.top(top_k)
+    rest = [", ".join(f"{label} {100 * prob:.1f} %" for label, prob in top[1:])] if top_k > 1 else []
+    return (p.path, f"{p.seconds:.1f}", str(len(p.starts)), top[0][0], f"{100 * top[0][1]:.1f} %", *rest)
+
+
+def render_rows(rows: list[tuple], top_k: int) -> None:
     table = Table(box=box.SIMPLE_HEAD)
     for col in ("file", "seconds", "windows", "prediction", "probability", *(["next"] if top_k > 1 else [])):
         table.add_column(col, justify="left" if col in ("file", "prediction", "next") else "right")
-    for p in results:
-        if p.error:
-            table.add_row(p.path, "", "", styled("error", "red"), "")
-            continue
-        top = p.top(top_k)
-        rest = [", ".join(f"{label} {100 * prob:.1f} %" for label, prob in top[1:])] if top_k > 1 else []
-        table.add_row(p.path, f"{p.seconds:.1f}", str(len(p.starts)), top[0][0], f"{100 * top[0][1]:.1f} %", *rest)
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
+
+
+def render_predictions(results, top_k: int) -> None:
+    render_rows([prediction_row(p, top_k) for p in results], top_k)
