@@ -25,6 +25,7 @@ import bench_e2e  # noqa: E402
 import bench_export  # noqa: E402
 import bench_features  # noqa: E402
 import bench_int8  # noqa: E402
+import bench_listen  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_structured  # noqa: E402
 import bench_training  # noqa: E402
@@ -37,7 +38,8 @@ MODULES = {"features": bench_features, "training": bench_training, "export": ben
            "int8": bench_int8, "e2e": bench_e2e,
            "memory": bench_memory,
            "stdin": SimpleNamespace(run=bench_memory.run_piped, markdown=bench_memory.markdown_piped), "arm64": bench_arm64, "budget": bench_budget,
-           "kdtargets": SimpleNamespace(run=bench_budget.run_kd_targets, markdown=bench_budget.markdown_kd_targets)}
+           "kdtargets": SimpleNamespace(run=bench_budget.run_kd_targets, markdown=bench_budget.markdown_kd_targets),
+           "listen": bench_listen}
 
 
 def machine() -> str:

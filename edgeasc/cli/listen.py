@@ -45,6 +45,10 @@ def listen(
                              "sounds shorter than 3 s do not change the scene)."),
     silence_db: float | None = typer.Option(None, "--silence-db", help="Windows quieter than this RMS level in "
                                             "dBFS (e.g. -60) are not classified: reported as silence."),
+    mqtt: str | None = typer.Option(None, "--mqtt", help="--events: also publish to an MQTT broker, "
+                                    "mqtt://host:port/topic (mqtts:// for TLS): topic/events (QoS 1) and the retained "
+                                    "topic/state. Credentials: EDGEASC_MQTT_USERNAME, EDGEASC_MQTT_PASSWORD or "
+                                    "EDGEASC_MQTT_PASSWORD_FILE (the `mqtt` extra)."),
     threads: int = typer.Option(1, help="onnxruntime intra-op threads."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per window (with --events: per scene "
                                  "change, then a summary) (JSON lines)."),
@@ -64,6 +68,13 @@ def listen(
         raise ConfigError(f"--channels must be 1 or 2, got {channels}")
     check_event_options(threshold, hold)
     check_silence_db(silence_db)
+    target = None
+    if mqtt is not None:
+        from edgeasc.runtime.mqtt import parse_mqtt_url
+
+        if not events:
+            raise ConfigError("--mqtt publishes scene changes: add --events")
+        target = parse_mqtt_url(mqtt)
     raw = source is not None and (rate is not None or channels is not None or fmt != "S16_LE")
     fmt_spec = raw_format(rate, channels, fmt) if raw else None
     m = load_model(model, threads)
@@ -75,6 +86,11 @@ def listen(
         raise ConfigError(f"{source}: no such file or FIFO")
     if source not in (None, "-") and Path(source).is_dir():
         raise ConfigError(f"{source}: a folder; `edgeasc predict` classifies folders")
+    publisher = None
+    if target is not None:
+        from edgeasc.runtime.mqtt import Publisher
+
+        publisher = Publisher(target)
     live = not as_json and not events and sys.stdout.isatty()
     stats = WindowStats()  # constant memory: the stream may run for months
     tracker = SceneTracker(threshold, hold) if events else None
@@ -90,6 +106,8 @@ def listen(
             event = tracker.update(w.start, label, None if best is None else float(w.smoothed[best]))
             if event is not None:
                 render_event(event, as_json)
+                if publisher is not None:
+                    publisher.event(event)
             return
         if as_json:
             line = {"time": round(w.start, 3), "end": round(last_end, 3), "label": label,
@@ -135,18 +153,24 @@ def listen(
     if microphone is not None and microphone.overflows:
         stopped += f" ({microphone.overflows} input overflow(s): samples were lost while classifying)"
     scenes = tracker.time_per_scene(last_end) if tracker is not None else None
+    delivered = publisher.close() if publisher is not None else None
     median = stats.latency_ms.quantile(0.5)
     if tracker is not None and as_json:
         print_line({"event": "summary", "stopped": stopped.split(" (")[0], "windows": stats.windows,
                     "silent_windows": stats.silent, "seconds": round(last_end, 3),
                     "scene_seconds": {k: round(v, 3) for k, v in scenes.items()},
-                    "median_latency_ms": None if median is None else round(median, 3)})
+                    "median_latency_ms": None if median is None else round(median, 3),
+                    **({"mqtt": {"sent": publisher.sent, "dropped": publisher.dropped, "delivered": delivered}}
+                       if publisher is not None else {})})
     common = ", ".join(f"{lab} {n}" for lab, n in stats.most_common(3))
     text = f"edgeasc: {stopped}: {stats.windows} windows over {last_end:.1f} s of {name}"
     text += f" ({common})" if common and tracker is None else ""
     text += f"; scenes: {', '.join(f'{k} {v:.1f} s' for k, v in scenes.items())}" if scenes else ""
     text += f"; {stats.silent} silent, not classified" if silence_db is not None else ""
     text += f"; median latency {median:.1f} ms per window" if median is not None else ""
+    if publisher is not None:
+        text += (f"; MQTT {target.host}:{target.port}: {publisher.sent} message(s) sent, {publisher.dropped} dropped"
+                 + ("" if delivered else ", not all delivered (broker unreachable?)"))
     err.print(text, markup=False, soft_wrap=True)
 
 
