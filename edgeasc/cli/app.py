@@ -60,7 +60,7 @@ def _root(ctx: typer.Context,
 
 
 # ----------------------------------------------------------------------------- the commands, in help order
-from edgeasc.cli import data, demo, device, export, info, package, train  # noqa: E402  (after `app` exists)
+from edgeasc.cli import data, demo, device, export, info, listen, package, train  # noqa: E402  (after `app` exists)
 
 app.command()(info.info)
 app.command()(data.synth)
@@ -71,7 +71,7 @@ app.command()(export.export)
 app.command()(package.package)
 app.command()(device.bench)
 app.command()(device.predict)
-app.command()(device.listen)
+app.command()(listen.listen)
 app.command()(demo.demo)
 
 

@@ -1,5 +1,6 @@
-"""The device-side commands: `bench`, `predict`, and `info` on an .onnx file. torch-free:
-they parse, call edgeasc.runtime.bench / edgeasc.runtime.predict / edgeasc.runtime.deployed, and render."""
+"""The device-side commands: `bench`, `predict`, and `info` on an .onnx file (`listen`: cli/listen.py).
+torch-free: they parse, call edgeasc.runtime.bench / edgeasc.runtime.predict / edgeasc.runtime.deployed,
+and render."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import csv
 import io
 import json
 import os
+import shutil
+import sys
+import tempfile
+import textwrap
 from pathlib import Path
 
 import typer
@@ -87,6 +92,11 @@ def bench(
     arena: bool = typer.Option(True, "--arena/--no-arena", help="onnxruntime's CPU memory arena."),
     clip: Path | None = typer.Option(None, help="End to end on this audio file: decode, resample, frontend and "
                                      "network per clip, each timed (in place of the network-only measurement)."),
+    profile: bool = typer.Option(False, "--profile", help="onnxruntime's profiler: the operators that take the "
+                                 "time (one model, one thread count)."),
+    profile_out: Path | None = typer.Option(None, "--profile-out", help="--profile: also write onnxruntime's raw "
+                                            "trace (Chrome trace JSON: chrome://tracing, Perfetto) here."),
+    top: int = typer.Option(15, help="--profile: nodes to show."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Latency, throughput, real-time factor and memory of exported models under onnxruntime."""
@@ -94,6 +104,9 @@ def bench(
     from edgeasc.runtime.bench import bench_models, end_to_end
 
     counts = parse_threads(threads)
+    if profile or profile_out is not None:
+        profile_command(models, counts, runs, warmup, batch, seconds, clip, profile_out, top, as_json)
+        return
     if clip is not None:
         idle = [flag for flag, given in (("--batch", batch != 1), ("--seconds", seconds is not None),
                                          ("--no-arena", not arena)) if given]
@@ -116,6 +129,41 @@ def bench(
         print_json(result)
         return
     render_bench(result)
+
+
+def profile_command(models: list[Path], counts: list[int], runs: int, warmup: int, batch: int,
+                    seconds: float | None, clip: Path | None, profile_out: Path | None, top: int,
+                    as_json: bool) -> None:
+    from edgeasc.io import refuse_input_as_output
+    from edgeasc.runtime.bench import profile_model
+
+    if len(models) != 1 or len(counts) != 1 or clip is not None:
+        raise ConfigError("--profile measures one model at one thread count, network only (no --clip)")
+    if not 1 <= top <= 10_000:
+        raise ConfigError(f"--top must be between 1 and 10000, got {top}")
+    if profile_out is not None:
+        refuse_input_as_output(profile_out, models, "--profile-out")
+        if profile_out.is_dir() or not profile_out.parent.is_dir():
+            raise ConfigError(f"--profile-out {profile_out}: " + ("a folder" if profile_out.is_dir()
+                                                                  else f"folder {profile_out.parent} does not exist"))
+    result = profile_model(models[0], counts[0], runs, warmup, batch, seconds, profile_out)
+    if as_json:
+        print_json(result)
+        return
+    m = result["machine"]
+    table = Table(title=f"{models[0].name}: onnxruntime {m['onnxruntime']} on {m['cpu']}, {result['threads']} "
+                  f"thread(s), batch {result['batch']}, {result['runs']} runs after {result['warmup']} warm-up",
+                  box=box.SIMPLE_HEAD)
+    for col in ("op type", "node", "share", "ms / run"):
+        table.add_column(col, justify="right" if col in ("share", "ms / run") else "left")
+    for r in result["nodes"][:top]:
+        table.add_row(r["op_type"], r["node"], f"{100 * r['share']:.1f} %", f"{r['ms_per_run']:.3f}")
+    out.print(table)
+    by_type = ", ".join(f"{r['op_type']} {100 * r['share']:.1f} % ({r['nodes']})" for r in result["op_types"][:8])
+    out.print(f"by operator type (nodes): {by_type}", soft_wrap=True)
+    out.print(f"{len(result['nodes'])} nodes, {result['kernel_ms']:.3f} ms of kernel time per run of "
+              f"{result['run_ms']:.3f} ms (medians)" + (f"; trace written to {profile_out}" if profile_out else ""),
+              soft_wrap=True)
 
 
 def render_end_to_end(result: dict) -> None:
@@ -177,7 +225,7 @@ def predict(
 ) -> None:
     """Classify recordings, torch-free, with only what the ONNX file carries."""
     from edgeasc.console import progress_bar
-    from edgeasc.io import atomic_write_text
+    from edgeasc.io import atomic_write
     from edgeasc.runtime.audio import truncation
     from edgeasc.runtime.deployed import load_model
     from edgeasc.runtime.predict import expand_inputs, predict_files
@@ -201,24 +249,51 @@ def predict(
     if csv_out is not None and (csv_out.is_dir() or not os.access(csv_out.parent, os.W_OK)):
         raise ConfigError(f"--csv: cannot write {csv_out}" + (" (a folder)" if csv_out.is_dir() else
                                                               " (the folder is not writable)"))
-    results = []
-    with progress_bar("predict", len(audio_files), unit="files", enabled=not as_json and len(audio_files) > 1,
-                      transient=True) as advance:
-        for p in predict_files(m, audio_files, window, hop, batch, progress=advance):
-            if p.error:
-                err.print(safe(f"edgeasc: error: {p.error}"), markup=False, soft_wrap=True)
-            elif warning := truncation(p.path):
-                err.print(safe(f"edgeasc: warning: {warning}"), markup=False, soft_wrap=True)
-            results.append(p)
-    if csv_out is not None:
-        atomic_write_text(csv_out, predictions_csv(results))
+    # one file's result at a time: its line of JSON, its CSV rows (to a temporary file) and its
+    # table row are made as it comes and the Prediction, with its windows' probabilities, is
+    # dropped, so memory does not grow with the number of files or windows
+    rows, failed, first = [], 0, True
+    spool = tempfile.TemporaryFile("w+", encoding="utf-8", newline="") if csv_out is not None else None
+    try:
+        writer = csv.writer(spool, lineterminator="\n") if spool is not None else None
+        if writer is not None:
+            writer.writerow(csv_header(m.labels))
+        with progress_bar("predict", len(audio_files), unit="files", enabled=not as_json and len(audio_files) > 1,
+                          transient=True) as advance:
+            for p in predict_files(m, audio_files, window, hop, batch, progress=advance):
+                if p.error:
+                    failed += 1
+                    err.print(safe(f"edgeasc: error: {p.error}"), markup=False, soft_wrap=True)
+                elif warning := truncation(p.path):
+                    err.print(safe(f"edgeasc: warning: {warning}"), markup=False, soft_wrap=True)
+                if writer is not None:
+                    writer.writerows(csv_rows(p))
+                if as_json:  # the bytes print_json writes for the whole list, item by item
+                    item = textwrap.indent(json.dumps(p.to_dict(top_k), indent=2), "  ")
+                    sys.stdout.write(("[\n" if first else ",\n") + item)
+                    sys.stdout.flush()
+                else:
+                    rows.append(prediction_row(p, top_k))
+                first = False
+        if spool is not None:
+            spool.flush()
+            spool.seek(0)
+            atomic_write(csv_out, lambda tmp: _copy_text(spool, tmp))
+    finally:
+        if spool is not None:
+            spool.close()
     if as_json:
-        print_json([p.to_dict(top_k) for p in results])
+        sys.stdout.write("[]\n" if first else "\n]\n")
+        sys.stdout.flush()
     else:
-        render_predictions(results, top_k)
-    failed = sum(1 for p in results if p.error)
+        render_rows(rows, top_k)
     if failed:
         raise typer.Exit(1)
+
+
+def _copy_text(source, path: Path) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        shutil.copyfileobj(source, f)
 
 
 CSV_HEADER = "file,window_start,window_end,label,probability,"
@@ -233,126 +308,50 @@ def _is_predict_csv(path: Path) -> bool:
         return False
 
 
+def csv_header(labels: list[str]) -> list[str]:
+    return ["file", "window_start", "window_end", "label", "probability", *labels, "error"]
+
+
+def csv_rows(p) -> list[list[str]]:
+    """One row per window and one for the whole file (or one error row)."""
+    if p.error:
+        return [[p.path, "", "", "", "", *([""] * len(p.labels)), p.error]]
+    rows = []
+    for start, probs in zip(p.starts, p.window_probabilities, strict=True):
+        label, prob = p.top(1, probs)[0]
+        rows.append([p.path, f"{start:.3f}", f"{start + p.window_seconds:.3f}", label, f"{prob:.6f}",
+                     *(f"{v:.6f}" for v in probs), ""])
+    label, prob = p.top(1)[0]
+    rows.append([p.path, "all", "", label, f"{prob:.6f}", *(f"{v:.6f}" for v in p.probabilities), ""])
+    return rows
+
+
 def predictions_csv(results) -> str:
     labels = next((p.labels for p in results), [])
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["file", "window_start", "window_end", "label", "probability", *labels, "error"])
+    w.writerow(csv_header(labels))
     for p in results:
-        if p.error:
-            w.writerow([p.path, "", "", "", "", *([""] * len(labels)), p.error])
-            continue
-        for start, probs in zip(p.starts, p.window_probabilities, strict=True):
-            label, prob = p.top(1, probs)[0]
-            w.writerow([p.path, f"{start:.3f}", f"{start + p.window_seconds:.3f}", label, f"{prob:.6f}",
-                        *(f"{v:.6f}" for v in probs), ""])
-        label, prob = p.top(1)[0]
-        w.writerow([p.path, "all", "", label, f"{prob:.6f}", *(f"{v:.6f}" for v in p.probabilities), ""])
+        w.writerows(csv_rows(p))
     return buf.getvalue()
 
 
-def render_predictions(results, top_k: int) -> None:
+def prediction_row(p, top_k: int) -> tuple:
+    if p.error:
+        return (p.path, "", "", styled("error", "red"), "", *([""] if top_k > 1 else []))
+    top = p.top(top_k)
+    rest = [", ".join(f"{label} {100 * prob:.1f} %" for label, prob in top[1:])] if top_k > 1 else []
+    return (p.path, f"{p.seconds:.1f}", str(len(p.starts)), top[0][0], f"{100 * top[0][1]:.1f} %", *rest)
+
+
+def render_rows(rows: list[tuple], top_k: int) -> None:
     table = Table(box=box.SIMPLE_HEAD)
     for col in ("file", "seconds", "windows", "prediction", "probability", *(["next"] if top_k > 1 else [])):
         table.add_column(col, justify="left" if col in ("file", "prediction", "next") else "right")
-    for p in results:
-        if p.error:
-            table.add_row(p.path, "", "", styled("error", "red"), "")
-            continue
-        top = p.top(top_k)
-        rest = [", ".join(f"{label} {100 * prob:.1f} %" for label, prob in top[1:])] if top_k > 1 else []
-        table.add_row(p.path, f"{p.seconds:.1f}", str(len(p.starts)), top[0][0], f"{100 * top[0][1]:.1f} %", *rest)
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
 
 
-# ----------------------------------------------------------------------------- listen
-def listen(
-    model: Path = typer.Argument(..., help="An .onnx file written by `edgeasc export`."),
-    source: str | None = typer.Argument(None, help="'-': a WAV stream on stdin (arecord -t wav ... | edgeasc listen "
-                                        "M -), or raw PCM with --rate/--channels/--format; or a path (a FIFO, a file). "
-                                        "None: the microphone (the `mic` extra)."),
-    mic: str | None = typer.Option(None, help="Microphone: a device index or (part of) a name (default: the "
-                                   "system's default input; `python -m sounddevice` lists them)."),
-    rate: int | None = typer.Option(None, help="Raw PCM: sample rate in Hz (without it the stream must be WAV). "
-                                    "Microphone: the rate to open it at (default: its own)."),
-    channels: int | None = typer.Option(None, help="Raw PCM: 1 or 2 channels. Microphone: default up to 2."),
-    fmt: str = typer.Option("S16_LE", "--format", help="Raw PCM sample format: S16_LE, S32_LE or F32_LE."),
-    window: float | None = typer.Option(None, help="Window seconds (default: the model's clip length)."),
-    hop: float = typer.Option(1.0, help="Seconds between windows."),
-    smooth: int = typer.Option(1, help="Report the mean probabilities of the last N windows."),
-    threads: int = typer.Option(1, help="onnxruntime intra-op threads."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per window (JSON lines)."),
-) -> None:
-    """Classify a live stream, window by window, torch-free; Ctrl-C or the end of the stream stops."""
-    import sys
-
-    from edgeasc.runtime.deployed import load_model
-    from edgeasc.runtime.stream import listen as listen_stream
-    from edgeasc.runtime.stream import raw_format
-
-    if source is not None and mic is not None:
-        raise ConfigError("--mic reads a microphone: give it or a SOURCE, not both")
-    if source is None and fmt != "S16_LE":
-        raise ConfigError("--format describes raw PCM on stdin or a FIFO; a microphone is read as float32")
-    if source is None and channels is not None and channels not in (1, 2):
-        raise ConfigError(f"--channels must be 1 or 2, got {channels}")
-    raw = source is not None and (rate is not None or channels is not None or fmt != "S16_LE")
-    fmt_spec = raw_format(rate, channels, fmt) if raw else None
-    m = load_model(model, threads)
-    m.require_metadata("listen")
-    name = "stdin" if source == "-" else source
-    if source not in (None, "-") and not Path(source).exists():
-        raise ConfigError(f"{source}: no such file or FIFO")
-    if source not in (None, "-") and Path(source).is_dir():
-        raise ConfigError(f"{source}: a folder; `edgeasc predict` classifies folders")
-    live = not as_json and sys.stdout.isatty()
-    windows, latencies, labels = 0, [], {}
-    last_end = 0.0
-
-    def emit(w) -> None:
-        nonlocal windows, last_end
-        windows += 1
-        latencies.append(w.latency_ms)
-        best = int(w.smoothed.argmax())
-        label = m.labels[best]
-        labels[label] = labels.get(label, 0) + 1
-        last_end = w.start + (window or m.clip_seconds)
-        if as_json:
-            line = {"time": round(w.start, 3), "end": round(last_end, 3), "label": label,
-                    "probability": float(w.smoothed[best]),
-                    "probabilities": {lab: float(v) for lab, v in zip(m.labels, w.smoothed, strict=True)},
-                    "window_label": m.labels[int(w.probabilities.argmax())],
-                    "window_probabilities": [float(v) for v in w.probabilities], "latency_ms": round(w.latency_ms, 3)}
-            sys.stdout.write(json.dumps(line) + "\n")
-        else:
-            text = f"{w.start:9.1f} s  {safe(label):<20} {100 * w.smoothed[best]:5.1f} %   {w.latency_ms:6.1f} ms"
-            sys.stdout.write(("\r" + text + "\x1b[K") if live else text + "\n")  # K: clear the line's rest
-        sys.stdout.flush()
-
-    microphone = None
-    if source is None:
-        from edgeasc.runtime.microphone import Microphone
-
-        microphone = Microphone(mic, rate, channels)
-        stream, fmt_spec, name = microphone, microphone.format, microphone.name
-        err.print(f"edgeasc: listening to {name} ({fmt_spec.rate} Hz, {fmt_spec.channels} channel(s)); Ctrl-C stops",
-                  markup=False, soft_wrap=True)
-    else:
-        stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115 (closed below)
-    stopped = "end of stream"
-    try:
-        for w in listen_stream(m, stream, fmt_spec, window, hop, smooth, name, header=microphone is None):
-            emit(w)
-    except KeyboardInterrupt:
-        stopped = "stopped"
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
-        if live:
-            sys.stdout.write("\n")
-    if microphone is not None and microphone.overflows:
-        stopped += f" ({microphone.overflows} input overflow(s): samples were lost while classifying)"
-    common = ", ".join(f"{lab} {n}" for lab, n in sorted(labels.items(), key=lambda kv: -kv[1])[:3])
-    median = f"; median latency {sorted(latencies)[len(latencies) // 2]:.1f} ms per window" if latencies else ""
-    err.print(f"edgeasc: {stopped}: {windows} windows over {last_end:.1f} s of {name}"
-              + (f" ({common})" if common else "") + median, markup=False, soft_wrap=True)
+def render_predictions(results, top_k: int) -> None:
+    render_rows([prediction_row(p, top_k) for p in results], top_k)

@@ -227,6 +227,77 @@ def end_to_end(paths: Sequence[str | Path], clip: str | Path, threads: int = 1, 
     return {"machine": machine(), "results": results}
 
 
+CONV_OPS = ("Conv", "FusedConv", "NhwcFusedConv", "QLinearConv", "ConvInteger")
+
+
+def profile_model(path: str | Path, threads: int = 1, runs: int = 50, warmup: int = 5, batch: int = 1,
+                  seconds: float | None = None, trace_out: str | Path | None = None) -> dict:
+    """onnxruntime's profiler on one model, in this process: every node's median kernel time
+    over the timed runs (warm-up runs are run and left out), per node and per operator type,
+    as ms per run and as shares of their sum. The raw trace (Chrome trace JSON, every run
+    and the session's start) is written to `trace_out` when given."""
+    import bisect
+    import shutil
+    import tempfile
+
+    import onnxruntime as ort
+
+    from edgeasc.io import atomic_write
+
+    check_options([threads], runs, warmup, batch, seconds)
+    model = load_model(path, threads)
+    clip = seconds if seconds is not None else model.metadata.get("clip_seconds")
+    if clip is None:
+        raise ModelError(f"{path}: not an edgeasc export (no clip length in its metadata): pass --seconds")
+    x = model.example_input(batch, clip)
+    with tempfile.TemporaryDirectory(prefix="edgeasc-profile-") as tmp:
+        options = session_options(threads)
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "profile")
+        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        for _ in range(warmup + runs):
+            session.run(None, {name: x})
+        trace = Path(session.end_profiling())
+        events = json.loads(trace.read_text())
+        if trace_out is not None:
+            atomic_write(trace_out, lambda tmp_path: shutil.copyfile(trace, tmp_path))
+    timed = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+                   key=lambda e: e["ts"])[-runs:]
+    starts = [e["ts"] for e in timed]
+    nodes: dict[str, tuple[str, list[float]]] = {}  # node name -> (op type, its microseconds in each timed run)
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
+            continue
+        k = bisect.bisect_right(starts, e["ts"]) - 1  # the run it belongs to; none: a warm-up run
+        if k < 0 or e["ts"] > timed[k]["ts"] + timed[k]["dur"]:
+            continue
+        op, times = nodes.setdefault(e["name"][:-len("_kernel_time")], (e.get("args", {}).get("op_name", "?"), []))
+        times.append(e["dur"])
+    # per node the median over the runs: a run preempted by another process does not make its
+    # node look slow; the shares are of the sum of the medians, so they add up to 100 %
+    medians = {n: (op, statistics.median(times)) for n, (op, times) in nodes.items()}
+    total = sum(us for _, us in medians.values())
+    if total == 0:
+        raise ModelError(f"{path}: onnxruntime's profile holds no node times")
+    rows = sorted(({"node": n, "op_type": op, "share": us / total, "ms_per_run": us / 1e3, "runs": len(nodes[n][1])}
+                   for n, (op, us) in medians.items()), key=lambda r: (-r["share"], r["node"]))
+    by_type: dict[str, list] = {}
+    for r in rows:
+        entry = by_type.setdefault(r["op_type"], [0, 0.0, 0.0])
+        entry[0] += 1
+        entry[1] += r["share"]
+        entry[2] += r["ms_per_run"]
+    op_types = sorted(({"op_type": op, "nodes": n, "share": share, "ms_per_run": ms}
+                       for op, (n, share, ms) in by_type.items()), key=lambda r: (-r["share"], r["op_type"]))
+    return {"model": str(path), "threads": threads, "runs": runs, "warmup": warmup, "batch": batch,
+            "clip_seconds": float(clip), "input_shape": list(x.shape),
+            "run_ms": statistics.median(e["dur"] for e in timed) / 1e3, "kernel_ms": total / 1e3,
+            "conv_share": sum(r["share"] for r in rows if r["op_type"] in CONV_OPS),
+            "nodes": rows, "op_types": op_types, "trace": None if trace_out is None else str(trace_out),
+            "machine": machine()}
+
+
 def _worker() -> None:
     try:
         kwargs = json.loads(sys.argv[1])

@@ -136,17 +136,40 @@ def _decode(data: bytes, fmt: StreamFormat) -> np.ndarray:
 @dataclass
 class Window:
     index: int
-    start: float                 # stream time of the window's first sample, seconds
-    probabilities: np.ndarray    # this window's class probabilities
-    smoothed: np.ndarray         # mean over the last `smooth` windows (this one included)
-    latency_ms: float            # frontend + network for this window
+    start: float                       # stream time of the window's first sample, seconds
+    probabilities: np.ndarray | None   # this window's class probabilities; None: silent, not classified
+    smoothed: np.ndarray | None        # mean over the last `smooth` classified windows (this one included)
+    latency_ms: float                  # level + frontend + network for this window
+    level_db: float                    # RMS level in dBFS (full scale 1.0: a full-scale sine is -3.0 dB)
+
+    @property
+    def silent(self) -> bool:
+        return self.probabilities is None
+
+
+SILENCE_FLOOR_DB = -200.0  # the level of digital zero
+
+
+def level_db(x: np.ndarray) -> float:
+    """RMS level of all channels in dBFS: 20·log10(RMS), full scale 1.0."""
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
+    return max(SILENCE_FLOOR_DB, 20 * np.log10(rms)) if rms > 0 else SILENCE_FLOOR_DB
+
+
+def check_silence_db(silence_db: float | None) -> None:
+    if silence_db is not None and not SILENCE_FLOOR_DB < silence_db <= 0:
+        raise ConfigError(f"--silence-db must be a level in dBFS between {SILENCE_FLOOR_DB:g} and 0, "
+                          f"got {silence_db}")
 
 
 class StreamClassifier:
     """Windows of `window` seconds every `hop` seconds over samples pushed at the model's rate."""
 
-    def __init__(self, model: DeployedModel, window: float | None = None, hop: float = 1.0, smooth: int = 1):
+    def __init__(self, model: DeployedModel, window: float | None = None, hop: float = 1.0, smooth: int = 1,
+                 silence_db: float | None = None):
         model.require_metadata("listen")
+        check_silence_db(silence_db)
+        self.silence_db = silence_db
         if smooth < 1 or smooth > 10_000:
             raise ConfigError(f"--smooth must be between 1 and 10000 windows, got {smooth}")
         params = model.feature_params
@@ -188,15 +211,18 @@ class StreamClassifier:
     def _classify(self, piece: np.ndarray) -> Window:
         t0 = time.perf_counter()
         m = self.model
+        start = self.consumed / m.feature_params.sample_rate
+        level = level_db(piece)
+        if self.silence_db is not None and level < self.silence_db:  # no frontend, no model call
+            self.count += 1
+            return Window(self.count - 1, start, None, None, 1000 * (time.perf_counter() - t0), level)
         x = model_input(m, piece)
         logits = np.asarray(m.run(x[None].astype(np.float32, copy=False))[0], dtype=np.float64)
         if not np.isfinite(logits).all():
-            raise AudioError(f"{m.path}: the model output a non-finite value (NaN or inf) at "
-                             f"{self.consumed / m.feature_params.sample_rate:.2f} s")
+            raise AudioError(f"{m.path}: the model output a non-finite value (NaN or inf) at {start:.2f} s")
         p = softmax(logits)
         self.recent.append(p)
-        window = Window(self.count, self.consumed / m.feature_params.sample_rate, p,
-                        np.mean(self.recent, axis=0), 1000 * (time.perf_counter() - t0))
+        window = Window(self.count, start, p, np.mean(self.recent, axis=0), 1000 * (time.perf_counter() - t0), level)
         self.count += 1
         return window
 
@@ -231,10 +257,12 @@ def open_stream(stream: BinaryIO, raw: StreamFormat | None, name: str = "stdin")
 
 
 def listen(model: DeployedModel, stream: BinaryIO, raw: StreamFormat | None = None, window: float | None = None,
-           hop: float = 1.0, smooth: int = 1, name: str = "stdin", header: bool = True) -> Iterator[Window]:
+           hop: float = 1.0, smooth: int = 1, name: str = "stdin", header: bool = True,
+           silence_db: float | None = None) -> Iterator[Window]:
     """Classify a byte stream (WAV, or raw PCM of format `raw`) window by window. header=False:
-    the stream is raw PCM of format `raw` and is not probed for a WAV header (a microphone)."""
-    classifier = StreamClassifier(model, window, hop, smooth)
+    the stream is raw PCM of format `raw` and is not probed for a WAV header (a microphone).
+    silence_db: windows quieter than this (dBFS RMS) are not classified (Window.silent)."""
+    classifier = StreamClassifier(model, window, hop, smooth, silence_db)
     if header or raw is None:
         fmt, stream = open_stream(stream, raw, name)
     else:
