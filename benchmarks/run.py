@@ -25,8 +25,8 @@ import bench_e2e  # noqa: E402
 import bench_export  # noqa: E402
 import bench_features  # noqa: E402
 import bench_int8  # noqa: E402
-import bench_logmel  # noqa: E402
 import bench_listen  # noqa: E402
+import bench_logmel  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_structured  # noqa: E402
 import bench_torchaudio  # noqa: E402
