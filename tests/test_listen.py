@@ -11,6 +11,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import soundfile as sf
 import test_runtime
 from test_runtime import DEVICE, LABELS, predict_json
@@ -229,6 +230,16 @@ def test_bench_end_to_end_times_every_stage(exported, tmp_path):
         assert r["total_over_network"] == ms["total"] / ms["network"]
     assert not fp32["with_frontend"] and wave["with_frontend"]
     assert wave["median_ms"]["frontend"] < fp32["median_ms"]["frontend"]  # in its graph: only the copy is timed
+    # a recording longer than the model's clip: only what the model sees is decoded and resampled per clip
+    from edgeasc.runtime.bench import measure_end_to_end
+    from edgeasc.runtime.deployed import load_model
+
+    own = load_model(paths["fp32"]).clip_seconds
+    long = write_wav(tmp_path / "long.wav", seconds=own * 6, sr=44100)
+    short = write_wav(tmp_path / "short.wav", seconds=own / 2, sr=44100)
+    assert measure_end_to_end(paths["fp32"], long, runs=1, warmup=0)["decoded_seconds"] == pytest.approx(own, abs=1 / 44100)
+    assert measure_end_to_end(paths["fp32"], short, runs=1, warmup=0)["decoded_seconds"] == pytest.approx(own / 2,
+                                                                                                          abs=1 / 44100)
     both = end_to_end([paths["fp32"]], clip, runs=2, warmup=0, fft=("scipy", "numpy"))["results"]
     assert [r["frontend_fft"] for r in both] == ["scipy", "numpy"]
     assert_one_line_error(run_cli("bench", str(paths["fp32"]), "--clip", str(tmp_path / "none.wav"),
