@@ -178,8 +178,9 @@ TINY = ["--preset", "demo", "--width", "4", "--seconds", "1", "--batch-size", "4
 def test_a_run_with_dir_records_it_and_a_bad_folder_is_one_line(tau22):
     root, data, _, irs = tau22
     out = root / "run"
+    # in a DataLoader worker process: the dataset and its frontend travel there
     proc = run_cli_here("train", str(data), *TINY, "--cache-dir", str(root / "cache"), "--out", str(out),
-                        "--dir-folder", str(irs), "--dir-p", "1", "--json")
+                        "--dir-folder", str(irs), "--dir-p", "1", "--workers", "1", "--json")
     assert proc.returncode == 0, proc.stderr
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["dir_folder"] == str(irs) and config["train"]["dir_p"] == 1.0
