@@ -201,3 +201,15 @@ def test_a_run_with_dir_records_it_and_a_bad_folder_is_one_line(tau22):
     assert not (root / "bad").exists()
     idle = run_cli_here("train", str(data), *TINY, "--out", str(root / "idle"), "--dir-p", "0.3")
     assert_one_line_error(idle, 2, "--dir-p does nothing without --dir-folder")
+
+
+def test_toml_keys_and_bad_values(tmp_path, monkeypatch):
+    from edgeasc.errors import ConfigError
+    from edgeasc.train.config import resolve_train_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run.toml").write_text('[train]\ndir-folder = "irs"\ndir_p = 0.25\n')
+    cfg = resolve_train_config({"dataset": "/data/tau22"}, tmp_path / "run.toml")
+    assert (cfg.dir_folder, cfg.dir_p) == (str(tmp_path / "irs"), 0.25)  # absolute: checkpoints keep it
+    with pytest.raises(ConfigError, match=r"^dir-p must be a finite number in \[0, 1\], got 1.5$"):
+        resolve_train_config({"dataset": "/data/tau22", "dir_folder": "irs", "dir_p": 1.5})
