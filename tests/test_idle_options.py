@@ -37,6 +37,8 @@ CASES = {
     "kd_weight": (0.9, "--kd-weight without --teacher: name the run(s) to distil from", None),
     "kd_temperature": (2.0, "--kd-temperature without --teacher: name the run(s) to distil from", None),
     "kd_targets": ("online", "--kd-targets without --teacher: name the run(s) to distil from", None),
+    "dir_p": (0.3, "--dir-p does nothing without --dir-folder (the impulse responses)",
+              {"dir_folder": "/irs/micirp"}),
     "kd_reduction": ("elements", "--kd-reduction does nothing without --teacher or --teacher-logits",
                      {"teacher_logits": "/teachers/logits.csv"}),
 }
@@ -48,7 +50,7 @@ ACTS_ALONE = {"dataset", "split", "preset", "variant", "rho", "width", "depth_re
               "damping_floor", "damp_stem", "prune_target", "prune_ratio", "macs_target", "params_target",
               "teachers", "teacher_logits", "fit", "swa_start", "epochs", "batch_size", "accumulate", "lr",
               "recipe", "optimizer", "weight_decay", "schedule", "freq_mask", "time_roll", "mixup_alpha",
-              "freq_mixstyle", "roll", "seed", "seconds", "frontend",
+              "freq_mixstyle", "dir_folder", "roll", "seed", "seconds", "frontend",
               "cache_dir", "feature_workers", "workers", "device", "amp", "channels_last", "out"}
 
 

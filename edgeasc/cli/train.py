@@ -72,6 +72,10 @@ def train(
     freq_mask: int | None = typer.Option(None, help="Mask up to N mel bins per clip (d20: 0, d24: 48)."),
     time_roll: float | None = typer.Option(None, help="Roll clips in time by up to S seconds (d24: 0.1; d20 rolls "
                                            "up to 50 frames)."),
+    dir_folder: Path | None = typer.Option(None, help="Device impulse-response augmentation: a folder of impulse "
+                                           "responses (WAV, up to 2 s; e.g. MicIRP) convolved into reference-device "
+                                           "(a) training clips."),
+    dir_p: float | None = typer.Option(None, help="Share of reference-device clips convolved (default 0.6)."),
     fit: str | None = typer.Option(None, help="Fit a challenge's complexity rules: dcase2024 | dcase2022 (start "
                                    "network + channel pruning to the limits, int8)."),
     swa_start: int | None = typer.Option(None, help="Average the weights from this epoch on (the authors' "
@@ -115,6 +119,7 @@ def train(
                recipe=recipe, optimizer=optimizer, weight_decay=weight_decay, schedule=schedule, lr_hold=lr_hold,
                lr_decay_end=lr_decay_end, lr_final=lr_final, warmup_steps=warmup_steps, warmup_epochs=warmup_epochs,
                freq_mask=freq_mask, time_roll=time_roll, fit=fit, swa_start=swa_start, swa_every=swa_every, freq_mixstyle=freq_mixstyle,
+               dir_folder=str(dir_folder) if dir_folder else None, dir_p=dir_p,
                epochs=epochs, batch_size=batch_size, accumulate=accumulate, lr=lr, seed=seed, device=device, workers=workers,
                feature_workers=feature_workers, cache_dir=str(cache_dir) if cache_dir else None, seconds=seconds,
                frontend=frontend, amp=amp, channels_last=channels_last, out=str(out_dir) if out_dir else None)

@@ -45,7 +45,10 @@ class CachedFeatures(Dataset):
     def __getitem__(self, index: int) -> tuple:
         if self._array is None:
             self._array = np.load(self.path, mmap_mode="r")
-        x = (np.asarray(self._array[index], dtype=np.float32) - self.mean) / self.std
+        return self._item((np.asarray(self._array[index], dtype=np.float32) - self.mean) / self.std, index)
+
+    def _item(self, x: np.ndarray, index: int) -> tuple:
+        """The item of normalised features `x` of clip `index`: time roll (training), label, targets."""
         if self.train and self.roll:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             x = np.roll(x, int(rng.integers(-self.roll, self.roll + 1)), axis=-1)

@@ -72,6 +72,10 @@ class TrainConfig:
     mixup_alpha: float = 0.3
     freq_mixstyle: str | None = None  # "P,ALPHA", e.g. "0.4,0.3" (data/loader.freq_mixstyle)
     freq_mask: int = 0        # mask up to this many mel bins per clip (data/loader.freq_mask)
+    # device impulse-response augmentation (data/impulse.py): reference-device clips convolved with
+    # a response from this folder with probability dir_p (the CPJKU 2023 submissions' 0.6)
+    dir_folder: str | None = None
+    dir_p: float = 0.6
     roll: int | None = 50     # time roll of up to this many frames; None: from time_roll
     time_roll: float | None = None  # time roll of up to this many seconds (frames: the run's hop)
     seed: int = 0
@@ -195,9 +199,10 @@ def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = N
     if (values.get("seconds") or 0) > 600:
         raise ConfigError(f"seconds must be at most 600 (a clip, not a recording), got {values['seconds']!r}")
     for name, low, high in (("mixup_alpha", 0.0, 100.0), ("damping_floor", 0.0, 1.0), ("prune_ratio", 0.0, 1.0),
-                            ("weight_decay", 0.0, 1.0), ("warmup_epochs", 0.0, 1e6), ("time_roll", 0.0, 600.0)):
+                            ("weight_decay", 0.0, 1.0), ("warmup_epochs", 0.0, 1e6), ("time_roll", 0.0, 600.0),
+                            ("dir_p", 0.0, 1.0)):
         v = values.get(name, getattr(TrainConfig, name))
-        if v is None and name not in ("mixup_alpha", "weight_decay"):
+        if v is None and name not in ("mixup_alpha", "weight_decay", "dir_p"):
             continue
         if not isinstance(v, int | float) or isinstance(v, bool) or not (math.isfinite(v) and low <= v <= high):
             raise ConfigError(f"{name.replace('_', '-')} must be a finite number in [{low:g}, {high:g}], got {v!r}")
@@ -207,7 +212,10 @@ def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = N
     if values.get("device", "auto") not in ("auto", "cpu", "cuda") and not str(values["device"]).startswith("cuda:"):
         raise ConfigError(f"--device must be auto, cpu or cuda, got {values['device']!r}")
     refuse_idle_options(given, values)
-    for name in ("dataset", "cache_dir"):  # stored in checkpoints: must not depend on the working directory
+    if values.get("dir_folder") is not None and (not isinstance(values["dir_folder"], str | Path)
+                                                 or not str(values["dir_folder"])):
+        raise ConfigError(f"dir-folder must be a folder, got {values['dir_folder']!r}")
+    for name in ("dataset", "cache_dir", "dir_folder"):  # stored in checkpoints: must not depend on the working directory
         if values.get(name):
             values[name] = str(Path(values[name]).expanduser().resolve())
     try:
@@ -268,6 +276,7 @@ IDLE_OPTIONS: dict[str, tuple[str, Any]] = {
     "lr_final": ("--schedule hold-linear (cosine ends at 0)", lambda v: v.get("schedule", "hold-linear") == "hold-linear"),
     "warmup_steps": ("--schedule cosine", lambda v: v.get("schedule") == "cosine"),
     "warmup_epochs": ("--schedule cosine", lambda v: v.get("schedule") == "cosine"),
+    "dir_p": ("--dir-folder (the impulse responses)", lambda v: v.get("dir_folder") is not None),
     "kd_reduction": ("--teacher or --teacher-logits",
                      lambda v: bool(v.get("teachers")) or v.get("teacher_logits") is not None),
 }

@@ -24,6 +24,7 @@ from edgeasc.compress.pruning import Pruner
 from edgeasc.compress.structured import ChannelPruner
 from edgeasc.console import err, progress_bar
 from edgeasc.data.cache import FeatureCache
+from edgeasc.data.impulse import ImpulseResponseFeatures, check_devices, load_impulse_responses
 from edgeasc.data.loader import (
     CachedFeatures,
     freq_mask,
@@ -37,6 +38,7 @@ from edgeasc.errors import EdgeascError
 from edgeasc.io import atomic_write_text
 from edgeasc.models.complexity import count_nonzero, count_params
 from edgeasc.models.family import complexity_of
+from edgeasc.runtime.features import FeatureParams
 from edgeasc.train.checkpoint import save_checkpoint
 from edgeasc.train.config import TrainConfig
 from edgeasc.train.distill import (
@@ -49,6 +51,7 @@ from edgeasc.train.distill import (
 )
 from edgeasc.train.distributed import Dist, average_buffers, is_oom
 from edgeasc.train.evaluate import evaluate
+from edgeasc.train.frontend import frontend_module
 from edgeasc.train.schedule import LRSchedule
 from edgeasc.train.swa import WeightAverage
 
@@ -92,6 +95,10 @@ class Loop:
         self.roll = roll_frames(self.cfg, self.cache.manifest["params"])
         self.train_data = CachedFeatures(self.cache, "train", train=True, roll=self.roll, seed=self.cfg.seed,
                                          targets=self.teacher_logits)
+        self.dir_record = None
+        if self.cfg.dir_folder is not None:  # DIR: training items from the audio (data/impulse.py says why)
+            self.train_data = impulse_response_data(self.cfg, self.cache, self.roll, self.teacher_logits)
+            self.dir_record = {"folder": self.cfg.dir_folder, **self.train_data.describe()}
         self.distils = bool(self.teachers) or self.teacher_logits is not None
         self.kd_weight = DEFAULT_WEIGHT if self.cfg.kd_weight is None else float(self.cfg.kd_weight)
         self.kd_temperature = DEFAULT_TEMPERATURE if self.cfg.kd_temperature is None else float(self.cfg.kd_temperature)
@@ -114,6 +121,17 @@ def amp_dtype(device: torch.device) -> torch.dtype:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float16
+
+
+def impulse_response_data(cfg: TrainConfig, cache: FeatureCache, roll: int,
+                          targets: np.ndarray | None) -> ImpulseResponseFeatures:
+    """The training set under --dir-folder: the responses checked and resampled to the run's rate,
+    the run's own torch frontend."""
+    params = FeatureParams(**cache.manifest["params"])
+    responses = load_impulse_responses(cfg.dir_folder, params.sample_rate)
+    check_devices(cache.devices("train"), cfg.dir_folder)
+    return ImpulseResponseFeatures(cache, frontend_module(params).eval(), responses, cfg.dir_p, roll, cfg.seed,
+                                   targets)
 
 
 def roll_frames(cfg: TrainConfig, params: dict) -> int:

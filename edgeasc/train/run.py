@@ -312,6 +312,8 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
     loop = Loop(cfg, dist, device, run_dir, cache, model, optimizer, pruner, channel_pruner, make_pruner,
                 wants_magnitude, magnitude_start, history, payload_common, schedule, swa, teachers,
                 logits_file.logits if logits_file else _teacher_targets(cfg, dist, cache, teachers, device, progress))
+    if loop.dir_record is not None:  # --dir-folder: the folder, p, the reference device, the responses
+        augment["dir"] = loop.dir_record
 
     t_run, first_epoch = time.perf_counter(), start_epoch
     try:
