@@ -250,3 +250,12 @@ def test_info_on_an_onnx_file_without_torch(exported):
     bare = run_cli("info", str(paths["bare"]), python_prelude=DEVICE)
     assert bare.returncode == 0 and "not an edgeasc export" in bare.stdout
     assert_one_line_error(run_cli("info", str(paths["text"]), python_prelude=DEVICE), 2, "not a usable ONNX")
+
+
+def test_bench_rows_of_different_files_get_distinct_names():
+    from edgeasc.cli.device import distinct_names
+
+    assert distinct_names(["runs/a/model.onnx", "runs/b/model.onnx", "x/other.onnx"]) == {
+        "runs/a/model.onnx": "a/model.onnx", "runs/b/model.onnx": "b/model.onnx", "x/other.onnx": "other.onnx"}
+    assert distinct_names(["m.onnx", "m.onnx"]) == {"m.onnx": "m.onnx"}  # the same file twice: one name
+    assert distinct_names(["/a/x/m.onnx", "/b/x/m.onnx"]) == {"/a/x/m.onnx": "a/x/m.onnx", "/b/x/m.onnx": "b/x/m.onnx"}

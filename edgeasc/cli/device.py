@@ -166,16 +166,31 @@ def profile_command(models: list[Path], counts: list[int], runs: int, warmup: in
               soft_wrap=True)
 
 
+def distinct_names(paths: list[str]) -> dict[str, str]:
+    """Each path's shortest trailing part that no other path shares: rows for a/model.onnx and
+    b/model.onnx must not both read "model.onnx"."""
+    parts = {p: Path(p).parts for p in paths}
+    names = {}
+    for p, own in parts.items():
+        for k in range(1, len(own) + 1):
+            tail = own[-k:]
+            if all(q == p or other[-k:] != tail for q, other in parts.items()):
+                break
+        names[p] = str(Path(*tail)) if tail else p
+    return names
+
+
 def render_end_to_end(result: dict) -> None:
     from edgeasc.runtime.bench import STAGES
 
     table = Table(title="end to end, per clip (median ms)", box=box.SIMPLE_HEAD)
     for col in ("model", *STAGES, "total", "total / network"):
         table.add_column(col, justify="left" if col == "model" else "right")
+    names = distinct_names([r["model"] for r in result["results"]])
     for r in result["results"]:
         ms = r["median_ms"]
         frontend = "in graph" if r["with_frontend"] else f"{ms['frontend']:.2f}"
-        table.add_row(Path(r["model"]).name, f"{ms['decode']:.2f}", f"{ms['resample']:.2f}", frontend,
+        table.add_row(names[r["model"]], f"{ms['decode']:.2f}", f"{ms['resample']:.2f}", frontend,
                       f"{ms['network']:.2f}", f"{ms['total']:.2f}", f"{r['total_over_network']:.2f}×")
     out.print(table)
     r = result["results"][0]
@@ -193,9 +208,10 @@ def render_bench(result: dict) -> None:
                "clips/s", "RTF", "×speed", "peak MB", "+MB")
     for col in columns:
         table.add_column(col, justify="left" if col == "model" else "right", no_wrap=col != "model")
+    names = distinct_names([r["model"] for r in rows])
     for r in rows:
         lat = r["latency_ms"]
-        table.add_row(Path(r["model"]).name, str(r["threads"]), fmt_int(r["file_bytes"]), f"{r['size_vs_first']:.2f}",
+        table.add_row(names[r["model"]], str(r["threads"]), fmt_int(r["file_bytes"]), f"{r['size_vs_first']:.2f}",
                       fmt_macs(r["macs_per_clip"]) if r["macs_per_clip"] else "-", f"{r['load_ms']:.0f}",
                       *(f"{lat[k]:.2f}" for k in ("mean", "p50", "p90", "p99", "min", "max")),
                       f"{r['clips_per_second']:.1f}", f"{r['real_time_factor']:.0f}×",
