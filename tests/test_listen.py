@@ -93,8 +93,8 @@ def test_listen_bad_input_is_one_line(exported, tmp_path):
     refused(m, "-", stdin=b"hello, this is not audio" * 10, needle="not a WAV stream")
     refused(m, "-", "--rate", "44100", "--channels", "3", needle="--channels must be 1 or 2")
     refused(m, "-", "--rate", "44100", "--channels", "1", "--format", "U8", needle="--format must be one of")
-    refused(m, "-", "--rate", "12", "--channels", "1", needle="--rate must be")
-    refused(m, "-", "--format", "S32_LE", needle="--rate must be")  # a raw format alone is not a stream format
+    refused(m, "-", "--rate", "12", "--channels", "1", needle="--rate 12 is not a sample rate")
+    refused(m, "-", "--format", "S32_LE", needle="raw PCM needs --rate")  # a raw format alone is not a stream format
     refused(m, "-", "--smooth", "0", stdin=wav_stream(np.zeros((100, 1), np.float32), 8000), needle="--smooth")
     refused(m, str(tmp_path / "nowhere"), needle="no such file or FIFO")
     tone = wav_stream(np.zeros((8000, 1), np.float32), 8000)

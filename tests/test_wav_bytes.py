@@ -266,11 +266,19 @@ def test_raw_formats_and_their_refusals():
     assert stream.raw_format(1000, 1, "S16_LE") == StreamFormat(1000, 1, "<i2", 32768.0)
     assert stream.raw_format(384_000, 2, "S32_LE") == StreamFormat(384_000, 2, "<i4", 2147483648.0)
     assert stream.raw_format(22050, 2, "F32_LE").frame_bytes == 8
-    for rate in (None, 999, 384_001, 0):
+    with pytest.raises(ConfigError) as info:  # what is missing, not "got None"
+        stream.raw_format(None, 1, "S16_LE")
+    assert str(info.value) == ("raw PCM needs --rate, the stream's sample rate in Hz (e.g. --rate 48000); a WAV "
+                               "stream carries its own")
+    for rate in (999, 384_001, 0, -44100):
         with pytest.raises(ConfigError) as info:
             stream.raw_format(rate, 1, "S16_LE")
-        assert str(info.value) == f"--rate must be a sample rate between 1000 and 384000 Hz for raw PCM, got {rate}"
-    for channels in (None, 0, 3):
+        assert str(info.value) == (f"--rate {rate} is not a sample rate edgeasc reads: give the stream's rate in Hz, "
+                                   "1000 to 384000 (e.g. 16000, 44100, 48000)")
+    with pytest.raises(ConfigError) as info:
+        stream.raw_format(8000, None, "S16_LE")
+    assert str(info.value) == "raw PCM needs --channels 1 or 2 (a raw stream does not say how many it interleaves)"
+    for channels in (0, 3):
         with pytest.raises(ConfigError) as info:
             stream.raw_format(8000, channels, "S16_LE")
         assert str(info.value) == f"--channels must be 1 or 2, got {channels}"

@@ -42,8 +42,14 @@ class StreamFormat:
 
 
 def raw_format(rate: int | None, channels: int | None, fmt: str) -> StreamFormat:
-    if rate is None or not 1000 <= rate <= 384_000:
-        raise ConfigError(f"--rate must be a sample rate between 1000 and 384000 Hz for raw PCM, got {rate}")
+    if rate is None:  # --channels or --format alone: a raw stream has no header to read the rate from
+        raise ConfigError("raw PCM needs --rate, the stream's sample rate in Hz (e.g. --rate 48000); "
+                          "a WAV stream carries its own")
+    if not 1000 <= rate <= 384_000:
+        raise ConfigError(f"--rate {rate} is not a sample rate edgeasc reads: give the stream's rate in Hz, "
+                          "1000 to 384000 (e.g. 16000, 44100, 48000)")
+    if channels is None:
+        raise ConfigError("raw PCM needs --channels 1 or 2 (a raw stream does not say how many it interleaves)")
     if channels not in (1, 2):
         raise ConfigError(f"--channels must be 1 or 2, got {channels}")
     if fmt not in RAW_FORMATS:
