@@ -120,7 +120,7 @@ def test_over_the_limits_exits_3_and_writes_nothing(work, tmp_path):
     proc = run_cli_here("package", str(work["run"]), "--label", LABEL, "-o", str(tmp_path / "fp32"),
                         "--precision", "fp32")
     assert_one_line_error(proc, 3, f"{LABEL}_1: {4 * PARAMS:,} parameter bytes > 128,000 (all 13 devices)",
-                          "nothing was written")
+                          "nothing was written; --precision fp16 would fit")
     assert ["s10", "general", f"{MACS:,}", f"{4 * PARAMS:,}", "OVER"] in [x.split() for x in proc.stdout.splitlines()]
     assert list(tmp_path.iterdir()) == []
 

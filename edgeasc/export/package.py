@@ -195,6 +195,16 @@ def check_inputs(runs: list[Path], label: str, output: Path, precision: str, for
         raise ConfigError(f"{output.parent}: no such folder")
 
 
+def precision_that_fits(modules: list[dict], precision: str) -> str | None:
+    """The packaged precision (fp16 after fp32) under which every module's parameter bytes fit,
+    None when none does or the MACs are over (no precision changes those)."""
+    worst = max(max(c["Params"] for c in m["complexity"]["per_device"].values()) for m in modules)
+    macs = max(m["complexity"]["max_MACs"] for m in modules)
+    if precision == "fp32" and macs <= MAX_MACS and worst // 2 <= MAX_PARAMS_BYTES:
+        return "fp16"
+    return None
+
+
 def package_runs(runs: list[str | Path], label: str, output: str | Path, precision: str = "fp16",
                  force: bool = False) -> dict:
     """Write the package, or nothing: `written` is False when a module is over the limits
@@ -219,6 +229,7 @@ def package_runs(runs: list[str | Path], label: str, output: str | Path, precisi
                    "limits": {"MACs": MAX_MACS, "Params": MAX_PARAMS_BYTES}, "output": str(output),
                    "modules": modules, "written": False}
         if any(m["over"] for m in modules):
+            summary["fits_at"] = precision_that_fits(modules, precision)
             return summary
         for m in modules:
             folder = tmp / "predictions" / m["module"]
