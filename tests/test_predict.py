@@ -29,7 +29,7 @@ PARAMS = {"sample_rate": RATE, "n_fft": 256, "hop_length": 64, "n_mels": 32, "fm
 LABELS = ["up", "down", "loud"]
 
 
-def write_model(path, macs=None):
+def write_model(path, macs=None, labels=None):
     node = helper.make_node
     consts = [numpy_helper.from_array(np.array([1, 2], np.int64), "axes"),
               numpy_helper.from_array(np.array([1], np.int64), "one"),
@@ -44,7 +44,7 @@ def write_model(path, macs=None):
                                                                              ["batch", 1, "samples"])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])], consts)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    meta = {"labels": LABELS, "feature_params": PARAMS, "channels": 1, "clip_seconds": CLIP,
+    meta = {"labels": labels or LABELS, "feature_params": PARAMS, "channels": 1, "clip_seconds": CLIP,
             "input": {"name": "waveform", "sample_rate": RATE}, "precision": "fp32"}
     if macs is not None:
         meta["macs_per_clip"] = macs

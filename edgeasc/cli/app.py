@@ -60,7 +60,7 @@ def _root(ctx: typer.Context,
 
 
 # ----------------------------------------------------------------------------- the commands, in help order
-from edgeasc.cli import data, demo, device, export, info, listen, package, train  # noqa: E402  (after `app` exists)
+from edgeasc.cli import data, demo, device, evaluate, export, info, listen, package, train  # noqa: E402  (after `app` exists)
 
 app.command()(info.info)
 app.command()(data.synth)
@@ -72,6 +72,7 @@ app.command()(package.package)
 app.command()(device.bench)
 app.command()(device.predict)
 app.command()(listen.listen)
+app.command()(evaluate.evaluate)
 app.command()(demo.demo)
 
 
