@@ -120,3 +120,23 @@ def test_the_dcase2024_baseline_trains_on_the_tau2022_layout_with_the_d24_recipe
     assert final["macro_accuracy"] == sum(v for v in final["per_class"].values()) / 3
     info = json.loads(run_cli_here("info", str(tmp_path / "run"), "--json").stdout)
     assert info["input_shape"] == [1, 256, 65]
+
+
+def test_the_baseline_exported_fp16_passes_the_2024_rules_as_the_organisers_count_it(tmp_path):
+    """cp-mobile-d24 at fp16 under dcase2024: all 61,148 parameters at 2 bytes = 122,296 bytes
+    (≤ 128,000) and 29,419,156 MACs per 1-s clip (≤ 30 M): PASS, counted as the organisers do."""
+    from edgeasc.models import build_model, get_preset
+    from edgeasc.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model(get_preset("cp-mobile-d24").config)
+    labels = [f"scene{i}" for i in range(10)]
+    ckpt = save_checkpoint(tmp_path / "m.pt", {
+        "model_config": model.config.to_dict(), "labels": labels, "feature_params": D24_PARAMS.to_dict(),
+        "channels": 1, "normalization": {"mean": [0.0] * 256, "std": [1.0] * 256}, "model": model.state_dict(),
+        "epoch": 1, "kind": "final"}) or tmp_path / "m.pt"
+    proc = run_cli_here("export", str(ckpt), "-o", str(tmp_path / "m.onnx"), "--precision", "fp16", "--rules",
+                        "dcase2024", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)["report"]
+    assert (report["verdict"], report["counted_bytes"], report["macs_per_second"]) == ("PASS", 122_296, 29_419_156)
