@@ -5,7 +5,7 @@ frontends to librosa). This section runs benchmarks/torchaudio_check.py in a sep
 environment that has torchaudio and its matching torch, named by EDGEASC_TORCHAUDIO_PYTHON
 (default /tmp/ta/bin/python):
 
-    python3 -m venv /tmp/ta && /tmp/ta/bin/pip install torch==2.9.1 'torchaudio==2.9.*' soundfile soxr
+    python3 -m venv /tmp/ta && /tmp/ta/bin/pip install torch==2.9.1 'torchaudio==2.9.*' soundfile soxr onnxruntime rich typer
     .venv/bin/python benchmarks/run.py torchaudio
 """
 

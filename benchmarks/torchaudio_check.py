@@ -4,7 +4,7 @@ torchaudio pins one exact torch release, so edgeasc does not depend on it; the s
 frontends to librosa instead. Run this in a separate environment that has torchaudio and its
 matching torch, with this checkout on the path:
 
-    python3 -m venv /tmp/ta && /tmp/ta/bin/pip install torch==2.9.1 'torchaudio==2.9.*' soundfile soxr
+    python3 -m venv /tmp/ta && /tmp/ta/bin/pip install torch==2.9.1 'torchaudio==2.9.*' soundfile soxr onnxruntime rich typer
     PYTHONPATH=. /tmp/ta/bin/python benchmarks/torchaudio_check.py
 
 It compares, on seeded noise-plus-tones clips at 32 kHz (and 44.1 kHz resampled), the
