@@ -89,6 +89,30 @@ class SharedFrames:
         self.cached_from = 0                       # stream frame index of cached[:, 0]
         self.mel = F._banded_mel(params)
         self.computed = 0                          # frames transformed (FFT), for the benchmark
+        self._buf: np.ndarray | None = None        # (frames, n_fft) float32: the batch's windowed frames
+
+    def _power(self, views: tuple[np.ndarray, ...]) -> np.ndarray:
+        """`frames_power` of the views' frames one after another, windowed straight into one
+        zero-padded buffer and transformed in one call (scipy), else through `frames_power`."""
+        p, win = self.params, self.params.window_length
+        if F._rfft is None:
+            return frames_power(np.concatenate(views, axis=1), p)
+        total = sum(v.shape[1] for v in views)
+        channels = views[0].shape[0]
+        if self._buf is None or self._buf.shape[0] < total:
+            self._buf = np.zeros((total, p.n_fft), dtype=np.float32)  # columns from win on stay zero
+        window = F._window32(win)
+        power = np.empty((channels, total, p.n_fft // 2 + 1), dtype=np.float32)
+        for c in range(channels):
+            row = 0
+            for v in views:
+                np.multiply(v[c], window, out=self._buf[row:row + v.shape[1], :win])
+                row += v.shape[1]
+            spec = F._rfft(self._buf[:total], axis=-1)
+            out = power[c]
+            np.multiply(spec.real, spec.real, out=out)
+            out += np.square(spec.imag)
+        return power
 
     def _finish(self, power: np.ndarray) -> np.ndarray:
         """logmel: power frames -> finished log-mel frames (C, T, n_mels); perceptual: unchanged."""
@@ -120,15 +144,15 @@ class SharedFrames:
         count = self.last + 1 - new_first  # at least one: the hop is at least one STFT hop
         # the edge frames read the window's own reflect padding (one side each)
         m = min(n, max(half + 1, (self.first - 1) * hop + half + 1))
-        head = np.pad(x[:, :m], ((0, 0), (half, 0)), mode="reflect")
+        head = np.concatenate([x[:, half:0:-1], x[:, :m]], axis=1)  # np.pad's "reflect", without its overhead
         t0 = max(0, min((self.last + 1) * hop - half, n - half - 1))
-        tail = np.pad(x[:, t0:], ((0, 0), (0, half)), mode="reflect")
+        tail = np.concatenate([x[:, t0:], x[:, n - 2:n - 2 - half:-1]], axis=1)
         n_tail = self.n_frames - self.last - 1
         # one batch through the FFT (and the mel): per-call overheads would eat the saving
-        batch = np.concatenate([_frames(head, p, 0, self.first), _frames(x, p, new_first * hop - half, count),
-                                _frames(tail, p, (self.last + 1) * hop - half - t0, n_tail)], axis=1)
-        done = self._finish(frames_power(batch, p))
-        self.computed += batch.shape[1]
+        views = (_frames(head, p, 0, self.first), _frames(x, p, new_first * hop - half, count),
+                 _frames(tail, p, (self.last + 1) * hop - half - t0, n_tail))
+        done = self._finish(self._power(views))
+        self.computed += self.first + count + n_tail
         fresh = done[:, self.first:self.first + count]
         interior = fresh if keep is None else np.concatenate([keep, fresh], axis=1)
         self.cached, self.cached_from = interior, lo
