@@ -26,6 +26,7 @@ import bench_export  # noqa: E402
 import bench_features  # noqa: E402
 import bench_int8  # noqa: E402
 import bench_listen  # noqa: E402
+import bench_listenhop  # noqa: E402
 import bench_logmel  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_resampler  # noqa: E402
@@ -43,7 +44,7 @@ MODULES = {"features": bench_features, "training": bench_training, "export": ben
            "stdin": SimpleNamespace(run=bench_memory.run_piped, markdown=bench_memory.markdown_piped), "arm64": bench_arm64, "budget": bench_budget,
            "kdtargets": SimpleNamespace(run=bench_budget.run_kd_targets, markdown=bench_budget.markdown_kd_targets),
            "logmel": bench_logmel, "torchaudio": bench_torchaudio, "listen": bench_listen,
-           "resampler": bench_resampler}
+           "listenhop": bench_listenhop, "resampler": bench_resampler}
 
 
 def machine() -> str:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,6 +18,10 @@ import test_runtime
 from test_runtime import DEVICE, LABELS, predict_json
 
 from conftest import assert_one_line_error, run_cli, write_wav
+from edgeasc.runtime.deployed import DeployedModel, load_model
+from edgeasc.runtime.features import D24_PARAMS, FeatureParams, compute_features
+from edgeasc.runtime.framecache import SharedFrames, shares_frames
+from edgeasc.runtime.stream import StreamClassifier, listen
 
 exported = test_runtime.exported  # the same module-scoped fixture: three exports of one small model
 
@@ -370,3 +375,87 @@ def test_microphone_problems_are_one_line(exported):
     assert_one_line_error(run_cli("listen", m, "--channels", "2", python_prelude=fake), 2,
                           "has 1 input channel(s), --channels 2")
     assert_one_line_error(run_cli("listen", m, "-", "--mic", "Fake", python_prelude=fake), 2, "not both")
+
+
+# ---- overlapping windows share their interior STFT frames (runtime/framecache.py): each window's
+# features must be those of the window alone, to float32 rounding, for both frontend kinds, on a
+# real WAV stream resampled as it streams (0.1-s blocks: every window spans many block seams), for
+# hops on the STFT grid and off it, across windows skipped as silent.
+
+PERCEPTUAL = FeatureParams(clip_seconds=1.0)
+LOGMEL = replace(D24_PARAMS, clip_seconds=1.0)
+
+
+def _gapped_stream() -> bytes:
+    """4.1 s of 48 kHz stereo 16-bit: a chirp, noise, and 1.3 s of digital silence at 1.6 s."""
+    rng = np.random.default_rng(3)
+    t = np.arange(int(4.1 * 48000)) / 48000
+    x = 0.3 * np.sin(2 * np.pi * 300 * t * (1 + t))[:, None] + 0.05 * rng.standard_normal((len(t), 2))
+    x[int(1.6 * 48000):int(2.9 * 48000)] = 0
+    return wav_stream(x.astype(np.float32), 48000)
+
+
+def _recording(model: DeployedModel, params: FeatureParams) -> tuple[DeployedModel, list]:
+    """The model with the frontend `params`, its network replaced by one that records its input."""
+    meta = {**model.metadata, "feature_params": params.to_dict(), "clip_seconds": params.clip_seconds}
+    recorder = DeployedModel(model.path, model.session, meta)
+    inputs = []
+
+    def run(x):
+        inputs.append(x.copy())
+        return [np.zeros((1, 3), dtype=np.float32)]
+
+    recorder.run = run
+    return recorder, inputs
+
+
+@pytest.mark.parametrize("params, hop, on_grid", [
+    (PERCEPTUAL, 2048 / 22050, True),   # 4 STFT hops of 512
+    (PERCEPTUAL, 3 * 512 / 22050, True),
+    (PERCEPTUAL, 0.25, False),          # 5,513 samples: off the grid, recomputed
+    (LOGMEL, 0.25, True),               # 16 STFT hops of 500
+    (LOGMEL, 3 * 500 / 32000, True),    # 3 STFT hops: 21 windows a second
+    (LOGMEL, 0.3, False),               # 19.2 STFT hops
+])
+def test_shared_frames_equal_each_window_alone(exported, params, hop, on_grid):
+    model = load_model(exported[1]["fp32"])
+    seen = {}
+    for shared in (True, False):
+        m, inputs = _recording(model, params)
+        windows = list(listen(m, io.BytesIO(_gapped_stream()), hop=hop, silence_db=-100.0, shared_frames=shared))
+        seen[shared] = (inputs, [(w.start, w.silent) for w in windows])
+    (got, timing), (want, timing_want) = seen[True], seen[False]
+    assert timing == timing_want
+    n_window = params.n_samples(1.0)
+    assert shares_frames(params, n_window, params.n_samples(hop)) is on_grid
+    assert StreamClassifier(m, hop=hop).frames is not None if on_grid else StreamClassifier(m, hop=hop).frames is None
+    skipped = sum(silent for _, silent in timing)
+    assert skipped > 0 and len(got) == len(timing) - skipped >= 5  # a gap in the shared frames
+    for a, b in zip(got, want, strict=True):
+        assert a.shape == b.shape == (1, 2, params.n_mels, params.n_frames(1.0))
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("params", [PERCEPTUAL, LOGMEL])
+def test_shared_frames_on_a_loud_burst_and_stereo_that_differs(params):
+    """The perceptual top_db floor follows each window's own loudest bin: a burst entering and
+    leaving the window moves it while the shared spectra stay."""
+    rng = np.random.default_rng(1)
+    n, hop = params.n_samples(1.0), 4 * params.hop_length
+    x = (1e-3 * rng.standard_normal((2, 3 * n))).astype(np.float32)
+    x[0, n + 100:n + 900] += 0.9 * np.sin(np.arange(800) * 0.3).astype(np.float32)  # one channel only
+    frames = SharedFrames(params, n, hop)
+    for start in range(0, 2 * n, hop):
+        piece = x[:, start:start + n]
+        np.testing.assert_allclose(frames.features(piece, start), compute_features(piece, params),
+                                   rtol=1e-5, atol=1e-5)
+    per_window = 1 + n // params.hop_length
+    assert frames.computed < 0.5 * per_window * len(range(0, 2 * n, hop))  # most frames were shared
+
+
+def test_shared_frames_give_the_real_network_the_same_probabilities(exported):
+    model = load_model(exported[1]["fp32"])
+    runs = [[w.probabilities for w in listen(model, io.BytesIO(_gapped_stream()), hop=10 * 512 / 22050,
+                                             shared_frames=shared) if not w.silent] for shared in (True, False)]
+    assert len(runs[0]) == len(runs[1]) > 10
+    assert np.abs(np.array(runs[0]) - np.array(runs[1])).max() < 1e-5

@@ -22,6 +22,7 @@ import soxr
 from edgeasc.errors import ConfigError
 from edgeasc.runtime.audio import AudioError, select_channels
 from edgeasc.runtime.deployed import DeployedModel
+from edgeasc.runtime.framecache import SharedFrames, shares_frames
 from edgeasc.runtime.inputs import model_input, softmax
 
 BLOCK_SECONDS = 0.1
@@ -169,10 +170,16 @@ def check_silence_db(silence_db: float | None) -> None:
 
 
 class StreamClassifier:
-    """Windows of `window` seconds every `hop` seconds over samples pushed at the model's rate."""
+    """Windows of `window` seconds every `hop` seconds over samples pushed at the model's rate.
+
+    When the hop is a whole number of STFT hops and shorter than the window, overlapping windows
+    share their interior STFT frames (runtime/framecache.py): each is transformed once, not once
+    per window. Otherwise (e.g. a 1-s or 0.25-s hop at 22,050 Hz with hop_length 512), a
+    waveform-in model, or shared_frames=False, every window's features are computed from its
+    samples alone (`model_input`); both give the same numbers to float32 rounding."""
 
     def __init__(self, model: DeployedModel, window: float | None = None, hop: float = 1.0, smooth: int = 1,
-                 silence_db: float | None = None):
+                 silence_db: float | None = None, shared_frames: bool = True):
         model.require_metadata("listen")
         check_silence_db(silence_db)
         self.silence_db = silence_db
@@ -190,6 +197,8 @@ class StreamClassifier:
                               f"({self.window_seconds:g} s), got {hop}")
         self.n_window = params.n_samples(self.window_seconds)
         self.n_hop = max(1, params.n_samples(hop))
+        self.frames = (SharedFrames(params, self.n_window, self.n_hop) if shared_frames and not model.takes_waveform
+                       and shares_frames(params, self.n_window, self.n_hop) else None)
         self.buffer = np.zeros((model.channels, 0), dtype=np.float32)
         self.consumed = 0            # stream samples before the buffer's first one
         self.recent: deque[np.ndarray] = deque(maxlen=smooth)
@@ -202,7 +211,7 @@ class StreamClassifier:
         self.buffer = np.concatenate([self.buffer, x], axis=1) if self.buffer.size else x
         done = []
         while self.buffer.shape[-1] >= self.n_window:
-            done.append(self._classify(self.buffer[:, :self.n_window]))
+            done.append(self._classify(self.buffer[:, :self.n_window], shared=True))
             self.buffer = self.buffer[:, self.n_hop:]  # the hop is at most the window
             self.consumed += self.n_hop
         return done
@@ -214,7 +223,7 @@ class StreamClassifier:
             return [self._classify(np.concatenate([self.buffer, pad], axis=1))]
         return []
 
-    def _classify(self, piece: np.ndarray) -> Window:
+    def _classify(self, piece: np.ndarray, shared: bool = False) -> Window:
         t0 = time.perf_counter()
         m = self.model
         start = self.consumed / m.feature_params.sample_rate
@@ -222,7 +231,10 @@ class StreamClassifier:
         if self.silence_db is not None and level < self.silence_db:  # no frontend, no model call
             self.count += 1
             return Window(self.count - 1, start, None, None, 1000 * (time.perf_counter() - t0), level)
-        x = model_input(m, piece)
+        if shared and self.frames is not None:  # the zero-padded short stream of finish(): not on the grid
+            x = m.normalize(self.frames.features(piece, self.consumed))
+        else:
+            x = model_input(m, piece)
         logits = np.asarray(m.run(x[None].astype(np.float32, copy=False))[0], dtype=np.float64)
         if not np.isfinite(logits).all():
             raise AudioError(f"{m.path}: the model output a non-finite value (NaN or inf) at {start:.2f} s")
@@ -264,11 +276,12 @@ def open_stream(stream: BinaryIO, raw: StreamFormat | None, name: str = "stdin")
 
 def listen(model: DeployedModel, stream: BinaryIO, raw: StreamFormat | None = None, window: float | None = None,
            hop: float = 1.0, smooth: int = 1, name: str = "stdin", header: bool = True,
-           silence_db: float | None = None) -> Iterator[Window]:
+           silence_db: float | None = None, shared_frames: bool = True) -> Iterator[Window]:
     """Classify a byte stream (WAV, or raw PCM of format `raw`) window by window. header=False:
     the stream is raw PCM of format `raw` and is not probed for a WAV header (a microphone).
-    silence_db: windows quieter than this (dBFS RMS) are not classified (Window.silent)."""
-    classifier = StreamClassifier(model, window, hop, smooth, silence_db)
+    silence_db: windows quieter than this (dBFS RMS) are not classified (Window.silent).
+    shared_frames=False: recompute every window's STFT (StreamClassifier), for comparisons."""
+    classifier = StreamClassifier(model, window, hop, smooth, silence_db, shared_frames)
     if header or raw is None:
         fmt, stream = open_stream(stream, raw, name)
     else:
