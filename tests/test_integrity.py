@@ -206,9 +206,11 @@ def test_a_fixed_time_axis_must_take_one_clip(exported, tmp_path):
 
 # ----------------------------------------------------------------------------- the filterbank
 def test_a_filterbank_with_an_empty_band_is_refused_at_load_and_at_export(exported, tmp_path):
-    fp = {**FeatureParams(clip_seconds=1.0).to_dict(), "n_fft": 256, "hop_length": 128}
+    fp = {**FeatureParams(clip_seconds=1.0).to_dict(), "n_fft": 512, "hop_length": 128}
     message = ("metadata edgeasc.feature_params: mel band 0 of 256 (0.0-25.9 Hz) holds no FFT bin (bins are "
-               "86.13 Hz apart): fewer mel bands or a longer n_fft")
+               "43.07 Hz apart): fewer mel bands or a longer n_fft")
+    too_many = ("metadata edgeasc.feature_params: 256 mel bands from the 129 FFT bins of n_fft 256: fewer mel "
+                "bands or a longer n_fft")
     bad = rewrite(exported, tmp_path / "bad.onnx", meta={"feature_params": fp})
     with pytest.raises(MetadataError) as exc:
         load_model(bad)
@@ -217,7 +219,7 @@ def test_a_filterbank_with_an_empty_band_is_refused_at_load_and_at_export(export
     meta = {p.key[len("edgeasc."):]: p.value for p in proto.metadata_props}
     del proto.metadata_props[:]
     meta = {k: v if k in ("version", "variant", "precision") else json.loads(v) for k, v in meta.items()}
-    for change, text in [({"n_fft": 256, "hop_length": 128}, message),
+    for change, text in [({"n_fft": 512, "hop_length": 128}, message), ({"n_fft": 256, "hop_length": 128}, too_many),
                          ({"fmin": 5000.0, "fmax": 4000.0}, "metadata edgeasc.feature_params: needs fmin < fmax <= "
                                                             "sample_rate / 2, got 5000, 4000, 22050")]:
         with pytest.raises(MetadataError) as exc:

@@ -79,7 +79,7 @@ class Recorder:
 
     made: list["Recorder"] = []
 
-    def __init__(self, model, window, hop, smooth):
+    def __init__(self, model, window, hop, smooth, silence_db=None, shared_frames=True):
         self.pushed, self.finished = [], 0
         Recorder.made.append(self)
 
