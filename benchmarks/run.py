@@ -29,6 +29,7 @@ import bench_listen  # noqa: E402
 import bench_listenhop  # noqa: E402
 import bench_logmel  # noqa: E402
 import bench_memory  # noqa: E402
+import bench_multiple  # noqa: E402
 import bench_resampler  # noqa: E402
 import bench_structured  # noqa: E402
 import bench_torchaudio  # noqa: E402
@@ -39,7 +40,7 @@ from edgeasc.runtime.bench import machine as bench_machine  # noqa: E402
 
 MODULES = {"features": bench_features, "training": bench_training, "export": bench_export, "device": bench_device,
            "structured": bench_structured, "dcase2022": bench_dcase2022,
-           "int8": bench_int8, "e2e": bench_e2e,
+           "int8": bench_int8, "e2e": bench_e2e, "multiple": bench_multiple,
            "memory": bench_memory,
            "stdin": SimpleNamespace(run=bench_memory.run_piped, markdown=bench_memory.markdown_piped), "arm64": bench_arm64, "budget": bench_budget,
            "kdtargets": SimpleNamespace(run=bench_budget.run_kd_targets, markdown=bench_budget.markdown_kd_targets),

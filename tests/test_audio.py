@@ -74,3 +74,29 @@ def test_bad_audio(tmp_path):
         audio.load(tmp_path / "inf.wav")
     with pytest.raises(AudioError, match="missing.wav: no such file"):
         audio.load(tmp_path / "missing.wav")
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT"])
+def test_decode_and_resample_are_libsndfile_and_one_soxr_call_exactly(tmp_path, subtype):
+    """decode reads 16-bit PCM as int16 and scales it itself; resample runs soxr per channel:
+    both must give exactly the numbers of libsndfile's float decode and one soxr call on the
+    interleaved frames (what they replace), full-scale samples included."""
+    import soxr
+
+    rng = np.random.default_rng(3)
+    ints = rng.integers(-32768, 32768, size=(57_331, 2), dtype=np.int16)
+    ints[:4] = [[-32768, 32767], [32767, -32768], [0, 1], [-1, 0]]
+    path = tmp_path / f"clip-{subtype}.wav"
+    sf.write(str(path), ints, 44100, subtype=subtype)
+    ref, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    x, sr = audio.decode(str(path))
+    assert sr == 44100 and x.dtype == np.float32 and x.flags.c_contiguous
+    assert np.array_equal(x, ref.T)
+    assert np.array_equal(audio.decode(str(path), frames=1000)[0], ref[:1000].T)
+    y = audio.resample(x, sr, 22050)
+    n_out = math.ceil(57_331 * 22050 / 44100)
+    expected = audio.fit_length(soxr.resample(ref, 44100, 22050, quality="HQ").T, n_out)
+    assert y.shape == (2, n_out) and y.dtype == np.float32 and np.array_equal(y, expected)
+    assert np.array_equal(audio.resample(x[:1], sr, 32000)[0],
+                          audio.fit_length(soxr.resample(ref[:, 0], 44100, 32000, quality="HQ"),
+                                           math.ceil(57_331 * 32000 / 44100)))

@@ -233,6 +233,9 @@ def test_bench_end_to_end_times_every_stage(exported, tmp_path):
         assert all(v > 0 for v in ms.values()) and r["clip_rate"] == 44100 and r["clip_channels"] == 2
         assert ms["total"] >= max(ms[k] for k in ("decode", "resample", "frontend", "network"))
         assert r["total_over_network"] == ms["total"] / ms["network"]
+        cpu = r["cpu_ms"]  # this thread's CPU time per stage: never more than the wall time it took
+        assert set(cpu) == set(ms) and cpu["decode"] > 0 and cpu["network"] > 0
+        assert all(cpu[k] <= ms[k] + 1e-3 for k in ms)
     assert not fp32["with_frontend"] and wave["with_frontend"]
     assert wave["median_ms"]["frontend"] < fp32["median_ms"]["frontend"]  # in its graph: only the copy is timed
     # a recording longer than the model's clip: only what the model sees is decoded and resampled per clip
