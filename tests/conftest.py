@@ -94,6 +94,25 @@ def cli():
     return run_cli
 
 
+# ----------------------------------------------------------------------------- shared artefacts
+# Built once per session for every module that uses them (a module-scoped fixture imported into
+# a second module is built again there). Tests only read them; a test that changes one copies it.
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """test_runtime's small pruned model exported three ways: (model, paths)."""
+    import test_runtime
+
+    return test_runtime.build_exported(tmp_path_factory.mktemp("runtime"))
+
+
+@pytest.fixture(scope="session")
+def scenes_model(tmp_path_factory):
+    """test_events' model trained to tell a hum, noise and a rumble apart, as ONNX."""
+    import test_events
+
+    return test_events.build_scenes_model(tmp_path_factory)
+
+
 # ----------------------------------------------------------------------------- audio fixtures
 def write_wav(path: Path, seconds: float = 1.0, sr: int = 48000, channels: int = 2,
               subtype: str = "PCM_16", seed: int = 0, freq: float = 440.0) -> Path:

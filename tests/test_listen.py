@@ -13,12 +13,9 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-import test_runtime
 from test_runtime import DEVICE, LABELS, predict_json
 
 from conftest import assert_one_line_error, run_cli, write_wav
-
-exported = test_runtime.exported  # the same module-scoped fixture: three exports of one small model
 
 
 def wav_stream(x: np.ndarray, sr: int, subtype: str = "PCM_16") -> bytes:
