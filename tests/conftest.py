@@ -10,6 +10,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# One OpenMP thread for torch here and in every CLI subprocess (they inherit the environment),
+# set before anything imports torch. The tests run tiny networks, on whose kernels a second
+# thread mostly spins: a tiny training measured 0.6 CPU-s with one thread and 9-11 with two, on
+# a busy 2-core machine, and no faster. OMP_NUM_THREADS set by the caller still wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None,
             timeout: float = 300, python_prelude: str | None = None,

@@ -261,7 +261,7 @@ def test_export_refuses_a_network_that_outputs_nan(assets, ws):
                      for k, v in ckpt["model"].items()}
     torch.save(ckpt, ws / "nan.pt")
     before = snapshot(ws)
-    refused(run_cli("export", str(ws / "nan.pt"), "-o", str(ws / "nan.onnx")), ws, before, "non-finite")
+    refused(run_cli_here("export", str(ws / "nan.pt"), "-o", str(ws / "nan.onnx")), ws, before, "non-finite")
 
 
 # ----------------------------------------------------------------------------- 3. one process per run folder

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import assert_one_line_error, run_cli, run_cli_here, run_torchrun
+from conftest import assert_one_line_error, make_dcase, run_cli, run_cli_here, run_torchrun
 from edgeasc.data.synth import write_dataset
 
 TINY = ["--preset", "demo", "--width", "4", "--seconds", "1", "--batch-size", "4", "--feature-workers", "1",
@@ -222,9 +222,8 @@ def test_bad_input(data, tmp_path):
     assert not (tmp_path / "pwned").exists()
     assert_one_line_error(run_cli_here("info", str(ckpt)), 2, "not a loadable")
     ckpt.write_bytes(original)
-    # a dataset with other classes cannot resume this run
-    other = tmp_path / "ten"
-    write_dataset(other, classes=10, clips_per_class=8, seconds=1.0, seed=0, workers=1, progress=False)
+    # a dataset with other classes (the scenes, not their groups) cannot resume this run
+    other = make_dcase(tmp_path / "scenes", "dcase2018")
     proc = run_cli_here("train", str(other), *TINY, "--cache-dir", str(data / "cache"), "--out", str(run), *resume)
     assert_one_line_error(proc, 2, "differ")
     assert_one_line_error(run_cli_here("eval", str(tmp_path / "nothing")), 2, "no such checkpoint")
