@@ -10,6 +10,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# One OpenMP thread for torch here and in every CLI subprocess (they inherit the environment),
+# set before anything imports torch. The tests run tiny networks, on whose kernels a second
+# thread mostly spins: a tiny training measured 0.6 CPU-s with one thread and 9-11 with two, on
+# a busy 2-core machine, and no faster. OMP_NUM_THREADS set by the caller still wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None,
             timeout: float = 300, python_prelude: str | None = None,
@@ -92,6 +98,25 @@ def private_cache(tmp_path_factory):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# ----------------------------------------------------------------------------- shared artefacts
+# Built once per session for every module that uses them (a module-scoped fixture imported into
+# a second module is built again there). Tests only read them; a test that changes one copies it.
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """test_runtime's small pruned model exported three ways: (model, paths)."""
+    import test_runtime
+
+    return test_runtime.build_exported(tmp_path_factory.mktemp("runtime"))
+
+
+@pytest.fixture(scope="session")
+def scenes_model(tmp_path_factory):
+    """test_events' model trained to tell a hum, noise and a rumble apart, as ONNX."""
+    import test_events
+
+    return test_events.build_scenes_model(tmp_path_factory)
 
 
 # ----------------------------------------------------------------------------- audio fixtures

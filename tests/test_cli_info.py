@@ -66,12 +66,13 @@ def test_preset_with_override_and_seconds():
     assert d1["params"] == 268_678 and d1["macs"] < 1_822_034_304 / 9
 
 
-def test_table_output_shows_layers_and_totals():
-    proc = run_cli("info", "--preset", "d20-damped-restricted")
+def test_table_output_shows_layers_and_totals(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # the width run_cli gives its subprocess
+    proc = run_cli_here("info", "--preset", "d20-damped-restricted")
     assert proc.returncode == 0
     for text in ("stage1.block1.conv1", "damped conv", "268,678", "1,822,034,304", "55×55", "64×127×215"):
         assert text in proc.stdout, text
-    listing = run_cli("info", "--list-presets").stdout
+    listing = run_cli_here("info", "--list-presets").stdout
     assert "d20-damped-pruned-250k" in listing and "250,000" in listing
 
 

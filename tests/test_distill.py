@@ -21,8 +21,8 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill")
     write_dataset(root / "scenes", classes=3, clips_per_class=8, seconds=1.0, seed=4, workers=1, progress=False)
     teacher = root / "teacher"
-    proc = run_cli("train", str(root / "scenes"), *TINY, "--width", "8", "--epochs", "2", "--prune-ratio", "0", "--cache-dir",
-                   str(root / "cache"), "--out", str(teacher), "--json")
+    proc = run_cli_here("train", str(root / "scenes"), *TINY, "--width", "8", "--epochs", "2", "--prune-ratio", "0",
+                        "--cache-dir", str(root / "cache"), "--out", str(teacher), "--json")
     assert proc.returncode == 0, proc.stderr
     return root
 

@@ -131,10 +131,10 @@ def scene(kind: str, seconds: float, rng) -> np.ndarray:
     return (x + 0.003 * rng.standard_normal(n)).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def scenes_model(tmp_path_factory):
+def build_scenes_model(tmp_path_factory):
     """The CP-ResNet of test_runtime (width 8), trained for 60 steps to tell a hum, noise and a
-    rumble apart (about 5 s), exported to ONNX."""
+    rumble apart (about 5 s), exported to ONNX (conftest's session fixture `scenes_model`: built
+    once for this module and test_mqtt)."""
     import torch
 
     from edgeasc.export.pipeline import export_checkpoint

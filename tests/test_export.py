@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import ROOT, assert_one_line_error, run_cli, run_cli_here
+from conftest import ROOT, assert_one_line_error, run_cli_here
 from edgeasc.compress.pruning import Pruner
 from edgeasc.errors import ConfigError
 from edgeasc.export.fold import fold_model, max_abs_difference
@@ -278,8 +278,8 @@ def test_int8_static_qdq_calibrated_on_real_clips(tmp_path):
     write_dataset(data, classes=3, clips_per_class=8, seconds=1.0, seed=4, workers=1, progress=False)
     ckpt = write_checkpoint(tmp_path / "m.pt", trained_like(ModelConfig(width=8, n_classes=3)))
     out = tmp_path / "m.onnx"
-    proc = run_cli("export", str(ckpt), "-o", str(out), "--precision", "int8", "--calibration", str(data),
-                   "--cache-dir", str(tmp_path / "cache"), "--json")
+    proc = run_cli_here("export", str(ckpt), "-o", str(out), "--precision", "int8", "--calibration", str(data),
+                        "--cache-dir", str(tmp_path / "cache"), "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout[proc.stdout.index("{"):])
     proto = onnx.load(out)

@@ -37,8 +37,9 @@ def test_synth_creates_missing_parent_folders(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["train", "export", "bench", "predict", "synth", "features", "info", "eval"])
-def test_help_shows_flags_without_type_noise_for_switches(command):
-    proc = run_cli(command, "--help")
+def test_help_shows_flags_without_type_noise_for_switches(command, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # as run_cli gives its subprocess: no line wrapped
+    proc = run_cli_here(command, "--help")
     assert proc.returncode == 0
     assert "<bool>" not in proc.stdout
     assert not re.search(r"--no-(resume|force|json|with-frontend)\b", proc.stdout)
@@ -54,7 +55,7 @@ def test_run_artifacts_respect_the_umask_and_eval_reuses_the_runs_own_cache(scen
     assert not (run / ".edgeasc.lock").exists()  # the lock goes with the run
     empty_default = tmp_path / "default-cache"
     empty_default.mkdir()
-    proc = run_cli("eval", str(run), "--json", env={"EDGEASC_CACHE": str(empty_default)})
+    proc = run_cli("eval", str(run), "--json", env={"EDGEASC_CACHE": str(empty_default)})  # a fresh default
     assert proc.returncode == 0, proc.stderr
     assert list(empty_default.iterdir()) == []  # the run's own cache was used, nothing extracted again
     assert json.loads(proc.stdout)["n"] > 0
@@ -90,18 +91,18 @@ def test_a_run_killed_in_its_first_epoch_is_not_a_dead_end(scenes, tmp_path):
     shutil.rmtree(run)
     run.mkdir()  # the state a kill leaves: the folder, maybe a stale lock file, nothing else
     (run / ".edgeasc.lock").write_text("12345")
-    again = run_cli(*args, "--json")
+    again = run_cli_here(*args, "--json")
     assert again.returncode == 0, again.stderr
 
 
 def test_a_cache_array_shorter_than_its_manifest_is_extracted_again(scenes, tmp_path):
     cache = tmp_path / "cache"
-    first = run_cli("features", str(scenes / "scenes"), "--cache-dir", str(cache), "--workers", "1", "--json")
+    first = run_cli_here("features", str(scenes / "scenes"), "--cache-dir", str(cache), "--workers", "1", "--json")
     assert first.returncode == 0, first.stderr
     train_npy = next(cache.rglob("train.npy"))
     whole = np.load(train_npy).copy()
     os.truncate(train_npy, train_npy.stat().st_size // 2)
-    again = run_cli("features", str(scenes / "scenes"), "--cache-dir", str(cache), "--workers", "1", "--json")
+    again = run_cli_here("features", str(scenes / "scenes"), "--cache-dir", str(cache), "--workers", "1", "--json")
     assert again.returncode == 0, again.stderr
     assert "damaged" in again.stderr and "shorter than its manifest" in again.stderr
     assert json.loads(again.stdout)["extracted"] is True
@@ -226,9 +227,9 @@ def test_force_replaces_the_previous_run_only_once_the_new_one_has_a_checkpoint(
     run = tmp_path / "run"
     common = ["train", str(scenes / "scenes"), *TRAIN, "--epochs", "1", "--cache-dir", str(tmp_path / "c"),
               "--out", str(run), "--json"]
-    assert run_cli(*common).returncode == 0
+    assert run_cli_here(*common).returncode == 0
     (run / "confusion-eval.png").write_bytes(b"a stale plot from `edgeasc eval`")
-    again = run_cli(*common, "--force", "--seed", "7")
+    again = run_cli_here(*common, "--force", "--seed", "7")
     assert again.returncode == 0, again.stderr
     assert not (run / "confusion-eval.png").exists()
     assert json.loads((run / "config.json").read_text())["train"]["seed"] == 7

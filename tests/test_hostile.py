@@ -1,6 +1,8 @@
-"""Hostile input and faults, tried as a hostile user would: every case runs the real CLI in a
-subprocess and must end with a non-zero exit, exactly one stderr line without a traceback,
-and the working folder exactly as it was (no file changed, none left behind).
+"""Hostile input and faults, tried as a hostile user would: every case runs the real CLI (in a
+subprocess, or through the same main() in this process where a second interpreter proves
+nothing: refusals of flags and folders) and must end with a non-zero exit, exactly one stderr
+line without a traceback, and the working folder exactly as it was (no file changed, none left
+behind).
 
 The faults the OS produces (a full disk, a read-only file system, no permission) are made by
 a prelude that patches the OS call (os.fsync / tempfile.mkstemp) in the CLI process: the
@@ -113,9 +115,11 @@ def ws(tmp_path, assets):
     return tmp_path
 
 
-def train(assets, ws, out="new-run", *extra, **kw):
-    return run_cli("train", str(assets / "scenes"), *TRAIN, "--cache-dir", str(assets / "cache"),
-                   "--out", str(ws / out), *extra, **kw)
+def train(assets, ws, out="new-run", *extra, here=False, **kw):
+    """`edgeasc train` into ws/out: a subprocess, or in this process (`here`: refusals of flags)."""
+    args = ("train", str(assets / "scenes"), *TRAIN, "--cache-dir", str(assets / "cache"), "--out", str(ws / out),
+            *extra)
+    return run_cli_here(*args) if here else run_cli(*args, **kw)
 
 
 def tampered(ws: Path, key: str, value: str | None, name: str = "bad.onnx", **more: str | None) -> Path:
@@ -226,7 +230,7 @@ def test_a_nan_network_never_prints_nan_percent(ws):
 @pytest.mark.parametrize("lr", ["inf", "nan", "-1", "1e38"])
 def test_train_refuses_non_finite_learning_rates(assets, ws, lr):
     before = snapshot(ws)
-    refused(train(assets, ws, "new-run", "--lr", lr), ws, before, "lr", code=2)
+    refused(train(assets, ws, "new-run", "--lr", lr, here=True), ws, before, "lr", code=2)
 
 
 def _poisoned_cache(assets, ws) -> Path:
@@ -246,9 +250,9 @@ def test_training_that_diverges_stops_at_the_first_nan_and_keeps_the_last_checkp
     refused(run_cli(*args, "--out", str(ws / "run"), "--epochs", "3", "--resume"), ws, before,
             "training diverged", "the loss is nan at step 1 in epoch 2", "checkpoint of epoch 1 is kept")
     # a fresh run that diverges in its first epoch leaves no folder behind
-    refused(run_cli(*args, "--out", str(ws / "fresh"), "--epochs", "2"), ws, before, "no checkpoint was written")
+    refused(run_cli_here(*args, "--out", str(ws / "fresh"), "--epochs", "2"), ws, before, "no checkpoint was written")
     # and --force over a finished run that fails before its first checkpoint leaves the old run intact
-    refused(run_cli(*args, "--out", str(ws / "run"), "--epochs", "2", "--force"), ws, before, "training diverged")
+    refused(run_cli_here(*args, "--out", str(ws / "run"), "--epochs", "2", "--force"), ws, before, "training diverged")
 
 
 def test_export_refuses_a_network_that_outputs_nan(assets, ws):
@@ -257,7 +261,7 @@ def test_export_refuses_a_network_that_outputs_nan(assets, ws):
                      for k, v in ckpt["model"].items()}
     torch.save(ckpt, ws / "nan.pt")
     before = snapshot(ws)
-    refused(run_cli("export", str(ws / "nan.pt"), "-o", str(ws / "nan.onnx")), ws, before, "non-finite")
+    refused(run_cli_here("export", str(ws / "nan.pt"), "-o", str(ws / "nan.onnx")), ws, before, "non-finite")
 
 
 # ----------------------------------------------------------------------------- 3. one process per run folder
@@ -276,15 +280,15 @@ def test_a_second_training_into_a_folder_in_use_is_refused(assets, ws):
 
 def test_resume_with_fewer_epochs_is_refused_and_leaves_config_alone(assets, ws):
     shutil.rmtree(ws / "run")
-    proc = train(assets, ws, "run", "--epochs", "2", "--json")
+    proc = train(assets, ws, "run", "--epochs", "2", "--json", here=True)
     assert proc.returncode == 0, proc.stderr
     before = snapshot(ws)
-    refused(train(assets, ws, "run", "--epochs", "1", "--resume"), ws, before, "trained 2 epochs", code=2)
+    refused(train(assets, ws, "run", "--epochs", "1", "--resume", here=True), ws, before, "trained 2 epochs", code=2)
 
 
 def test_resume_of_a_folder_that_never_existed_is_refused(assets, ws):
     before = snapshot(ws)
-    refused(train(assets, ws, "typo", "--epochs", "1", "--resume"), ws, before, "nothing to resume", code=2)
+    refused(train(assets, ws, "typo", "--epochs", "1", "--resume", here=True), ws, before, "nothing to resume", code=2)
 
 
 # ----------------------------------------------------------------------------- 4. the OS says no
@@ -434,7 +438,7 @@ def test_absurd_runtime_requests_are_refused_at_once(ws, args, needle):
                                          ("--freq-mixstyle", "2,0.3")])
 def test_absurd_training_requests_are_refused(assets, ws, flag, value):
     before = snapshot(ws)
-    refused(train(assets, ws, "new-run", flag, value), ws, before, flag.lstrip("-").split("-")[0], code=2)
+    refused(train(assets, ws, "new-run", flag, value, here=True), ws, before, flag.lstrip("-").split("-")[0], code=2)
 
 
 # ----------------------------------------------------------------------------- 7. signals
@@ -464,7 +468,7 @@ def test_ctrl_c_during_training_says_what_was_kept(assets, ws):
     kept = torch.load(ws / "run" / "checkpoint-last.pt", weights_only=True)
     assert kept["epoch"] == epoch  # the message names the checkpoint that is on disk
     assert not list((ws / "run").glob(".*.partial"))
-    resumed = train(assets, ws, "run", "--epochs", str(epoch + 1), "--resume", "--json")
+    resumed = train(assets, ws, "run", "--epochs", str(epoch + 1), "--resume", "--json", here=True)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["epochs"] == epoch + 1
 

@@ -14,7 +14,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import soundfile as sf
-import test_runtime
 from test_runtime import DEVICE, LABELS, predict_json
 
 from conftest import assert_one_line_error, run_cli, write_wav
@@ -22,8 +21,6 @@ from edgeasc.runtime.deployed import DeployedModel, load_model
 from edgeasc.runtime.features import D24_PARAMS, FeatureParams, compute_features
 from edgeasc.runtime.framecache import SharedFrames, shares_frames
 from edgeasc.runtime.stream import StreamClassifier, listen
-
-exported = test_runtime.exported  # the same module-scoped fixture: three exports of one small model
 
 
 def wav_stream(x: np.ndarray, sr: int, subtype: str = "PCM_16") -> bytes:

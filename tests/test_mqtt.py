@@ -8,7 +8,6 @@ import sys
 import time
 
 import pytest
-import test_events
 from test_events import SILENCE, scene_stream
 
 from conftest import run_cli_here
@@ -16,7 +15,6 @@ from edgeasc.errors import ConfigError
 from edgeasc.runtime import mqtt
 from edgeasc.runtime.events import SceneEvent
 
-scenes_model = test_events.scenes_model  # the module-scoped model trained to tell the scenes apart
 paho = pytest.importorskip("paho.mqtt.client")
 
 

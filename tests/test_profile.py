@@ -5,12 +5,9 @@ import json
 import statistics
 
 import pytest
-import test_runtime
 from test_runtime import DEVICE
 
 from conftest import assert_one_line_error, run_cli, run_cli_here
-
-exported = test_runtime.exported  # the same module-scoped fixture: a small pruned CP-ResNet exported
 
 
 def test_profile_shares_add_up_and_convs_dominate_a_cp_resnet(exported, tmp_path):

@@ -23,10 +23,9 @@ LABELS = ["indoor", "outdoor", "transportation"]
 MEAN, STD = np.linspace(-40, -20, 256), np.linspace(5, 15, 256)
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """A small pruned model on 1 s clips with non-trivial normalisation, exported three ways."""
-    tmp = tmp_path_factory.mktemp("runtime")
+def build_exported(tmp):
+    """A small pruned model on 1 s clips with non-trivial normalisation, exported three ways
+    (conftest's session fixture `exported`: built once for this module, test_listen, test_profile)."""
     torch.manual_seed(0)
     model = build_model(ModelConfig(width=8, n_classes=3))
     with torch.no_grad():

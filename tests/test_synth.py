@@ -81,7 +81,7 @@ def test_cli_synth_then_features(tmp_path):
     proc = run_cli("synth", str(out), "--clips-per-class", "8", "--seconds", "1", "--json", "--workers", "2")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["clips"] == 24
-    feats = run_cli("features", str(out), "--cache-dir", str(tmp_path / "c"), "--seconds", "1", "--json")
+    feats = run_cli_here("features", str(out), "--cache-dir", str(tmp_path / "c"), "--seconds", "1", "--json")
     assert feats.returncode == 0, feats.stderr
     summary = json.loads(feats.stdout)
     assert summary["layout"] == "dcase2020-1b" and summary["extracted"] and summary["frames"] == 44
@@ -91,7 +91,7 @@ def test_cli_synth_then_features(tmp_path):
     before = _digest(out)
     assert_one_line_error(run_cli_here("synth", str(out), "--clips-per-class", "8"), 2, "not empty")
     assert _digest(out) == before
-    replaced = run_cli("synth", str(out), "--clips-per-class", "8", "--seconds", "0.5", "--force", "--json")
+    replaced = run_cli_here("synth", str(out), "--clips-per-class", "8", "--seconds", "0.5", "--force", "--json")
     assert replaced.returncode == 0 and sf.info(str(next((out / "audio").iterdir()))).frames == 24000
     assert not list(tmp_path.glob(".demo*"))
 

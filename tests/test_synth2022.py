@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import assert_one_line_error, run_cli, run_cli_here
+from conftest import assert_one_line_error, run_cli_here
 from edgeasc.data.cache import probe_clip_seconds
 from edgeasc.data.dcase import open_dataset, parse_clip_name
 from edgeasc.data.synth import CITIES, SCENES
@@ -28,7 +28,7 @@ from edgeasc.data.synth2022 import (
 def profile(tmp_path_factory):
     """The smallest profile (4 locations per scene), written by the real CLI."""
     root = tmp_path_factory.mktemp("p22") / "data"
-    proc = run_cli("synth", str(root), "--profile", "dcase2022", "--clips-per-class", "40", "--json")
+    proc = run_cli_here("synth", str(root), "--profile", "dcase2022", "--clips-per-class", "40", "--json")
     assert proc.returncode == 0, proc.stderr
     return root, json.loads(proc.stdout)
 
@@ -116,12 +116,13 @@ def test_profile_layout_clip_lengths_and_split_files(profile):
         assert [c.name for c in subset.splits["evaluate"]] == [c.name for c in ds.splits["evaluate"]]
 
 
+@pytest.mark.slow  # test_features_follow_the_clip_length_of_a_tau2022_folder guards it without the profile
 def test_features_follow_the_data_clip_length(profile, tmp_path):
     """1-s clips give 1-s features (44 frames at 22 050 Hz, hop 512) without --seconds; --seconds
     overrides; MACs are counted per clip of that length."""
     root, _ = profile
     cache = ["--cache-dir", str(tmp_path / "c"), "--json", "--split", "5"]
-    auto = json.loads(run_cli("features", str(root), *cache).stdout)
+    auto = json.loads(run_cli_here("features", str(root), *cache).stdout)
     assert auto["frames"] == 44 and auto["layout"] == "tau2022-mobile"
     longer = json.loads(run_cli_here("features", str(root), *cache, "--seconds", "2").stdout)
     assert longer["frames"] == 87
@@ -139,14 +140,70 @@ def test_synth_profile_bad_input_is_one_line(tmp_path):
     assert not out.exists()
 
 
+@pytest.fixture(scope="module")
+def tau22(tmp_path_factory):
+    """The official TAU 2022 layout in miniature (conftest.make_dcase: 3 scenes, 1-s mono clips
+    at 44.1 kHz, devices a, b, s1): the fast stand-in for the synthesised profile downstream."""
+    from conftest import make_dcase
+
+    return make_dcase(tmp_path_factory.mktemp("tau22") / "data", "tau2022-mobile", seconds=1.0)
+
+
+def test_features_follow_the_clip_length_of_a_tau2022_folder(tau22, tmp_path):
+    """As test_features_follow_the_data_clip_length (slow), on the small layout: 44 frames from
+    1-s clips without --seconds, 87 with --seconds 2."""
+    cache = ["--cache-dir", str(tmp_path / "c"), "--json", "--split", "50"]
+    auto = json.loads(run_cli_here("features", str(tau22), *cache).stdout)
+    assert auto["frames"] == 44 and auto["layout"] == "tau2022-mobile"
+    longer = json.loads(run_cli_here("features", str(tau22), *cache, "--seconds", "2").stdout)
+    assert longer["frames"] == 87
+
+
+def test_one_second_pipeline_on_a_tau2022_folder(tau22, tmp_path):
+    """The downstream promise of test_one_second_pipeline_train_export_predict (slow: it needs the
+    synthesised profile) on the small layout: a run on a train subset has 1-s features without
+    --seconds, MACs per 1-s clip, devices reported seen/unseen and plotted; its int8 export
+    calibrates on the subset's own cached clips (no second extraction); predict windows a 1-s
+    clip as one window."""
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    proc = run_cli_here("train", str(tau22), "--split", "50", "--preset", "demo", "--width", "8", "--prune-ratio", "0",
+                        "--epochs", "1", "--batch-size", "4", "--feature-workers", "1", "--cache-dir", str(cache),
+                        "--out", str(run), "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["seconds"] == 1.0
+    final = summary["final"]
+    ds = open_dataset(tau22, split=50)
+    trained = sorted({c.device for c in ds.splits["train"]})
+    assert final["seen_devices"] == trained
+    assert sorted(final["unseen_devices"]) == sorted({c.device for c in ds.splits["evaluate"]} - set(trained))
+    assert final["n"] == len(ds.splits["evaluate"]) == sum(final["device_counts"].values())  # test.csv: all of it
+    assert (run / "devices.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    stats = json.loads(run_cli_here("info", str(run / "model-final.pt"), "--json").stdout)
+    assert stats["seconds"] == 1.0 and stats["input_shape"][-1] == 44
+    assert summary["macs"] == stats["macs"]
+    features_dirs = sorted((cache / "features").iterdir())
+    onnx = tmp_path / "m.onnx"
+    proc = run_cli_here("export", str(run), "-o", str(onnx), "--precision", "int8", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["report"]["clip_seconds"] == 1.0
+    assert report["report"]["macs_per_second"] == report["report"]["macs_per_clip"]
+    assert sorted((cache / "features").iterdir()) == features_dirs  # calibrated from the run's own cache
+    clip = next((tau22 / "audio").glob("*-s1.wav"))
+    pred = json.loads(run_cli_here("predict", str(onnx), str(clip), "--json").stdout)
+    assert len(pred[0]["windows"]) == 1 and pred[0]["windows"][0]["end"] == 1.0
+
+
+@pytest.mark.slow  # ~45 s on the synthesised profile; test_one_second_pipeline_on_a_tau2022_folder guards it
 def test_one_second_pipeline_train_export_predict(profile, tmp_path):
     """Downstream at 1 s: a run on a TAU 2022 train subset has 1-s features, MACs per 1-s clip,
     seen/unseen devices and their plot; its int8 export calibrates on the subset's own cached
     clips (no second extraction); predict windows 1-s clips as one window."""
     root, written = profile
     run, cache = tmp_path / "run", tmp_path / "cache"
-    proc = run_cli("train", str(root), "--split", "5", "--preset", "demo", "--width", "8", "--prune-ratio", "0",
-                   "--epochs", "1", "--batch-size", "32", "--cache-dir", str(cache), "--out", str(run), "--json")
+    proc = run_cli_here("train", str(root), "--split", "5", "--preset", "demo", "--width", "8", "--prune-ratio", "0",
+                        "--epochs", "1", "--batch-size", "32", "--cache-dir", str(cache), "--out", str(run), "--json")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["seconds"] == 1.0
@@ -160,12 +217,12 @@ def test_one_second_pipeline_train_export_predict(profile, tmp_path):
     assert summary["macs"] == stats["macs"]
     features_dirs = sorted((cache / "features").iterdir())
     onnx = tmp_path / "m.onnx"
-    proc = run_cli("export", str(run), "-o", str(onnx), "--precision", "int8", "--json")
+    proc = run_cli_here("export", str(run), "-o", str(onnx), "--precision", "int8", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["report"]["clip_seconds"] == 1.0
     assert report["report"]["macs_per_second"] == report["report"]["macs_per_clip"]
     assert sorted((cache / "features").iterdir()) == features_dirs  # calibrated from the run's own cache
     clip = next((root / "audio").glob("*-s5.wav"))
-    pred = json.loads(run_cli("predict", str(onnx), str(clip), "--json").stdout)
+    pred = json.loads(run_cli_here("predict", str(onnx), str(clip), "--json").stdout)
     assert len(pred[0]["windows"]) == 1 and pred[0]["windows"][0]["end"] == 1.0

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import assert_one_line_error, run_cli, run_cli_here, run_torchrun
+from conftest import assert_one_line_error, make_dcase, run_cli, run_cli_here, run_torchrun
 from edgeasc.data.synth import write_dataset
 
 TINY = ["--preset", "demo", "--width", "4", "--seconds", "1", "--batch-size", "4", "--feature-workers", "1",
@@ -39,7 +39,7 @@ def _metrics(run_dir):
 
 def test_pruned_run_hits_target_and_writes_everything(data, tmp_path):
     run = tmp_path / "run"
-    proc = train_cli(data, run, "--epochs", "4", "--prune-target", "1000", "--prune-epochs", "2", "--json")
+    proc = train_cli(data, run, "--epochs", "4", "--prune-target", "1000", "--prune-epochs", "2", "--json", here=True)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["nonzero_params"] == 1000 == summary["prune_target"]
@@ -62,10 +62,10 @@ def test_pruned_run_hits_target_and_writes_everything(data, tmp_path):
     resolved = json.loads((run / "config.json").read_text())
     assert resolved["train"]["prune_target"] == 1000 and resolved["model"]["width"] == 4
     # info and eval on the run
-    info = json.loads(run_cli("info", str(run), "--json").stdout)
+    info = json.loads(run_cli_here("info", str(run), "--json").stdout)
     assert info["nonzero_params"] == 1000 and info["labels"] == summary["labels"]
     assert info["params"] == summary["params"] and info["macs"] > 0
-    ev = run_cli("eval", str(run), "--cache-dir", str(data / "cache"), "--json")
+    ev = run_cli_here("eval", str(run), "--cache-dir", str(data / "cache"), "--json")
     assert ev.returncode == 0, ev.stderr
     result = json.loads(ev.stdout)
     assert result["accuracy"] == pytest.approx(summary["final"]["accuracy"])
@@ -96,7 +96,7 @@ def test_same_seed_same_run(data, tmp_path):
 
 def test_killed_run_resumes_to_the_same_result(data, tmp_path):
     args = ["--epochs", "6", "--prune-target", "900", "--prune-epochs", "4", "--json"]
-    whole = train_cli(data, tmp_path / "whole", *args)
+    whole = train_cli(data, tmp_path / "whole", *args, here=True)  # the killed run below is the subprocess
     assert whole.returncode == 0, whole.stderr
     run = tmp_path / "killed"
     cmd = [sys.executable, "-m", "edgeasc", "train", str(data / "scenes"), *TINY, "--cache-dir",
@@ -112,7 +112,7 @@ def test_killed_run_resumes_to_the_same_result(data, tmp_path):
     done = len((run / "metrics.jsonl").read_text().splitlines())
     assert 2 <= done < 6, "the run was not interrupted"
     assert not (run / "model-final.pt").exists()
-    again = train_cli(data, run, *args[:-1], "--resume", "--json")
+    again = train_cli(data, run, *args[:-1], "--resume", "--json", here=True)
     assert again.returncode == 0, again.stderr
     assert _metrics(run) == _metrics(tmp_path / "whole")
     a = torch.load(run / "model-final.pt", weights_only=True)["model"]
@@ -142,9 +142,14 @@ def test_two_gloo_ranks_take_the_steps_of_one_process_accumulating_two_parts(dat
     assert summary["world_size"] == 2 and summary["ranks_in_sync"] is True
     assert summary["nonzero_params"] == 1000
     assert not [p for p in (tmp_path / "ddp").iterdir() if "partial" in p.name]
-    for name, extra in (("accumulated", ["--accumulate", "2"]), ("whole", [])):
-        proc = run_cli(*common, "--out", str(tmp_path / name), *args, *extra, env={"OMP_NUM_THREADS": "1"})
-        assert proc.returncode == 0, proc.stderr
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread, as each rank has: the same kernels, so the same bits
+    try:
+        for name, extra in (("accumulated", ["--accumulate", "2"]), ("whole", [])):
+            proc = run_cli_here(*common, "--out", str(tmp_path / name), *args, *extra)
+            assert proc.returncode == 0, proc.stderr
+    finally:
+        torch.set_num_threads(threads)
     torch.manual_seed(3)  # the initial weights: the update's scale is what the runs moved them by
     from edgeasc.models import ModelConfig, build_model
     stored = torch.load(tmp_path / "ddp" / "model-final.pt", weights_only=True)["model_config"]
@@ -168,8 +173,8 @@ def test_two_gloo_ranks_take_the_steps_of_one_process_accumulating_two_parts(dat
 def test_config_file_and_flags(data, tmp_path):
     cfg = tmp_path / "train.toml"
     cfg.write_text(f'[train]\nepochs = 1\nprune-ratio = 0.25\nprune_epochs = 0\nout = "{tmp_path / "cfgrun"}"\n')
-    proc = run_cli("train", str(data / "scenes"), *TINY, "--cache-dir", str(data / "cache"), "--config", str(cfg),
-                   "--seed", "3", "--json")
+    proc = run_cli_here("train", str(data / "scenes"), *TINY, "--cache-dir", str(data / "cache"), "--config", str(cfg),
+                        "--seed", "3", "--json")
     assert proc.returncode == 0, proc.stderr
     resolved = json.loads((tmp_path / "cfgrun" / "config.json").read_text())["train"]
     assert (resolved["epochs"], resolved["prune_ratio"], resolved["seed"]) == (1, 0.25, 3)
@@ -182,10 +187,11 @@ def test_config_file_and_flags(data, tmp_path):
 
 def test_bad_input(data, tmp_path):
     run = tmp_path / "run"
-    assert train_cli(data, run, "--epochs", "1", "--prune-ratio", "0.2", "--json").returncode == 0  # features cached
+    assert train_cli(data, run, "--epochs", "1", "--prune-ratio", "0.2", "--json", here=True).returncode == 0
     before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
     assert_one_line_error(train_cli(data, tmp_path / "x", "--epochs", "1", here=True), 2, "preset 'demo' prunes to 8,500")
-    assert_one_line_error(train_cli(data, run, "--epochs", "1", "--prune-ratio", "0.2"), 2, "already holds a run")
+    assert_one_line_error(train_cli(data, run, "--epochs", "1", "--prune-ratio", "0.2"), 2,
+                          "already holds a run")  # the one refusal that goes through the entry point
     assert_one_line_error(train_cli(data, tmp_path / "x", "--preset", "nope", here=True), 2, "unknown preset")
     assert_one_line_error(train_cli(data, tmp_path / "x", "--prune-target", "99999999", here=True), 2, "prune target")
     assert_one_line_error(train_cli(data, tmp_path / "x", "--prune-target", "0", here=True), 2, "prune target")
@@ -214,14 +220,13 @@ def test_bad_input(data, tmp_path):
     torch.save({"format": "edgeasc-checkpoint", "payload": Evil()}, ckpt)
     assert_one_line_error(train_cli(data, run, *resume, here=True), 2, "not a loadable")
     assert not (tmp_path / "pwned").exists()
-    assert_one_line_error(run_cli("info", str(ckpt)), 2, "not a loadable")
+    assert_one_line_error(run_cli_here("info", str(ckpt)), 2, "not a loadable")
     ckpt.write_bytes(original)
-    # a dataset with other classes cannot resume this run
-    other = tmp_path / "ten"
-    write_dataset(other, classes=10, clips_per_class=8, seconds=1.0, seed=0, workers=1, progress=False)
-    proc = run_cli("train", str(other), *TINY, "--cache-dir", str(data / "cache"), "--out", str(run), *resume)
+    # a dataset with other classes (the scenes, not their groups) cannot resume this run
+    other = make_dcase(tmp_path / "scenes", "dcase2018")
+    proc = run_cli_here("train", str(other), *TINY, "--cache-dir", str(data / "cache"), "--out", str(run), *resume)
     assert_one_line_error(proc, 2, "differ")
-    assert_one_line_error(run_cli("eval", str(tmp_path / "nothing")), 2, "no such checkpoint")
+    assert_one_line_error(run_cli_here("eval", str(tmp_path / "nothing")), 2, "no such checkpoint")
 
 
 def test_out_of_memory_is_one_clear_error(data, tmp_path, monkeypatch):
@@ -247,7 +252,7 @@ def test_gate_pruning_trains_to_its_exact_target_and_resumes_bit_exactly(data, t
     an uninterrupted one does."""
     args = ["--rho", "4", "--no-damp-stem", "--prune-method", "gate", "--prune-target", "1350",
             "--prune-epochs", "1", "--json"]
-    whole = train_cli(data, tmp_path / "whole", "--epochs", "3", *args)
+    whole = train_cli(data, tmp_path / "whole", "--epochs", "3", *args, here=True)
     assert whole.returncode == 0, whole.stderr
     summary = json.loads(whole.stdout)
     assert summary["nonzero_params"] == 1350 and summary["prune_target"] == 1350
