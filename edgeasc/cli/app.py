@@ -55,13 +55,14 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 # ----------------------------------------------------------------------------- the commands, in help order
-from edgeasc.cli import data, demo, device, export, info, package, train  # noqa: E402  (after `app` exists)
+from edgeasc.cli import data, demo, device, devices, export, info, package, train  # noqa: E402  (after `app` exists)
 
 app.command()(info.info)
 app.command()(data.synth)
 app.command()(data.features)
 app.command()(train.train)
 app.command("eval")(train.eval_command)
+app.command("finetune-devices")(devices.finetune_devices)
 app.command()(export.export)
 app.command()(package.package)
 app.command()(device.bench)
