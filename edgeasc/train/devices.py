@@ -14,6 +14,7 @@ Everything random derives from the seed, so the same seed gives the same weights
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import fields, replace
 from pathlib import Path
@@ -26,7 +27,12 @@ from edgeasc.data.loader import CachedFeatures
 from edgeasc.errors import ConfigError
 from edgeasc.io import FolderLock, atomic_write_json, make_folder
 from edgeasc.models import config_from_dict
-from edgeasc.train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from edgeasc.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from edgeasc.train.config import TrainConfig
 from edgeasc.train.distributed import Dist, resolve_device
 from edgeasc.train.evaluate import evaluate
@@ -36,6 +42,7 @@ from edgeasc.train.schedule import LRSchedule, steps_per_epoch
 MANIFEST = "devices.json"
 FOLDER = "devices"
 DEFAULT_EPOCHS = 10
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 LR_FACTOR = 0.1  # default fine-tuning rate: a tenth of the run's own (peak) rate
 
 
@@ -110,6 +117,9 @@ def finetune_devices(run: str | Path, epochs: int | None = None, lr: float | Non
             if d not in present:
                 raise ConfigError(f"device {d!r} has no training clips in {run}'s data (its devices: "
                                   f"{', '.join(present)})")
+        for d in wanted:  # a device id names a folder and a file: nothing that could leave them
+            if not SAFE_ID.fullmatch(d):
+                raise ConfigError(f"device id {d!r} cannot name a folder (letters, digits, '_' and '-' only)")
         device = resolve_device(cfg.device, dist)
         general = model_from_checkpoint(general_ckpt).to(device)
         before = evaluate(general, cache, device=str(device))
@@ -176,7 +186,7 @@ def device_checkpoints(run: str | Path) -> dict[str, Path]:
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise CheckpointError(f"{path}: not a valid per-device manifest") from None
     for d, p in found.items():
-        if not p.resolve().is_relative_to(run.resolve()) or not p.is_file():
+        if not SAFE_ID.fullmatch(d) or not p.resolve().is_relative_to(run.resolve()) or not p.is_file():
             raise CheckpointError(f"{path}: device {d!r}: no checkpoint {p}")
     return found
 
