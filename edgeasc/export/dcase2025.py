@@ -133,7 +133,7 @@ def fidelity(module, onnx_path: Path | dict[str, Path], files: list[Path]) -> di
     if missing:
         raise PackageError(f"no export of the submodel(s) {', '.join(missing)} to compare with")
     models = {name: load_model(path) for name, path in paths.items()}
-    deployed = models["general"]
+    deployed = next(iter(models.values()))  # every export of a run has the run's class order
     want = []
     for f, name in zip(files, routed, strict=True):
         for p in predict_files(models[name], [f]):
