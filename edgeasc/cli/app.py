@@ -60,13 +60,14 @@ def _root(ctx: typer.Context,
 
 
 # ----------------------------------------------------------------------------- the commands, in help order
-from edgeasc.cli import data, demo, device, evaluate, export, info, listen, package, train  # noqa: E402  (after `app` exists)
+from edgeasc.cli import data, demo, device, devices, evaluate, export, info, listen, package, train  # noqa: E402  (after `app` exists)
 
 app.command()(info.info)
 app.command()(data.synth)
 app.command()(data.features)
 app.command()(train.train)
 app.command("eval")(train.eval_command)
+app.command("finetune-devices")(devices.finetune_devices)
 app.command()(export.export)
 app.command()(package.package)
 app.command()(device.bench)

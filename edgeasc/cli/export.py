@@ -33,8 +33,7 @@ def export(
 ) -> None:
     """Fold, export a verified single-file ONNX with its metadata, and check its size against a budget."""
     require_torch("`edgeasc export`")
-    from edgeasc.export.pipeline import export_checkpoint
-    from edgeasc.export.report import budget_failures, precisions_that_fit
+    from edgeasc.export.pipeline import export_run
 
     if swa:
         if not source.is_dir():
@@ -43,13 +42,25 @@ def export(
             raise ConfigError(f"{source} has no model-swa.pt: train it with --swa-start")
         source = source / "model-swa.pt"
         output = output or source.parent / "model-swa.onnx"
-    result = export_checkpoint(source, output, fold_damping, fold_bn, precision, check_budget, rules, count_bn,
-                               force, sparse, calibration, cache_dir, with_frontend)
-    report = result["report"]
+    result = export_run(source, output, force, fold_damping=fold_damping, fold_bn=fold_bn, precision=precision,
+                        budget=check_budget, rules=rules, count_bn=count_bn, sparse=sparse, calibration=calibration,
+                        cache_dir=cache_dir, with_frontend=with_frontend)
     if as_json:
         print_json(result)
     else:
         _render_export(result)
+        for device_id, each in result["devices"].items():
+            out.print(f"device {device_id}: its own fine-tuned model", markup=False)
+            _render_export(each)
+    # the verdict of every file written: the general model's, then each device model's
+    for each in [result, *result["devices"].values()]:
+        _verdict(each)
+
+
+def _verdict(result: dict) -> None:
+    from edgeasc.export.report import budget_failures, precisions_that_fit
+
+    report = result["report"]
     if report["verdict"] != "PASS":
         over = budget_failures(report)
         fits = precisions_that_fit(report)

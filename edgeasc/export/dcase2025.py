@@ -117,24 +117,34 @@ def device_of(path: str | Path) -> str:
     return found.group(1) if found and found.group(1) in DEVICE_IDS else "unknown"
 
 
-def fidelity(module, onnx_path: Path, files: list[Path]) -> dict:
+def fidelity(module, onnx_path: Path | dict[str, Path], files: list[Path]) -> dict:
     """The module's predict() against `edgeasc predict` on the run's ONNX export, file by file:
-    max |Δ probability| (softmax of the logits) and whether every top-1 class is the same."""
+    max |Δ probability| (softmax of the logits) and whether every top-1 class is the same.
+    `onnx_path` may map submodel names to exports: each file is then predicted by the export of
+    the submodel its device id maps to (the module's DEVICE_MAP; any other id: "general")."""
     from edgeasc.runtime.deployed import load_model
     from edgeasc.runtime.inputs import softmax
     from edgeasc.runtime.predict import predict_files
 
-    deployed = load_model(onnx_path)
+    paths = onnx_path if isinstance(onnx_path, dict) else {"general": onnx_path}
+    device_ids = [device_of(f) for f in files]
+    routed = [module.DEVICE_MAP.get(d, "general") if isinstance(onnx_path, dict) else "general" for d in device_ids]
+    missing = sorted(set(routed) - set(paths))
+    if missing:
+        raise PackageError(f"no export of the submodel(s) {', '.join(missing)} to compare with")
+    models = {name: load_model(path) for name, path in paths.items()}
+    deployed = next(iter(models.values()))  # every export of a run has the run's class order
     want = []
-    for p in predict_files(deployed, files):
-        if p.error:
-            raise PackageError(f"edgeasc predict: {p.error}")
-        want.append(p.probabilities)
-    logits, class_order = module.predict([str(f) for f in files], [device_of(f) for f in files], use_cuda=False)
+    for f, name in zip(files, routed, strict=True):
+        for p in predict_files(models[name], [f]):
+            if p.error:
+                raise PackageError(f"edgeasc predict: {p.error}")
+            want.append(p.probabilities)
+    logits, class_order = module.predict([str(f) for f in files], device_ids, use_cuda=False)
     if list(class_order) != list(deployed.labels):
         raise PackageError(f"the package's class order {class_order} is not the ONNX model's {deployed.labels}")
     got = softmax(np.stack([t.double().numpy() for t in logits]))
     want = np.stack(want)
     return {"files": len(files), "max_abs_probability_difference": float(np.abs(got - want).max()),
             "top1_identical": bool((got.argmax(1) == want.argmax(1)).all()),
-            "devices": sorted({device_of(f) for f in files})}
+            "devices": sorted(set(device_ids)), "submodels": sorted(set(routed))}

@@ -44,6 +44,7 @@ from edgeasc.export.dcase2025 import (
 )
 from edgeasc.io import refuse_input_as_output, write_error
 from edgeasc.train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from edgeasc.train.devices import device_checkpoints, same_network
 
 PRECISIONS = {"fp16": torch.float16, "fp32": torch.float32}
 MAX_MODULES = 4  # the organisers take up to four submissions per label
@@ -66,6 +67,22 @@ def device_mapping(submodels) -> dict[str, str]:
     return {d: d if d in submodels and d in SEEN_DEVICES else GENERAL for d in DEVICE_IDS}
 
 
+def device_submodels(ckpt: dict) -> dict[str, dict]:
+    """The run's per-device checkpoints (`edgeasc finetune-devices`) for the devices a package can
+    route (SEEN_DEVICES), loaded; each must be the general network's architecture, since the
+    module builds every submodel from the one config it stores."""
+    run = Path(ckpt["path"]).parent
+    try:
+        found = {d: load_checkpoint(p) for d, p in device_checkpoints(run).items() if d in SEEN_DEVICES}
+    except CheckpointError as exc:
+        raise ConfigError(str(exc)) from None
+    for d, dckpt in found.items():
+        if not same_network(ckpt, dckpt) or dckpt["labels"] != ckpt["labels"]:
+            raise ConfigError(f"{dckpt['path']}: the model of device {d!r} is not the network of {run}'s "
+                              "model-final.pt: run `edgeasc finetune-devices --force` again")
+    return found
+
+
 def finished_checkpoint(run: Path) -> dict:
     if not run.is_dir():
         raise ConfigError(f"{run}: no such run directory")
@@ -85,13 +102,13 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def deployed_state(ckpt: dict, precision: str) -> dict[str, torch.Tensor]:
+def deployed_state(ckpt: dict, precision: str, name: str = GENERAL) -> dict[str, torch.Tensor]:
     """The run's network as trained (BatchNorm as its own layers: see the template for why it is
-    not folded), its floating-point weights in `precision`, keyed `general.<name>`. A run with
-    per-device networks would add `<device>.<name>` entries; device_mapping then sends those
-    devices to them."""
+    not folded), its floating-point weights in `precision`, keyed `<name>.<tensor>`: `general.` for
+    the run's model, `<device>.` for a per-device model (`edgeasc finetune-devices`);
+    device_mapping sends devices to them."""
     model = model_from_checkpoint(ckpt)
-    return {f"{GENERAL}.{k}": (v.detach().to(PRECISIONS[precision]) if v.is_floating_point() else v.detach()).contiguous()
+    return {f"{name}.{k}": (v.detach().to(PRECISIONS[precision]) if v.is_floating_point() else v.detach()).contiguous()
             for k, v in model.state_dict().items()}
 
 
@@ -150,6 +167,10 @@ def write_tree(root: Path, label: str, ckpts: list[dict], precision: str) -> lis
     for index, ckpt in enumerate(ckpts, start=1):
         name = module_name(label, index)
         tensors = deployed_state(ckpt, precision)
+        device_sums = {}
+        for device_id, dckpt in device_submodels(ckpt).items():
+            tensors.update(deployed_state(dckpt, precision, device_id))
+            device_sums[device_id] = file_sha256(dckpt["path"])
         submodels = {k.split(".", 1)[0] for k in tensors}
         device_map = device_mapping(submodels)
         norm = ckpt["normalization"]
@@ -163,7 +184,7 @@ def write_tree(root: Path, label: str, ckpts: list[dict], precision: str) -> lis
         (pkg / f"{name}.py").write_text(render_module(label, index, ckpt, device_map, precision), encoding="utf-8")
         entries.append({"module": name, "run": str(Path(ckpt["path"]).parent.resolve()),
                         "checkpoint_sha256": file_sha256(ckpt["path"]), "device_map": device_map,
-                        "submodels": sorted(submodels)})
+                        "submodels": sorted(submodels), "device_checkpoint_sha256": device_sums})
     return entries
 
 
@@ -283,7 +304,7 @@ def check_package(folder: str | Path, audio: list[str | Path] | None = None) -> 
     """The organisers' complexity check again, on all 13 device ids, and each module's predict()
     against `edgeasc predict` on a fresh ONNX export of its run (same precision), on `audio`
     (files or folders; default: the package's dummy.wav)."""
-    from edgeasc.export.dcase2025 import fidelity
+    from edgeasc.export.dcase2025 import device_of, fidelity
     from edgeasc.export.pipeline import export_checkpoint
     from edgeasc.runtime.predict import expand_inputs
 
@@ -301,6 +322,13 @@ def check_package(folder: str | Path, audio: list[str | Path] | None = None) -> 
             raise PackageError(f"{name}: its run {run} is gone; the fidelity check exports it again")
         if file_sha256(ckpt) != entry["checkpoint_sha256"]:
             raise PackageError(f"{name}: {ckpt} changed since the package was written (retrained?); package it again")
+        device_sources = {}
+        for device_id, digest in (entry.get("device_checkpoint_sha256") or {}).items():
+            source = run / "devices" / str(device_id) / "model-final.pt"
+            if not source.is_file() or file_sha256(source) != digest:
+                raise PackageError(f"{name}: {source} is gone or changed since the package was written; "
+                                   "package it again")
+            device_sources[str(device_id)] = source
         stored_path = folder / "predictions" / name / "complexity.json"
         try:
             stored = json.loads(stored_path.read_text(encoding="utf-8"))
@@ -309,9 +337,18 @@ def check_package(folder: str | Path, audio: list[str | Path] | None = None) -> 
         with imported_submission(folder, label, index) as module, dummy_path(label) as dummy:
             result = complexity(module, str(dummy))
             with tempfile.TemporaryDirectory(prefix="edgeasc-package-check-") as tmp:
-                onnx_path = Path(tmp) / "model.onnx"
-                export_checkpoint(ckpt, onnx_path, precision=precision, rules="dcase2024")
-                fid = fidelity(module, onnx_path, files or [Path(dummy)])
+                # each submodel against an export of its own checkpoint: the general model, and
+                # each per-device model for the files of its device (only the submodels the files
+                # reach are exported: each export costs seconds)
+                checked = files or [Path(dummy)]
+                reached = {module.DEVICE_MAP.get(device_of(f), GENERAL) for f in checked}
+                onnx_paths = {}
+                for sub, source in {GENERAL: ckpt, **device_sources}.items():
+                    if sub not in reached:
+                        continue
+                    onnx_paths[sub] = Path(tmp) / f"model-{sub}.onnx"
+                    export_checkpoint(source, onnx_paths[sub], precision=precision, rules="dcase2024")
+                fid = fidelity(module, onnx_paths, checked)
         tolerance = FIDELITY_TOLERANCE[precision]
         fid["tolerance"] = tolerance
         problems = over_limits(result)

@@ -29,6 +29,7 @@ from edgeasc.models.complexity import analyse, count_nonzero, count_params
 from edgeasc.runtime.features import FeatureParams, compute_features
 from edgeasc.runtime.metadata import parse_metadata
 from edgeasc.train.checkpoint import load_checkpoint, model_from_checkpoint
+from edgeasc.train.devices import device_checkpoints
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FOLD_TOLERANCE = 1e-4  # of the logit scale: float32 noise through ~20 folded layers reaches ~1e-5 on networks
@@ -229,3 +230,19 @@ def export_checkpoint(source: str | Path, output: str | Path | None = None, fold
             "report": report, "checkpoint": ckpt["path"], "sparse": packing, "int8": int8,
             # the budget is a promise to keep only when someone asked for it: --check-budget, --rules, or --fit
             "budget_asked": budget is not None or rules_given or fit_rules is not None}
+
+
+def export_run(source: str | Path, output: str | Path | None = None, force: bool = False, **options) -> dict:
+    """export_checkpoint of `source`, and, when it is a run directory with per-device models
+    (`edgeasc finetune-devices`), of each of them too, with the same options, to
+    `<output stem>-<device>.onnx` beside the general model (default RUN/model-<device>.onnx), each
+    with its own size report. result["devices"]: device -> that export's result."""
+    source = Path(source)
+    devices = device_checkpoints(source) if source.is_dir() else {}
+    general_out = Path(output) if output else source / "model.onnx"
+    outputs = {d: general_out.with_name(f"{general_out.stem}-{d}.onnx") for d in devices}
+    for path in outputs.values():  # every output is checked before the first one is written
+        check_output(path, force)
+    result = export_checkpoint(source, output, force=force, **options)
+    result["devices"] = {d: export_checkpoint(devices[d], path, force=force, **options) for d, path in outputs.items()}
+    return result
