@@ -232,7 +232,8 @@ def test_bench_end_to_end_times_every_stage(exported, tmp_path):
         assert r["total_over_network"] == ms["total"] / ms["network"]
         cpu = r["cpu_ms"]  # this thread's CPU time per stage: never more than the wall time it took
         assert set(cpu) == set(ms) and cpu["decode"] > 0 and cpu["network"] > 0
-        assert all(cpu[k] <= ms[k] + 1e-3 for k in ms)
+        # (a VM's thread clock and wall clock tick apart by microseconds under load: 2 % + 20 µs of slack)
+        assert all(cpu[k] <= ms[k] * 1.02 + 0.02 for k in ms), (cpu, ms)
     assert not fp32["with_frontend"] and wave["with_frontend"]
     assert wave["median_ms"]["frontend"] < fp32["median_ms"]["frontend"]  # in its graph: only the copy is timed
     # a recording longer than the model's clip: only what the model sees is decoded and resampled per clip

@@ -345,7 +345,7 @@ def test_the_decoders_reason_is_its_first_line(tmp_path, monkeypatch):
         audio.load(cut)
     assert reason and str(info.value) == f"{cut}: cannot read audio ({reason})"
     for exc, shown in ((RuntimeError("first line\nsecond line"), "first line"), (RuntimeError(), "RuntimeError")):
-        monkeypatch.setattr(audio.sf, "read", lambda *a, exc=exc, **k: (_ for _ in ()).throw(exc))
+        monkeypatch.setattr(audio.sf, "SoundFile", lambda *a, exc=exc, **k: (_ for _ in ()).throw(exc))
         with pytest.raises(AudioError) as info:
             audio.load(cut)
         assert str(info.value) == f"{cut}: cannot read audio ({shown})"
