@@ -2,7 +2,7 @@
 opened. An .onnx file is untrusted input: every field that the device runtime reads is typed
 and bounded here, so that predict, bench and info never meet a zero sample rate, a
 negative hop, a label list shorter than the logits or a zero standard deviation. torch-free.
-Kept in one file (about 400 lines) on purpose: every bound an exported file must meet is read
+Kept in one file (about 440 lines) on purpose: every bound an exported file must meet is read
 in one place, next to the cross-checks between fields and against the graph.
 """
 
