@@ -5,6 +5,7 @@ no permission) becomes one `WriteError` naming the path."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -246,3 +247,13 @@ def is_within(path: str | Path, folder: str | Path) -> bool:
     except (OSError, RuntimeError):  # a symlink loop: not a folder anything lies in
         return False
     return path == folder or folder in path.parents
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks (checkpoints and teacher files are
+    recorded by it, so a later run or `package --check` can tell when one changed)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

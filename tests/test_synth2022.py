@@ -178,21 +178,7 @@ def test_one_second_pipeline_on_a_tau2022_folder(tau22, tmp_path):
     assert final["seen_devices"] == trained
     assert sorted(final["unseen_devices"]) == sorted({c.device for c in ds.splits["evaluate"]} - set(trained))
     assert final["n"] == len(ds.splits["evaluate"]) == sum(final["device_counts"].values())  # test.csv: all of it
-    assert (run / "devices.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    stats = json.loads(run_cli_here("info", str(run / "model-final.pt"), "--json").stdout)
-    assert stats["seconds"] == 1.0 and stats["input_shape"][-1] == 44
-    assert summary["macs"] == stats["macs"]
-    features_dirs = sorted((cache / "features").iterdir())
-    onnx = tmp_path / "m.onnx"
-    proc = run_cli_here("export", str(run), "-o", str(onnx), "--precision", "int8", "--json")
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
-    assert report["report"]["clip_seconds"] == 1.0
-    assert report["report"]["macs_per_second"] == report["report"]["macs_per_clip"]
-    assert sorted((cache / "features").iterdir()) == features_dirs  # calibrated from the run's own cache
-    clip = next((tau22 / "audio").glob("*-s1.wav"))
-    pred = json.loads(run_cli_here("predict", str(onnx), str(clip), "--json").stdout)
-    assert len(pred[0]["windows"]) == 1 and pred[0]["windows"][0]["end"] == 1.0
+    assert_one_second_downstream(run, cache, summary, next((tau22 / "audio").glob("*-s1.wav")), tmp_path)
 
 
 @pytest.mark.slow  # ~45 s on the synthesised profile; test_one_second_pipeline_on_a_tau2022_folder guards it
@@ -211,6 +197,12 @@ def test_one_second_pipeline_train_export_predict(profile, tmp_path):
     trained = sorted({c.device for c in open_dataset(root, split=5).splits["train"]})
     assert final["seen_devices"] == trained and set(UNSEEN) <= set(final["unseen_devices"])  # the subset's own
     assert final["n"] == written["evaluate"] == sum(final["device_counts"].values())  # test.csv: all of evaluate
+    assert_one_second_downstream(run, cache, summary, next((root / "audio").glob("*-s5.wav")), tmp_path)
+
+
+def assert_one_second_downstream(run, cache, summary, clip, tmp_path):
+    """What follows a 1-s run: the device plot, 1-s MACs in `info`, an int8 export calibrated on
+    the run's own cached clips (no second extraction), and predict's one window per 1-s clip."""
     assert (run / "devices.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stats = json.loads(run_cli_here("info", str(run / "model-final.pt"), "--json").stdout)
     assert stats["seconds"] == 1.0 and stats["input_shape"][-1] == 44
@@ -223,6 +215,5 @@ def test_one_second_pipeline_train_export_predict(profile, tmp_path):
     assert report["report"]["clip_seconds"] == 1.0
     assert report["report"]["macs_per_second"] == report["report"]["macs_per_clip"]
     assert sorted((cache / "features").iterdir()) == features_dirs  # calibrated from the run's own cache
-    clip = next((root / "audio").glob("*-s5.wav"))
     pred = json.loads(run_cli_here("predict", str(onnx), str(clip), "--json").stdout)
     assert len(pred[0]["windows"]) == 1 and pred[0]["windows"][0]["end"] == 1.0

@@ -15,7 +15,6 @@ only a package within the limits is renamed onto OUT.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import keyword
 import shutil
@@ -42,7 +41,7 @@ from edgeasc.export.dcase2025 import (
     module_name,
     over_limits,
 )
-from edgeasc.io import refuse_input_as_output, write_error
+from edgeasc.io import file_sha256, refuse_input_as_output, write_error
 from edgeasc.train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from edgeasc.train.devices import device_checkpoints, same_network
 
@@ -92,14 +91,6 @@ def finished_checkpoint(run: Path) -> dict:
         return load_checkpoint(run / "model-final.pt")
     except CheckpointError as exc:
         raise ConfigError(str(exc)) from None
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def deployed_state(ckpt: dict, precision: str, name: str = GENERAL) -> dict[str, torch.Tensor]:

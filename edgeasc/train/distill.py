@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from edgeasc.data.cache import FeatureCache
 from edgeasc.errors import ConfigError
-from edgeasc.io import atomic_write, make_folder
+from edgeasc.io import atomic_write, file_sha256, make_folder
 from edgeasc.train.checkpoint import (
     CheckpointError,
     find_checkpoint,
@@ -56,14 +56,6 @@ class Teacher:
     def record(self) -> dict:
         return {"path": self.path, "sha256": self.sha256, "accuracy": self.accuracy,
                 "params": sum(p.numel() for p in self.model.parameters())}
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_teacher(source: str | Path, labels: list[str], feature_params: dict, channels: int,
