@@ -213,3 +213,58 @@ def test_toml_keys_and_bad_values(tmp_path, monkeypatch):
     assert (cfg.dir_folder, cfg.dir_p) == (str(tmp_path / "irs"), 0.25)  # absolute: checkpoints keep it
     with pytest.raises(ConfigError, match=r"^dir-p must be a finite number in \[0, 1\], got 1.5$"):
         resolve_train_config({"dataset": "/data/tau22", "dir_folder": "irs", "dir_p": 1.5})
+
+
+# ----------------------------------------------------------------------------- round 4 mutants
+def test_dir_items_keep_the_time_roll_the_targets_and_float32(tau22):
+    """An item under DIR is an item of CachedFeatures: the same roll draw, label and teacher
+    targets, float32 (a clip of device b: never convolved, so only the frontends differ)."""
+    from edgeasc.data.loader import CachedFeatures
+
+    _, _, cache, irs = tau22
+    params = FeatureParams(**cache.manifest["params"])
+    targets = np.arange(len(cache.devices("train")) * 3, dtype=np.float32).reshape(-1, 3)
+    dir_items = ImpulseResponseFeatures(cache, frontend_module(params), load_impulse_responses(irs, 22050), 1.0,
+                                        roll=5, seed=3, targets=targets)
+    cached = CachedFeatures(cache, "train", train=True, roll=5, seed=3, targets=targets)
+    i = cache.devices("train").index("b")
+    for epoch in (0, 1, 2):
+        dir_items.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        (x, y, t), (cx, cy, ct) = dir_items[i], cached[i]
+        assert x.dtype == torch.float32 and int(y) == int(cy) and torch.equal(t, ct) and t.tolist() == targets[i].tolist()
+        np.testing.assert_allclose(x.numpy(), cx.numpy(), atol=2e-3)  # rolled by the same draw
+    assert not np.allclose(dir_items[i][0].numpy(), cache.features("train")[i], atol=1e-1)  # it is rolled
+
+
+def test_response_files_at_the_limits_and_in_stereo(tmp_path):
+    write_ir(tmp_path / "ok" / "delta.wav", [1.0], sr=16000)                    # one sample: a delta
+    write_ir(tmp_path / "ok" / "long.wav", [0.5] + [0.0] * 31_999, sr=16000)     # exactly 2 s: allowed
+    stereo = np.stack([FIR, -FIR / 2], axis=1)
+    sf.write(str(tmp_path / "ok" / "stereo.wav"), stereo, 32000, subtype="FLOAT")
+    got = dict(load_impulse_responses(tmp_path / "ok", 32000))
+    assert sorted(got) == ["delta.wav", "long.wav", "stereo.wav"]
+    assert got["delta.wav"].shape == (2,)                      # resampled 16 kHz -> 32 kHz, one channel
+    assert got["long.wav"].shape == (64_000,)
+    np.testing.assert_allclose(got["stereo.wav"], FIR / 4, atol=1e-7)  # the channels' mean, at its own rate
+
+
+def test_response_folder_messages_are_exact(tmp_path):
+    def message(folder):
+        with pytest.raises(DatasetError) as exc:
+            load_impulse_responses(folder, 22050)
+        return str(exc.value)
+
+    (tmp_path / "file.wav").write_bytes(b"")
+    assert message(tmp_path / "file.wav") == f"{tmp_path / 'file.wav'}: not a folder (--dir-folder)"
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "a.txt").write_text("x")
+    from edgeasc.runtime.audio import AUDIO_SUFFIXES
+
+    suffixes = ".wav, .flac, .ogg, .mp3" if ".mp3" in AUDIO_SUFFIXES else ".wav, .flac, .ogg"
+    assert message(tmp_path / "text") == f"{tmp_path / 'text'}: no audio files ({suffixes}) among its 1 file(s)"
+    write_ir(tmp_path / "none" / "ir.wav", np.zeros(0, np.float32))
+    assert message(tmp_path / "none") == f"{tmp_path / 'none' / 'ir.wav'}: holds no audio (an impulse response for --dir-folder)"
+    with pytest.raises(DatasetError) as exc:
+        check_devices([None], "/irs")
+    assert str(exc.value).endswith("a DCASE Mobile layout or DCASE-style file names)")
