@@ -19,6 +19,7 @@ sys.path.insert(0, str(HERE))
 
 import bench_arm64  # noqa: E402
 import bench_budget  # noqa: E402
+import bench_cpmobile  # noqa: E402
 import bench_dcase2022  # noqa: E402
 import bench_device  # noqa: E402
 import bench_e2e  # noqa: E402
@@ -45,7 +46,8 @@ MODULES = {"features": bench_features, "training": bench_training, "export": ben
            "stdin": SimpleNamespace(run=bench_memory.run_piped, markdown=bench_memory.markdown_piped), "arm64": bench_arm64, "budget": bench_budget,
            "kdtargets": SimpleNamespace(run=bench_budget.run_kd_targets, markdown=bench_budget.markdown_kd_targets),
            "logmel": bench_logmel, "torchaudio": bench_torchaudio, "listen": bench_listen,
-           "listenhop": bench_listenhop, "resampler": bench_resampler}
+           "listenhop": bench_listenhop, "resampler": bench_resampler, "cpmobile": bench_cpmobile,
+           "cpmthroughput": SimpleNamespace(run=bench_cpmobile.run_throughput, markdown=bench_cpmobile.markdown_throughput)}
 
 
 def machine() -> str:
