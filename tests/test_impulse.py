@@ -268,3 +268,22 @@ def test_response_folder_messages_are_exact(tmp_path):
     with pytest.raises(DatasetError) as exc:
         check_devices([None], "/irs")
     assert str(exc.value).endswith("a DCASE Mobile layout or DCASE-style file names)")
+
+
+def test_the_fft_is_long_enough_when_the_full_convolution_is_one_past_a_power_of_two():
+    # 1,000 + 26 - 1 = 1,025 samples of full convolution: an FFT of 1,024 would wrap the last one
+    # onto the first
+    x = np.random.default_rng(3).standard_normal((1, 1000)).astype(np.float32)
+    ir = np.random.default_rng(4).standard_normal(26).astype(np.float32)
+    np.testing.assert_allclose(convolve_ir(x, ir)[0], np.convolve(x[0], ir)[:1000], atol=2e-5)
+
+
+def test_dir_waveforms_are_read_at_the_run_rate_of_a_d24_cache(tau22, tmp_path):
+    root, data, _, irs = tau22
+    cache, _ = extract_features(open_dataset(data), frontend_params("d24", 1.0), workers=1, root=tmp_path,
+                                progress=False)
+    params = FeatureParams(**cache.manifest["params"])
+    assert params.sample_rate == 32000
+    ds = ImpulseResponseFeatures(cache, frontend_module(params), load_impulse_responses(irs, 32000), 0.0, roll=0)
+    x = ds.waveform(0)
+    assert x.shape == (1, 32000) and np.array_equal(x, plain_waveform(ds, 0))
