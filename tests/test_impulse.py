@@ -211,7 +211,7 @@ def test_toml_keys_and_bad_values(tmp_path, monkeypatch):
     (tmp_path / "run.toml").write_text('[train]\ndir-folder = "irs"\ndir_p = 0.25\n')
     cfg = resolve_train_config({"dataset": "/data/tau22"}, tmp_path / "run.toml")
     assert (cfg.dir_folder, cfg.dir_p) == (str(tmp_path / "irs"), 0.25)  # absolute: checkpoints keep it
-    with pytest.raises(ConfigError, match=r"^dir-p must be a finite number in \[0, 1\], got 1.5$"):
+    with pytest.raises(ConfigError, match=r"^--dir-p must be a finite number in \[0, 1\], got 1.5$"):
         resolve_train_config({"dataset": "/data/tau22", "dir_folder": "irs", "dir_p": 1.5})
 
 

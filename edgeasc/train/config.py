@@ -183,7 +183,7 @@ def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = N
         if v is None and name in ("roll", "warmup_steps"):
             continue
         if not isinstance(v, int) or isinstance(v, bool) or v < low:
-            raise ConfigError(f"{name.replace('_', '-')} must be an integer >= {low}, got {v!r}")
+            raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {v!r}")
     swa = values.get("swa_start")
     if swa is not None and (not isinstance(swa, int) or isinstance(swa, bool) or swa < 1):
         raise ConfigError(f"--swa-start must be an epoch >= 1, got {swa!r}")
@@ -192,12 +192,12 @@ def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = N
         if v is None and name == "seconds":
             continue
         if not isinstance(v, int | float) or isinstance(v, bool) or not (math.isfinite(v) and v > 0):
-            raise ConfigError(f"{name.replace('_', '-')} must be a finite number > 0, got {v!r}")
+            raise ConfigError(f"--{name.replace('_', '-')} must be a finite number > 0, got {v!r}")
     for name in ("lr", "lr_final"):  # Adam's step is about lr: above 1 it overflows float32, not a schedule
         if values.get(name, getattr(TrainConfig, name)) > 1:
-            raise ConfigError(f"{name.replace('_', '-')} must be at most 1 (Adam), got {values[name]!r}")
+            raise ConfigError(f"--{name.replace('_', '-')} must be at most 1 (Adam), got {values[name]!r}")
     if (values.get("seconds") or 0) > 600:
-        raise ConfigError(f"seconds must be at most 600 (a clip, not a recording), got {values['seconds']!r}")
+        raise ConfigError(f"--seconds must be at most 600 (a clip, not a recording), got {values['seconds']!r}")
     for name, low, high in (("mixup_alpha", 0.0, 100.0), ("damping_floor", 0.0, 1.0), ("prune_ratio", 0.0, 1.0),
                             ("weight_decay", 0.0, 1.0), ("warmup_epochs", 0.0, 1e6), ("time_roll", 0.0, 600.0),
                             ("dir_p", 0.0, 1.0)):
@@ -205,7 +205,7 @@ def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = N
         if v is None and name not in ("mixup_alpha", "weight_decay", "dir_p"):
             continue
         if not isinstance(v, int | float) or isinstance(v, bool) or not (math.isfinite(v) and low <= v <= high):
-            raise ConfigError(f"{name.replace('_', '-')} must be a finite number in [{low:g}, {high:g}], got {v!r}")
+            raise ConfigError(f"--{name.replace('_', '-')} must be a finite number in [{low:g}, {high:g}], got {v!r}")
     if values.get("lr_decay_end", TrainConfig.lr_decay_end) < values.get("lr_hold", TrainConfig.lr_hold):
         raise ConfigError(f"--lr-decay-end {values['lr_decay_end']} is before --lr-hold {values['lr_hold']}: the "
                           "linear decay ends after the held rate")
@@ -214,7 +214,7 @@ def resolve_train_config(cli: dict[str, Any], config_file: str | Path | None = N
     refuse_idle_options(given, values)
     if values.get("dir_folder") is not None and (not isinstance(values["dir_folder"], str | Path)
                                                  or not str(values["dir_folder"])):
-        raise ConfigError(f"dir-folder must be a folder, got {values['dir_folder']!r}")
+        raise ConfigError(f"--dir-folder must be a folder, got {values['dir_folder']!r}")
     for name in ("dataset", "cache_dir", "dir_folder"):  # stored in checkpoints: must not depend on the working directory
         if values.get(name):
             values[name] = str(Path(values[name]).expanduser().resolve())
@@ -336,7 +336,7 @@ def _resolve_teachers(values: dict[str, Any]) -> None:
         raise ConfigError(f"teachers must be a list of run directories or checkpoints, got {teachers!r}")
     logits = values.get("teacher_logits")
     if logits is not None and (not isinstance(logits, str | Path) or not str(logits)):
-        raise ConfigError(f"teacher-logits must be a file, got {logits!r}")
+        raise ConfigError(f"--teacher-logits must be a file, got {logits!r}")
     if logits is not None and teachers:
         raise ConfigError("give --teacher runs or --teacher-logits, not both (the file is the teacher)")
     if logits is not None and values.get("kd_targets") == "online":
