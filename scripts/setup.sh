@@ -10,5 +10,6 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet "$TORCH_SPEC"
-.venv/bin/python -m pip install --quiet -e ".[train,dev]"
+# One resolver pass with torch pinned in it; --no-compile: Python writes the bytecode of the modules
+# it actually imports on first use, instead of pip compiling all of torch (about 20 CPU-s).
+.venv/bin/python -m pip install --quiet --no-compile "$TORCH_SPEC" -e ".[train,dev]"

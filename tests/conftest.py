@@ -100,6 +100,18 @@ def cli():
     return run_cli
 
 
+@pytest.fixture(autouse=True)
+def export_memo_in_this_process(request):
+    """Repeated exports of an identical network reuse the first one's bytes (tests/export_memo.py
+    says why that is faithful); a test marked `real_export` runs the exporter every time."""
+    import export_memo
+
+    export_memo.install_if_loaded()
+    export_memo.enabled = request.node.get_closest_marker("real_export") is None
+    yield
+    export_memo.enabled = True
+
+
 # ----------------------------------------------------------------------------- shared artefacts
 # Built once per session for every module that uses them (a module-scoped fixture imported into
 # a second module is built again there). Tests only read them; a test that changes one copies it.
@@ -180,3 +192,10 @@ def make_dcase(root: Path, layout: str, scenes=("airport", "bus", "park"), secon
                                                           + "".join(f"{n}\t{label}\n" for n, label in picked))
         (subsets / "test.csv").write_text("filename\n" + "".join(f"{n}\n" for n, _ in evaluate))
     return root
+
+
+def pytest_terminal_summary(terminalreporter):
+    import export_memo
+
+    if export_memo.STATS["misses"]:
+        terminalreporter.write_line("ONNX exports: {misses} run, {hits} reused (tests/export_memo.py)".format(**export_memo.STATS))

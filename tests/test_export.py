@@ -157,6 +157,7 @@ def test_round_trip_every_variant_and_precision(tmp_path, variant, precision):
         assert onnx.TensorProto.FLOAT16 in types and onnx.TensorProto.FLOAT not in types
 
 
+@pytest.mark.real_export  # two runs of the exporter, not one and its memo
 def test_metadata_determinism_and_no_local_paths(tmp_path):
     model = trained_like(ModelConfig(width=8, n_classes=3))
     ckpt = write_checkpoint(tmp_path / "m.pt", model)

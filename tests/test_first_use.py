@@ -65,7 +65,7 @@ def test_a_budget_fail_is_said_on_stderr_and_the_files_are_kept(scenes, tmp_path
     run = tmp_path / "run"
     assert run_cli_here("train", str(scenes / "scenes"), *TRAIN, "--epochs", "1", "--cache-dir", str(tmp_path / "c"),
                         "--out", str(run), "--json").returncode == 0
-    proc = run_cli("export", str(run), "--check-budget", "1KB", "--json")
+    proc = run_cli_here("export", str(run), "--check-budget", "1KB", "--json")
     assert proc.returncode == 3
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "budget FAIL" in lines[0] and "kept" in lines[0] and "1,024" in lines[0], lines

@@ -9,8 +9,11 @@ a prelude that patches the OS call (os.fsync / tempfile.mkstemp) in the CLI proc
 edgeasc code path from there on is the real one. A worker killed mid-extraction is a real
 SIGBUS, raised by a sitecustomize module in the spawned worker."""
 
+import contextlib
+import errno
 import fcntl
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -50,6 +53,28 @@ def fails_with(errno_name: str, call: str, after: int = 0) -> str:
             f"        raise OSError(errno.{errno_name}, os.strerror(errno.{errno_name}))\n"
             f"    return _real(*a, **k)\n"
             f"import os\n{call} = _fake\n")
+
+
+@contextlib.contextmanager
+def failing(errno_name: str, call: str, after: int = 0):
+    """fails_with in this process, for the duration of one in-process command: the OS error is the
+    point, not a fresh interpreter, and an export or a training here skips a 2-s torch import."""
+    module_name, name = call.rsplit(".", 1)
+    module = importlib.import_module(module_name)
+    real, calls = getattr(module, name), [0]
+    code = getattr(errno, errno_name)
+
+    def fake(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] > after:
+            raise OSError(code, os.strerror(code))
+        return real(*args, **kwargs)
+
+    setattr(module, name, fake)
+    try:
+        yield
+    finally:
+        setattr(module, name, real)
 
 
 # ----------------------------------------------------------------------------- the contract
@@ -294,14 +319,16 @@ def test_resume_of_a_folder_that_never_existed_is_refused(assets, ws):
 # ----------------------------------------------------------------------------- 4. the OS says no
 def test_train_on_a_full_disk(assets, ws):
     before = snapshot(ws)
-    refused(train(assets, ws, "full", "--epochs", "1", python_prelude=fails_with("ENOSPC", "os.fsync")), ws,
-            before, "cannot write", "checkpoint-last.pt", "no space left")
+    with failing("ENOSPC", "os.fsync"):
+        proc = train(assets, ws, "full", "--epochs", "1", here=True)
+    refused(proc, ws, before, "cannot write", "checkpoint-last.pt", "no space left")
 
 
 def test_resume_on_a_full_disk_keeps_the_old_checkpoint(assets, ws):
     before = snapshot(ws)
-    refused(train(assets, ws, "run", "--epochs", "2", "--resume", python_prelude=fails_with("ENOSPC", "os.fsync")),
-            ws, before, "checkpoint-last.pt", "no space left")
+    with failing("ENOSPC", "os.fsync"):
+        proc = train(assets, ws, "run", "--epochs", "2", "--resume", here=True)
+    refused(proc, ws, before, "checkpoint-last.pt", "no space left")
 
 
 def test_features_on_a_full_disk(assets, ws):
@@ -343,24 +370,27 @@ def test_synth_on_a_full_disk_leaves_nothing(ws):
 
 def test_export_to_a_read_only_folder(assets, ws):
     before = snapshot(ws)
-    refused(run_cli("export", str(assets / "m.pt"), "-o", str(ws / "m.onnx"),
-                    python_prelude=fails_with("EROFS", "tempfile.mkstemp")), ws, before, "m.onnx",
+    with failing("EROFS", "tempfile.mkstemp"):
+        proc = run_cli_here("export", str(assets / "m.pt"), "-o", str(ws / "m.onnx"))
+    refused(proc, ws, before, "m.onnx",
             "read-only file system")
 
 
 @pytest.mark.parametrize("after", [1, 2])
 def test_an_export_whose_report_does_not_fit_leaves_nothing(assets, ws, after):
     before = snapshot(ws)  # the .onnx is written (fsync 1), a report is not: none of them may land
-    refused(run_cli("export", str(assets / "m.pt"), "-o", str(ws / "m.onnx"),
-                    python_prelude=fails_with("ENOSPC", "os.fsync", after=after)), ws, before, "no space left")
+    with failing("ENOSPC", "os.fsync", after=after):
+        proc = run_cli_here("export", str(assets / "m.pt"), "-o", str(ws / "m.onnx"))
+    refused(proc, ws, before, "no space left")
 
 
 def test_a_failed_export_with_force_keeps_the_previous_outputs(assets, ws):
     proc = run_cli_here("export", str(assets / "m.pt"), "-o", str(ws / "m.onnx"), "--json")
     assert proc.returncode == 0, proc.stderr
     before = snapshot(ws)
-    refused(run_cli("export", str(assets / "m.pt"), "-o", str(ws / "m.onnx"), "--force", "--precision", "fp16",
-                    python_prelude=fails_with("ENOSPC", "os.fsync", after=2)), ws, before, "m.size.md",
+    with failing("ENOSPC", "os.fsync", after=2):
+        proc = run_cli_here("export", str(assets / "m.pt"), "-o", str(ws / "m.onnx"), "--force", "--precision", "fp16")
+    refused(proc, ws, before, "m.size.md",
             "no space left")
 
 

@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 from test_runtime import DEVICE, LABELS, predict_json
 
-from conftest import assert_one_line_error, run_cli, write_wav
+from conftest import assert_one_line_error, run_cli, run_cli_here, write_wav
 from edgeasc.runtime.deployed import DeployedModel, load_model
 from edgeasc.runtime.features import D24_PARAMS, FeatureParams, compute_features
 from edgeasc.runtime.framecache import SharedFrames, shares_frames
@@ -145,7 +145,7 @@ def test_predict_reads_stdin_and_folders(exported, tmp_path):
     assert piped.returncode == 0, piped.stderr
     assert json.loads(piped.stdout)[0]["probabilities"] == results[0]["probabilities"]
     (tmp_path / "empty").mkdir()
-    assert_one_line_error(run_cli("predict", str(paths["fp32"]), str(tmp_path / "empty"), python_prelude=DEVICE),
+    assert_one_line_error(run_cli_here("predict", str(paths["fp32"]), str(tmp_path / "empty")),
                           2, "no audio files")
     assert_one_line_error(run_cli("predict", str(paths["fp32"]), "-", "-", python_prelude=DEVICE, stdin=b""),
                           2, "once")
@@ -248,12 +248,10 @@ def test_bench_end_to_end_times_every_stage(exported, tmp_path):
                                                                                                           abs=1 / 44100)
     both = end_to_end([paths["fp32"]], clip, runs=2, warmup=0, fft=("scipy", "numpy"))["results"]
     assert [r["frontend_fft"] for r in both] == ["scipy", "numpy"]
-    assert_one_line_error(run_cli("bench", str(paths["fp32"]), "--clip", str(tmp_path / "none.wav"),
-                                  python_prelude=DEVICE), 2, "--clip", "no such file")
-    assert_one_line_error(run_cli("bench", str(paths["bare"]), "--clip", str(clip), python_prelude=DEVICE),
+    assert_one_line_error(run_cli_here("bench", str(paths["fp32"]), "--clip", str(tmp_path / "none.wav")), 2, "--clip", "no such file")
+    assert_one_line_error(run_cli_here("bench", str(paths["bare"]), "--clip", str(clip)),
                           2, "not an edgeasc export")
-    assert_one_line_error(run_cli("bench", str(paths["fp32"]), "--clip", str(clip), "--threads", "1,2",
-                                  python_prelude=DEVICE), 2, "one thread count")
+    assert_one_line_error(run_cli_here("bench", str(paths["fp32"]), "--clip", str(clip), "--threads", "1,2"), 2, "one thread count")
 
 
 def test_listen_rewrites_one_line_on_a_terminal(exported):

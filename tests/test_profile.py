@@ -45,7 +45,7 @@ def test_profile_shares_add_up_and_convs_dominate_a_cp_resnet(exported, tmp_path
 def test_profile_refusals(exported, tmp_path):
     _, paths = exported
     m = str(paths["fp32"])
-    assert_one_line_error(run_cli("bench", m, "--profile-out", m, python_prelude=DEVICE), 2,
+    assert_one_line_error(run_cli_here("bench", m, "--profile-out", m), 2,
                           "--profile-out", "is one of the inputs")
 
     def refused(*args, needle):

@@ -9,7 +9,7 @@ import onnx
 import pytest
 import torch
 
-from conftest import assert_one_line_error, run_cli, write_wav
+from conftest import assert_one_line_error, run_cli, run_cli_here, write_wav
 from edgeasc.compress.pruning import Pruner
 from edgeasc.export.pipeline import export_checkpoint
 from edgeasc.models import ModelConfig, build_model
@@ -173,22 +173,20 @@ def test_unreadable_files_are_reported_and_the_rest_classified(exported, tmp_pat
 def test_predict_bad_input(exported, tmp_path):
     _, paths = exported
     wav = write_wav(tmp_path / "a.wav", seconds=1.0)
-    assert_one_line_error(run_cli("predict", str(paths["text"]), str(wav), python_prelude=DEVICE), 2,
+    assert_one_line_error(run_cli_here("predict", str(paths["text"]), str(wav)), 2,
                           "notes.onnx", "not a usable ONNX model")
-    assert_one_line_error(run_cli("predict", str(paths["bare"]), str(wav), python_prelude=DEVICE), 2,
+    assert_one_line_error(run_cli_here("predict", str(paths["bare"]), str(wav)), 2,
                           "not an edgeasc export", "edgeasc.labels")
-    assert_one_line_error(run_cli("predict", str(tmp_path / "nope.onnx"), str(wav), python_prelude=DEVICE), 2,
+    assert_one_line_error(run_cli_here("predict", str(tmp_path / "nope.onnx"), str(wav)), 2,
                           "no such model file")
-    assert_one_line_error(run_cli("predict", str(paths["fp32"]), str(wav), "--threads", "0", python_prelude=DEVICE),
+    assert_one_line_error(run_cli_here("predict", str(paths["fp32"]), str(wav), "--threads", "0"),
                           2, "thread count")
-    assert_one_line_error(run_cli("predict", str(paths["fp32"]), str(wav), "--top-k", "4", python_prelude=DEVICE),
+    assert_one_line_error(run_cli_here("predict", str(paths["fp32"]), str(wav), "--top-k", "4"),
                           2, "--top-k")
-    assert_one_line_error(run_cli("predict", str(paths["fp32"]), str(wav), "--hop", "2", python_prelude=DEVICE),
+    assert_one_line_error(run_cli_here("predict", str(paths["fp32"]), str(wav), "--hop", "2"),
                           2, "--hop")
-    assert_one_line_error(run_cli("predict", str(paths["fp32"]), str(wav), "--window", "0.01",
-                                  python_prelude=DEVICE), 2, "--window")
-    assert_one_line_error(run_cli("predict", str(paths["fp32"]), str(wav), "--csv", str(tmp_path / "no" / "x.csv"),
-                                  python_prelude=DEVICE), 2, "--csv")
+    assert_one_line_error(run_cli_here("predict", str(paths["fp32"]), str(wav), "--window", "0.01"), 2, "--window")
+    assert_one_line_error(run_cli_here("predict", str(paths["fp32"]), str(wav), "--csv", str(tmp_path / "no" / "x.csv")), 2, "--csv")
 
 
 def test_bench_side_by_side_without_torch(exported):
@@ -226,12 +224,12 @@ def test_bench_python_api_and_models_without_metadata(exported):
     # measured in a fresh process: not the peak of this pytest process, which holds torch
     assert result["empty_process_peak_rss_bytes"] < 250 * 2**20 <= r["peak_rss_bytes"] + 250 * 2**20
     assert r["input_shape"] == [1, 2, 256, FeatureParams().n_frames(2.0)] and r["macs_per_clip"] is None
-    assert_one_line_error(run_cli("bench", str(paths["bare"]), "--runs", "2", python_prelude=DEVICE), 2,
+    assert_one_line_error(run_cli_here("bench", str(paths["bare"]), "--runs", "2"), 2,
                           "--seconds")
-    assert_one_line_error(run_cli("bench", str(paths["text"]), python_prelude=DEVICE), 2, "not a usable ONNX")
-    assert_one_line_error(run_cli("bench", str(paths["fp32"]), "--threads", "0", python_prelude=DEVICE), 2,
+    assert_one_line_error(run_cli_here("bench", str(paths["text"])), 2, "not a usable ONNX")
+    assert_one_line_error(run_cli_here("bench", str(paths["fp32"]), "--threads", "0"), 2,
                           "thread count")
-    assert_one_line_error(run_cli("bench", str(paths["fp32"]), "--threads", "one", python_prelude=DEVICE), 2,
+    assert_one_line_error(run_cli_here("bench", str(paths["fp32"]), "--threads", "one"), 2,
                           "--threads")
 
 
@@ -248,7 +246,7 @@ def test_info_on_an_onnx_file_without_torch(exported):
     assert "waveform" in table.stdout and "in the graph" in table.stdout and "[batch, 2, samples]" in table.stdout
     bare = run_cli("info", str(paths["bare"]), python_prelude=DEVICE)
     assert bare.returncode == 0 and "not an edgeasc export" in bare.stdout
-    assert_one_line_error(run_cli("info", str(paths["text"]), python_prelude=DEVICE), 2, "not a usable ONNX")
+    assert_one_line_error(run_cli_here("info", str(paths["text"])), 2, "not a usable ONNX")
 
 
 def test_bench_rows_of_different_files_get_distinct_names():
