@@ -158,6 +158,26 @@ def test_package_routes_seen_devices_to_their_own_network_and_the_rest_to_the_ge
     assert fid["top1_identical"] and fid["max_abs_probability_difference"] < 1e-5
 
 
+def test_the_modules_device_map_is_what_routes_and_must_name_stored_networks(work, tmp_path):
+    # an entrant edits DEVICE_MAP in the module (the table the template tells them to edit):
+    # predict() and get_model_for_device() follow it, and a name the weights lack is refused at load
+    out = tmp_path / "pkg"
+    assert run_cli_here("package", str(work["run"]), "--label", LABEL, "-o", str(out)).returncode == 0
+    source = out / LABEL / f"{LABEL}_1.py"
+    text = source.read_text()
+    assert '"b": "b",' in text and '"s4": "general",' in text
+    source.write_text(text.replace('"b": "b",', '"b": "general",').replace('"s4": "general",', '"s4": "a",'))
+    with imported_submission(out, LABEL, 1) as module:
+        model = module.load_model()
+        assert module.get_model_for_device(model, "b") is model.submodels["general"]
+        assert module.get_model_for_device(model, "s4") is model.submodels["a"]
+        assert module.get_model_for_device(model, "s1") is model.submodels["s1"]
+    source.write_text(text.replace('"b": "b",', '"b": "s9",'))
+    with imported_submission(out, LABEL, 1) as module, pytest.raises(ValueError) as info:
+        module.load_model()
+    assert str(info.value) == f"{LABEL}: DEVICE_MAP names ['s9'], but the weights hold only ['a', 'b', 'general', 's1']"
+
+
 def test_refusals_are_one_line(work, tmp_path):
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()

@@ -125,6 +125,28 @@ def test_over_the_limits_exits_3_and_writes_nothing(work, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def _measured(macs: int, params_bytes: int) -> list[dict]:
+    return [{"complexity": {"max_MACs": macs, "per_device": {"a": {"MACs": macs, "Params": params_bytes}}}}]
+
+
+@pytest.mark.parametrize("precision, macs, params_bytes, fits_at, hint", [
+    ("fp32", 29_000_000, 256_000, "fp16", "--precision fp16 would fit"),
+    ("fp32", 29_000_000, 256_004, "int8", "only int8 weights would fit"),
+    ("fp32", 29_000_000, 512_000, "int8", "only int8 weights would fit"),
+    ("fp32", 29_000_000, 512_004, None, "train it smaller (--params-target, --macs-target, --fit)"),
+    ("fp16", 29_000_000, 256_000, "int8", "only int8 weights would fit"),
+    ("fp16", 29_000_000, 256_002, None, "train it smaller"),
+    ("fp16", 30_000_000, 200_000, "int8", "only int8 weights would fit"),  # the MACs limit is inclusive
+    ("fp16", 30_000_001, 200_000, None, "train it smaller"),  # no precision changes the MACs
+    ("fp32", 30_000_001, 130_000, None, "train it smaller"),
+])
+def test_an_over_the_limits_refusal_names_the_precision_that_would_fit(precision, macs, params_bytes, fits_at, hint):
+    from edgeasc.export.package import precision_that_fits, refusal_hint
+
+    assert precision_that_fits(_measured(macs, params_bytes), precision) == fits_at
+    assert refusal_hint(fits_at).startswith(hint)
+
+
 def _fake_run(src: Path, dst: Path, name: str, labels=None) -> Path:
     """A copy of a run's checkpoint under `name`, its class order changed when `labels` is given."""
     from edgeasc.train.checkpoint import load_checkpoint, save_checkpoint
@@ -216,6 +238,35 @@ def test_pip_install_in_a_fresh_venv_and_the_organisers_import(work, tmp_path):
     assert proc.returncode == 0, proc.stderr
     order, shapes, where = json.loads(proc.stdout)
     assert order == ["airport", "bus", "park"] and shapes == [3, 3] and where.startswith(str(pkg))
+
+
+def test_check_fails_with_exit_3_on_a_hand_edited_package(work, tmp_path):
+    """An entrant who edits the package learns what broke: a complexity.json that no longer matches
+    the measurement, and weights that no longer predict what the run's export predicts."""
+    from safetensors.torch import load_file, save_file
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(work["out"], pkg)
+    stored = pkg / "predictions" / f"{LABEL}_1" / "complexity.json"
+    edited = json.loads(stored.read_text())
+    edited["max_MACs"] -= 1
+    stored.write_text(json.dumps(edited))
+    assert_one_line_error(run_cli_here("package", "--check", str(pkg)), 3, "package check FAIL",
+                          f"{LABEL}_1: predictions/{LABEL}_1/complexity.json does not match the measurement")
+    shutil.rmtree(pkg)
+    shutil.copytree(work["out"], pkg)
+    weights = pkg / LABEL / "resources" / f"{LABEL}_1.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(weights))
+    # the classifier's last BatchNorm shifted (this barely trained network's logits differ by ~1e-4,
+    # so the shift decides): every clip's top class becomes the first
+    tensors["general.head.1.bias"] = torch.tensor([5.0, 0.0, -5.0], dtype=tensors["general.head.1.bias"].dtype)
+    save_file(tensors, str(weights), metadata=meta)
+    proc = run_cli_here("package", "--check", str(pkg), "--audio", str(work["data"] / "audio"))
+    assert_one_line_error(proc, 3, "package check FAIL", "probabilities differ from edgeasc predict by")
 
 
 def test_check_refuses_what_is_not_a_package_in_one_line(work, tmp_path):

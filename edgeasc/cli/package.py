@@ -61,10 +61,8 @@ def package(
             _render_complexity(m["module"], m["complexity"], m["device_map"], result["limits"])
     if not result["written"]:
         over = [f"{m['module']}: {o}" for m in result["modules"] for o in m["over"]]
-        hint = (f"; --precision {result['fits_at']} would fit" if result.get("fits_at") else
-                "; neither fp16 nor fp32 fits: train it smaller (--params-target, --macs-target, --fit) and "
-                "package again" if result["precision"] == "fp16" else "")
-        err.print(f"edgeasc: error: over the DCASE 2025 limits ({'; '.join(over)}); nothing was written{hint}",
+        err.print(f"edgeasc: error: over the DCASE 2025 limits ({'; '.join(over)}); nothing was written; "
+                  f"{result['hint']}",
                   markup=False, soft_wrap=True)
         raise typer.Exit(3)
     if not as_json:

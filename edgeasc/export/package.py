@@ -207,14 +207,31 @@ def check_inputs(runs: list[Path], label: str, output: Path, precision: str, for
         raise ConfigError(f"{output.parent}: no such folder")
 
 
+BYTES_PER_PARAMETER = {"fp32": 4, "fp16": 2, "int8": 1}
+
+
 def precision_that_fits(modules: list[dict], precision: str) -> str | None:
-    """The packaged precision (fp16 after fp32) under which every module's parameter bytes fit,
-    None when none does or the MACs are over (no precision changes those)."""
+    """The smaller precision under which every module's parameter bytes would fit (fp16, else
+    int8), None when the MACs are over (no precision changes those) or none would."""
+    if max(m["complexity"]["max_MACs"] for m in modules) > MAX_MACS:
+        return None
     worst = max(max(c["Params"] for c in m["complexity"]["per_device"].values()) for m in modules)
-    macs = max(m["complexity"]["max_MACs"] for m in modules)
-    if precision == "fp32" and macs <= MAX_MACS and worst // 2 <= MAX_PARAMS_BYTES:
-        return "fp16"
+    parameters = worst // BYTES_PER_PARAMETER[precision]
+    for smaller in ("fp16", "int8"):
+        if BYTES_PER_PARAMETER[smaller] < BYTES_PER_PARAMETER[precision] and \
+                parameters * BYTES_PER_PARAMETER[smaller] <= MAX_PARAMS_BYTES:
+            return smaller
     return None
+
+
+def refusal_hint(fits_at: str | None) -> str:
+    """What to do about a package over the limits, given precision_that_fits."""
+    if fits_at == "fp16":
+        return "--precision fp16 would fit"
+    if fits_at == "int8":
+        return ("only int8 weights would fit, and a package stores fp16 or fp32 (what the organisers' "
+                "torch modules run): train it smaller (--params-target, --fit) and package again")
+    return "train it smaller (--params-target, --macs-target, --fit) and package again"
 
 
 def package_runs(runs: list[str | Path], label: str, output: str | Path, precision: str = "fp16",
@@ -242,6 +259,7 @@ def package_runs(runs: list[str | Path], label: str, output: str | Path, precisi
                    "modules": modules, "written": False}
         if any(m["over"] for m in modules):
             summary["fits_at"] = precision_that_fits(modules, precision)
+            summary["hint"] = refusal_hint(summary["fits_at"])
             return summary
         for m in modules:
             folder = tmp / "predictions" / m["module"]
