@@ -102,6 +102,16 @@ COMMAND_CASES = {
                                 "--no-arena does nothing with --clip"),
     "export --calibration without int8": (("export", "run", "--precision", "fp16", "--calibration", "data"),
                                           "--calibration only applies to --precision int8"),
+    "bench --top without --profile": (("bench", "m.onnx", "--top", "3"),
+                                      "--top does nothing without --profile (the nodes of the profile to show)"),
+    "bench --force without --profile-out": (("bench", "m.onnx", "--profile", "--force"),
+                                            "--force does nothing without --profile-out (it lets the trace replace "
+                                            "a file that is not an onnxruntime trace)"),
+    "listen --threshold without --events": (("listen", "m.onnx", "-", "--threshold", "0.7"),
+                                            "--threshold does nothing without --events (it decides when the scene "
+                                            "changes)"),
+    "listen --hold without --events": (("listen", "m.onnx", "-", "--hold", "5"),
+                                       "--hold does nothing without --events (it decides when the scene changes)"),
 }
 
 

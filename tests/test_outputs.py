@@ -76,6 +76,22 @@ def test_export_never_writes_over_its_checkpoint(ws):
     assert intact(ws) == before
 
 
+@pytest.mark.parametrize("report", ["new.size.json", "new.size.md"])
+def test_export_replaces_only_its_own_size_reports_without_force(ws, report):
+    # -o new.onnx writes new.size.json and new.size.md beside it: a file there that export did
+    # not write needs --force; the reports of an earlier export (its model since deleted) do not
+    other = ws / report
+    other.write_text("my notes\n")
+    args = ["export", str(ws / "m.pt"), "-o", str(ws / "new.onnx")]
+    assert_one_line_error(run_cli_here(*args), 2, f"{other} exists and is not a size report that export wrote",
+                          "use --force")
+    assert other.read_text() == "my notes\n" and not (ws / "new.onnx").exists()
+    assert run_cli_here(*args, "--force").returncode == 0
+    (ws / "new.onnx").unlink()
+    assert run_cli_here(*args).returncode == 0  # its own reports: replaced without --force
+    assert (ws / "new.size.md").read_text().startswith("# Size report: ")
+
+
 @pytest.mark.parametrize("change, needle", [
     ({"sample_rate": None}, "lacks 'sample_rate'"),
     ({"window": "hann"}, "unknown key 'window'"),

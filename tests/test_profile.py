@@ -59,3 +59,12 @@ def test_profile_refusals(exported, tmp_path):
     refused(m, "--profile-out", str(tmp_path), needle="a folder")
     refused(str(paths["bare"]), "--profile", needle="pass --seconds")
     assert not list(tmp_path.iterdir())
+    # a file that is not an onnxruntime trace is replaced only with --force; an earlier trace is
+    notes = tmp_path / "notes.json"
+    notes.write_text('[{"mine": 1}]')
+    refused(m, "--profile-out", str(notes), needle="exists and is not an onnxruntime trace: use --force")
+    assert notes.read_text() == '[{"mine": 1}]'
+    for extra in (["--force"], []):  # the second run replaces the first's trace without --force
+        done = run_cli_here("bench", m, "--runs", "2", "--warmup", "0", "--profile-out", str(notes), *extra)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(notes.read_text())[0]["cat"] == "Session"

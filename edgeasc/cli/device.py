@@ -96,16 +96,24 @@ def bench(
                                  "time (one model, one thread count)."),
     profile_out: Path | None = typer.Option(None, "--profile-out", help="--profile: also write onnxruntime's raw "
                                             "trace (Chrome trace JSON: chrome://tracing, Perfetto) here."),
-    top: int = typer.Option(15, help="--profile: nodes to show."),
+    top: int | None = typer.Option(None, help="--profile: nodes to show (default 15)."),
+    force: bool = typer.Option(False, "--force", help="--profile-out may replace a file that is not an "
+                               "onnxruntime trace."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Latency, throughput, real-time factor and memory of exported models under onnxruntime."""
     from edgeasc.console import progress_bar
     from edgeasc.runtime.bench import bench_models, end_to_end
 
+    if top is not None and not profile and profile_out is None:
+        raise ConfigError("--top does nothing without --profile (the nodes of the profile to show)")
+    if force and profile_out is None:
+        raise ConfigError("--force does nothing without --profile-out (it lets the trace replace a file that "
+                          "is not an onnxruntime trace)")
     counts = parse_threads(threads)
     if profile or profile_out is not None:
-        profile_command(models, counts, runs, warmup, batch, seconds, clip, profile_out, top, as_json)
+        profile_command(models, counts, runs, warmup, batch, seconds, clip, profile_out,
+                        15 if top is None else top, as_json, force)
         return
     if clip is not None:
         idle = [flag for flag, given in (("--batch", batch != 1), ("--seconds", seconds is not None),
@@ -133,7 +141,7 @@ def bench(
 
 def profile_command(models: list[Path], counts: list[int], runs: int, warmup: int, batch: int,
                     seconds: float | None, clip: Path | None, profile_out: Path | None, top: int,
-                    as_json: bool) -> None:
+                    as_json: bool, force: bool = False) -> None:
     from edgeasc.io import refuse_input_as_output
     from edgeasc.runtime.bench import profile_model
 
@@ -143,6 +151,9 @@ def profile_command(models: list[Path], counts: list[int], runs: int, warmup: in
         raise ConfigError(f"--top must be between 1 and 10000, got {top}")
     if profile_out is not None:
         refuse_input_as_output(profile_out, models, "--profile-out")
+        if profile_out.is_file() and not force and not _is_ort_trace(profile_out):
+            raise ConfigError(f"--profile-out {profile_out} exists and is not an onnxruntime trace: use --force "
+                              "to replace it")
         if profile_out.is_dir() or not profile_out.parent.is_dir():
             raise ConfigError(f"--profile-out {profile_out}: " + ("a folder" if profile_out.is_dir()
                                                                   else f"folder {profile_out.parent} does not exist"))
@@ -313,6 +324,17 @@ def _copy_text(source, path: Path) -> None:
 
 
 CSV_HEADER = "file,window_start,window_end,label,probability,"
+
+
+def _is_ort_trace(path: Path) -> bool:
+    """Whether `path` starts as onnxruntime's profiler writes its trace (a JSON list of events,
+    the first one's "cat" key first): an earlier --profile-out, which may be replaced."""
+    try:
+        with open(path, "rb") as f:
+            head = b"".join(f.read(64).split())
+    except OSError:
+        return False
+    return head.startswith(b'[{"cat"')
 
 
 def _is_predict_csv(path: Path) -> bool:

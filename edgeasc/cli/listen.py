@@ -39,9 +39,9 @@ def listen(
     smooth: int = typer.Option(1, help="Report the mean probabilities of the last N windows."),
     events: bool = typer.Option(False, "--events", help="Report scene changes only: a label becomes the scene "
                                 "after --hold consecutive windows on top with probability >= --threshold."),
-    threshold: float = typer.Option(DEFAULT_THRESHOLD, help="--events: the top probability a window needs to count "
-                                    "towards a new scene (0.5: more than all other labels together)."),
-    hold: int = typer.Option(DEFAULT_HOLD, help="--events: consecutive windows a new scene needs (3 at a 1-s hop: "
+    threshold: float | None = typer.Option(None, help="--events: the top probability a window needs to count "
+                                    "towards a new scene (default 0.5: more than all other labels together)."),
+    hold: int | None = typer.Option(None, help="--events: consecutive windows a new scene needs (default 3; at a 1-s hop: "
                              "sounds shorter than 3 s do not change the scene)."),
     silence_db: float | None = typer.Option(None, "--silence-db", help="Windows quieter than this RMS level in "
                                             "dBFS (e.g. -60) are not classified: reported as silence."),
@@ -66,6 +66,11 @@ def listen(
         raise ConfigError("--format describes raw PCM on stdin or a FIFO; a microphone is read as float32")
     if source is None and channels is not None and channels not in (1, 2):
         raise ConfigError(f"--channels must be 1 or 2, got {channels}")
+    idle = [flag for flag, value in (("--threshold", threshold), ("--hold", hold)) if value is not None]
+    if idle and not events:
+        raise ConfigError(f"{idle[0]} does nothing without --events (it decides when the scene changes)")
+    threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+    hold = DEFAULT_HOLD if hold is None else hold
     check_event_options(threshold, hold)
     check_silence_db(silence_db)
     target = None

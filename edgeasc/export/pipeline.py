@@ -60,6 +60,23 @@ def check_output(path: Path, force: bool) -> None:
         raise ConfigError(f"{path.parent}: folder is not writable")
     if path.exists() and not force and not failed_own_export(path):
         raise ConfigError(f"{path} exists (use --force to replace it)")
+    for report in (path.with_suffix(".size.json"), path.with_suffix(".size.md")):
+        if report.exists() and not force and not own_size_report(report):
+            raise ConfigError(f"{report} exists and is not a size report that export wrote "
+                              "(use --force to replace it)")
+
+
+def own_size_report(path: Path) -> bool:
+    """Whether `path` is a size report export wrote (beside a model, it is replaced with it): the
+    JSON one holds a verdict and the counted bytes, the Markdown one starts with its title."""
+    try:
+        if path.suffix == ".json":
+            report = json.loads(path.read_text(encoding="utf-8"))
+            return isinstance(report, dict) and "verdict" in report and "file_bytes" in report
+        with open(path, "rb") as f:
+            return f.read(len(b"# Size report: ")) == b"# Size report: "
+    except (OSError, ValueError):
+        return False
 
 
 def failed_own_export(path: Path) -> bool:
