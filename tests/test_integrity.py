@@ -152,6 +152,11 @@ def test_a_pack_without_its_checksum_is_refused(exported, tmp_path):
     with pytest.raises(ModelError, match=r"bad.onnx: metadata edgeasc.sparse packs 7 tensors but carries no "
                                          r"sha256 of them$"):
         load_model(bad)
+    removed = rewrite(exported, tmp_path / "removed.onnx", meta={"sparse": None})
+    with pytest.raises(ModelError) as exc:
+        load_model(removed)
+    assert str(exc.value) == (f"{removed}: the graph holds 22 sparse-pack initializers but the metadata has no "
+                              "edgeasc.sparse with their sha256 (the file changed after export)")
 
 
 # ----------------------------------------------------------------------------- the channel plan

@@ -20,7 +20,7 @@ from edgeasc.runtime.metadata import (
     parse_metadata,
 )
 from edgeasc.runtime.metadata import PREFIX as METADATA_PREFIX
-from edgeasc.runtime.onnx_proto import Model, ProtoError, conv_widths, packed_digest, read_model
+from edgeasc.runtime.onnx_proto import PACKED, Model, ProtoError, conv_widths, packed_digest, read_model
 
 REQUIRED_FOR_PREDICT = ("labels", "feature_params", "input", "channels")
 
@@ -171,6 +171,12 @@ def check_sparse_pack(meta: dict, model: Model, where: str) -> None:
     nothing is decoded or rebuilt, so it costs one pass of hashing over the pack."""
     sparse = meta.get("sparse")
     if sparse is None:
+        # an edgeasc export whose sparse key was removed: the graph still says whether it holds a
+        # pack (a file without edgeasc metadata is foreign and runs as it is)
+        count = sum(1 for name in model.initializers if PACKED.match(name)) if meta else 0
+        if count:
+            raise ModelError(f"{where}: the graph holds {count} sparse-pack initializers but the metadata has no "
+                             f"{METADATA_PREFIX}sparse with their sha256 (the file changed after export)")
         return
     want = sparse.get("sha256")
     if want is None:
