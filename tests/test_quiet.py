@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 
 import numpy as np
 import onnx
@@ -44,10 +45,14 @@ def fd2_text():
 
 
 def run_here(*args):
-    """run_cli_here, and everything else that reached stderr meanwhile."""
-    with fd2_text() as fd2:
+    """run_cli_here, and everything else that reached stderr meanwhile; Python warnings too,
+    which pytest would otherwise collect instead of letting them reach stderr (recorded here
+    with every filter open: a warning the command does not silence itself is shown)."""
+    with fd2_text() as fd2, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         proc = run_cli_here(*args)
-    return proc, proc.stderr + fd2[0]
+    shown = "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in caught)
+    return proc, proc.stderr + fd2[0] + shown
 
 
 def only_edgeasc_lines(stderr):
@@ -120,6 +125,24 @@ def test_onnxruntime_log_only_with_verbose(ws, exported):
     assert stderr == ""
     assert_one_line_error(run_cli_here("predict", str(ws / "extra.onnx"), clip, "--verbose"), 2,
                           "No such option: --verbose (a global option: edgeasc --verbose COMMAND ...)")
+
+
+def test_a_library_warning_is_shown_only_with_verbose(ws, exported, monkeypatch):
+    """A Python warning from a library during a command (onnxruntime's session, here) does not
+    reach the user; with --verbose it does."""
+    import onnxruntime
+
+    class Warns(onnxruntime.InferenceSession):
+        def __init__(self, *args, **kwargs):
+            warnings.warn("a library's own warning", FutureWarning, stacklevel=2)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", Warns)
+    clip = str(next((ws / "scenes" / "audio").iterdir()))
+    proc, stderr = run_here("predict", str(ws / "run" / "model.onnx"), clip)
+    assert proc.returncode == 0 and stderr == "", stderr
+    proc, stderr = run_here("--verbose", "predict", str(ws / "run" / "model.onnx"), clip)
+    assert proc.returncode == 0 and "FutureWarning: a library's own warning" in stderr, stderr
 
 
 # ----------------------------------------------------------------------------- a full disk
