@@ -53,29 +53,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    """amqtt, a real MQTT 3.1.1 broker, on a free local port, anonymous."""
-    port = free_port()
-    config = tmp_path_factory.mktemp("broker") / "broker.yaml"
+def start_broker(port: int, folder) -> subprocess.Popen:
+    """amqtt, a real MQTT 3.1.1 broker, on `port` (127.0.0.1), anonymous; returns once it listens."""
+    config = folder / "broker.yaml"
     config.write_text(f"listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:{port}\nplugins:\n"
                       "  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n")
     proc = subprocess.Popen([sys.executable, "-c", "from amqtt.scripts.broker_script import main; main()", "-c",
                              str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("the amqtt broker did not start") from None
+            time.sleep(0.2)
+
+
+def stop_broker(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    port = free_port()
+    proc = start_broker(port, tmp_path_factory.mktemp("broker"))
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the amqtt broker did not start") from None
-                time.sleep(0.2)
         yield port
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_broker(proc)
 
 
 class Subscriber:
@@ -169,3 +178,35 @@ def test_a_subscriber_that_connects_mid_stream_learns_the_scene_at_once(broker):
     assert {(t, json.dumps(p), retain) for t, p, retain, _ in late.messages} == \
         {("garage/state", json.dumps({"state": "online", "label": "rumble", "since": 12.0, "probability": 0.75}), True)}
     assert publisher.close() is True and (publisher.sent, publisher.acked, publisher.dropped) == (3, 3, 0)
+
+
+def test_a_broker_restart_loses_nothing_that_was_queued(tmp_path):
+    """The broker goes away after the first scene change and comes back: what was published
+    meanwhile waits in the bounded queue and reaches the new broker (QoS 1: each message
+    acknowledged by it), and the retained state there is the last scene."""
+    port = free_port()
+    first = start_broker(port, tmp_path)
+    publisher = mqtt.Publisher(mqtt.parse_mqtt_url(f"mqtt://127.0.0.1:{port}/hall", env={}))
+    try:
+        publisher.event(SceneEvent(1.0, "hum", 0.9, None, 3))
+        wait_for(lambda: publisher.acked == 2)
+        stop_broker(first)
+        wait_for(lambda: not publisher.client.is_connected())
+        publisher.event(SceneEvent(5.0, "rumble", 0.8, "hum", 3))
+        publisher.event(SceneEvent(9.0, "noise", 0.7, "rumble", 3))
+        assert (publisher.sent, publisher.acked, publisher.dropped) == (6, 2, 0)  # queued, not lost
+        second = start_broker(port, tmp_path)
+        try:
+            wait_for(lambda: publisher.acked == 6, seconds=60)  # paho reconnects with back-off (1 to 30 s)
+            late = Subscriber(port, "hall/#")
+            wait_for(lambda: late.messages)
+            time.sleep(0.5)
+            late.close()
+            assert {(t, json.dumps(p), retain) for t, p, retain, _ in late.messages} == {
+                ("hall/state", json.dumps({"state": "online", "label": "noise", "since": 9.0, "probability": 0.7}),
+                 True)}
+            assert publisher.close() is True and (publisher.sent, publisher.acked, publisher.dropped) == (7, 7, 0)
+        finally:
+            stop_broker(second)
+    finally:
+        publisher.client.loop_stop()
