@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -62,7 +63,7 @@ def test_time_before_the_first_scene_is_undecided_and_hold_one_reports_every_cha
     one = SceneTracker(threshold=0.5, hold=1)
     assert [e[1] for e in feed(one, [("a", 0.9), ("b", 0.9), ("b", 0.9), ("a", 0.9)])] == ["a", "b", "a"]
     assert SceneEvent(1.23456, "a", 0.5, None, 3).to_dict() == \
-        {"event": "scene", "time": 1.235, "label": "a", "probability": 0.5, "previous": None}
+        {"event": "scene", "time": 1.235, "label": "a", "probability": 0.5, "previous": None, "at": None}
     for bad in ({"threshold": 0.0}, {"threshold": 1.5}, {"threshold": math.nan}, {"hold": 0}, {"hold": 10_001}):
         with pytest.raises(ConfigError):
             SceneTracker(**bad)
@@ -201,10 +202,15 @@ def test_listen_events_end_to_end(scenes_model, tmp_path):
     def mean(first):
         return pytest.approx(np.mean([w["probability"] for w in per_window[first:first + 3]]), abs=1e-12)
 
+    started = datetime.now(timezone.utc).replace(microsecond=0)
     proc = run_cli("listen", str(scenes_model), "-", "--events", "--json", "--silence-db", "-50",
                    python_prelude=DEVICE, stdin=stream)
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    # each event's wall-clock time of decision, UTC to the second, in order, during the run
+    at = [datetime.fromisoformat(line.pop("at")) for line in lines[:-1]]
+    assert started <= at[0] and at == sorted(at) and at[-1] <= datetime.now(timezone.utc)
+    assert all(t.utcoffset() == timedelta(0) and t.microsecond == 0 for t in at)
     assert lines[:-1] == [
         {"event": "scene", "time": 0.0, "label": "hum", "probability": mean(0), "previous": None},
         {"event": "scene", "time": 8.0, "label": "rumble", "probability": mean(8), "previous": "hum"},

@@ -129,8 +129,9 @@ def test_scene_changes_reach_a_real_broker(scenes_model, broker, tmp_path):
     got = live.messages
     assert [(t, p) for t, p, _, _ in got if t == "home/scene/events"] == [("home/scene/events", e) for e in events]
     states = [p for t, p, _, _ in got if t == "home/scene/state"]
-    assert states == [{"state": "online", "label": e["label"], "since": e["time"], "probability": e["probability"]}
-                      for e in events] + [{"state": "offline"}]
+    assert states == [{"state": "online", "label": e["label"], "since": e["time"], "probability": e["probability"],
+                       "at": e["at"]} for e in events] + [{"state": "offline"}]
+    assert all(e["at"] is not None for e in events)
     assert {q for *_, q in got} == {1}
     late = Subscriber(broker, "home/scene/#")  # connects afterwards: the retained state only
     wait_for(lambda: late.messages)
@@ -176,7 +177,8 @@ def test_a_subscriber_that_connects_mid_stream_learns_the_scene_at_once(broker):
     time.sleep(0.5)
     late.close()
     assert {(t, json.dumps(p), retain) for t, p, retain, _ in late.messages} == \
-        {("garage/state", json.dumps({"state": "online", "label": "rumble", "since": 12.0, "probability": 0.75}), True)}
+        {("garage/state", json.dumps({"state": "online", "label": "rumble", "since": 12.0, "probability": 0.75,
+                                                  "at": None}), True)}
     assert publisher.close() is True and (publisher.sent, publisher.acked, publisher.dropped) == (3, 3, 0)
 
 
@@ -203,7 +205,8 @@ def test_a_broker_restart_loses_nothing_that_was_queued(tmp_path):
             time.sleep(0.5)
             late.close()
             assert {(t, json.dumps(p), retain) for t, p, retain, _ in late.messages} == {
-                ("hall/state", json.dumps({"state": "online", "label": "noise", "since": 9.0, "probability": 0.7}),
+                ("hall/state", json.dumps({"state": "online", "label": "noise", "since": 9.0, "probability": 0.7,
+                                            "at": None}),
                  True)}
             assert publisher.close() is True and (publisher.sent, publisher.acked, publisher.dropped) == (7, 7, 0)
         finally:

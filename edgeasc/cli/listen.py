@@ -3,9 +3,11 @@ torch-free: it parses, calls edgeasc.runtime.stream (and runtime.events, runtime
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import typer
@@ -110,6 +112,9 @@ def listen(
         if tracker is not None:
             event = tracker.update(w.start, label, None if best is None else float(w.smoothed[best]))
             if event is not None:
+                # the wall-clock time it was decided: "changed at 14:02" for home automation (the
+                # stream time restarts at 0 with every start of the service)
+                event = dataclasses.replace(event, at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
                 render_event(event, as_json)
                 if publisher is not None:
                     publisher.event(event)

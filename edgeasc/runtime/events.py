@@ -36,10 +36,11 @@ class SceneEvent:
     probability: float | None  # mean top-label probability over the run's windows; None for SILENCE
     previous: str | None       # the scene it replaced; None for the first
     windows: int               # the run's length (the hold)
+    at: str | None = None      # wall-clock time the caller reported it (UTC, ISO 8601); the tracker has no clock
 
     def to_dict(self) -> dict:
         return {"event": "scene", "time": round(self.start, 3), "label": self.label,
-                "probability": self.probability, "previous": self.previous}
+                "probability": self.probability, "previous": self.previous, "at": self.at}
 
 
 def check_event_options(threshold: float, hold: int) -> None:

@@ -116,7 +116,7 @@ class Publisher:
     def event(self, event) -> None:
         self._publish(self.events_topic, event.to_dict(), retain=False)
         self._publish(self.state_topic, {"state": "online", "label": event.label, "since": round(event.start, 3),
-                                         "probability": event.probability}, retain=True)
+                                         "probability": event.probability, "at": event.at}, retain=True)
 
     def close(self) -> bool:
         """Mark the state offline, wait up to FLUSH_SECONDS for the broker to acknowledge what is
