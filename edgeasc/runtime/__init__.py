@@ -2,11 +2,18 @@
 exported model, and nothing that needs torch or the onnx package (an import-linter contract
 and tests/test_torch_free.py hold it to that).
 
-audio (decode, resample, channels), features (the numpy frontend and its parameters),
-metadata (the one schema of an exported model's metadata), deployed (an exported file under
-onnxruntime), predict (files, folders, stdin; windows and batches), stream and microphone
-(`listen`), bench (latency and memory, end to end). The commands that call them are in
-edgeasc/cli/device.py.
+Reading audio: audio (decode, resample, channels), recording (files block by block, stdin as a
+WAV stream), stream (WAV/raw PCM streams for `listen` and `predict -`), microphone (PortAudio).
+Features: features (the numpy frontends and their parameters), framecache (STFT frames shared
+between overlapping windows). The model: onnx_proto (a torch-free reader of the file's bytes),
+metadata (the one schema of an exported model's metadata), deployed (the file under
+onnxruntime, checked against its metadata), inputs (softmax, the model's input). Using it:
+windows (the window plan), predict (files, folders, stdin), events (scene changes), stats
+(bounded per-window statistics), mqtt (events to a broker), bench (latency, memory, profile),
+scores and evaluation (accuracy, macro accuracy, device groups on labelled recordings). The
+commands that call them: edgeasc/cli/device.py, listen.py and evaluate.py.
 
-May import: only the base (errors, io, console) and numpy, onnxruntime, soundfile, soxr.
+May import: only the base (errors, io, console) and numpy, onnxruntime, soundfile, soxr; the
+optional extras where a feature needs them (scipy: a faster FFT; sounddevice: --mic; paho-mqtt:
+--mqtt).
 """

@@ -20,7 +20,14 @@ from edgeasc.runtime.metadata import (
     parse_metadata,
 )
 from edgeasc.runtime.metadata import PREFIX as METADATA_PREFIX
-from edgeasc.runtime.onnx_proto import PACKED, Model, ProtoError, conv_widths, packed_digest, read_model
+from edgeasc.runtime.onnx_proto import (
+    PACKED,
+    Model,
+    ProtoError,
+    conv_widths,
+    packed_digest,
+    read_model,
+)
 
 REQUIRED_FOR_PREDICT = ("labels", "feature_params", "input", "channels")
 

@@ -217,8 +217,9 @@ def _train_steps(loop: Loop, epoch: int, progress: bool) -> torch.Tensor:
         sampler.set_epoch(epoch)
     else:
         sampler = RandomSampler(data, generator=torch.Generator().manual_seed(seed + epoch))
+    # pinned host memory on CUDA: the copies below then overlap the step (non_blocking)
     loader = DataLoader(data, batch_size=loop.per_rank, sampler=sampler, num_workers=cfg.workers,
-                        drop_last=len(data) >= 2 * cfg.batch_size)
+                        drop_last=len(data) >= 2 * cfg.batch_size, pin_memory=torch.device(device).type == "cuda")
     if len(loader) != loop.schedule.steps_per_epoch:  # the schedule was planned for another loader
         raise EdgeascError(f"internal: {len(loader)} steps per epoch, the schedule planned "
                            f"{loop.schedule.steps_per_epoch}")
