@@ -171,3 +171,65 @@ def markdown_piped(r: dict) -> str:
               f"a 2-hour WAV at 6.6 GB). Limit set by the issue: {r['limit_mb']} MB → "
               f"**{'met' if long['peak_mb'] < r['limit_mb'] else 'missed'}**.", ""]
     return "\n".join(lines)
+
+
+def _small_one_second_model(tmp: Path) -> Path:
+    """A width-8 CP-ResNet on 1-s stereo clips (10 classes), exported fp32: the network is not
+    what is measured here, the per-file bookkeeping is."""
+    import torch
+
+    from edgeasc.models import ModelConfig, build_model
+    from edgeasc.runtime.features import FeatureParams
+    from edgeasc.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(width=8, n_classes=10)).eval()
+    save_checkpoint(tmp / "small.pt", {"model_config": model.config.to_dict(), "labels": [f"c{i}" for i in range(10)],
+                                       "feature_params": FeatureParams(clip_seconds=1.0).to_dict(), "channels": 2,
+                                       "normalization": {"mean": [-30.0] * 256, "std": [10.0] * 256},
+                                       "model": model.state_dict(), "epoch": 1, "kind": "final"})
+    export_checkpoint(tmp / "small.pt", tmp / "small.onnx")
+    return tmp / "small.onnx"
+
+
+MANY = (1_000, 10_000)
+
+
+def run_many() -> dict:
+    """Peak resident memory of `edgeasc predict MODEL FOLDER` over 1,000 and 10,000 files (1-s
+    44.1 kHz stereo WAVs: hard links to one recording, so the folder costs no disk), for each
+    output: the table, --json, --csv. Flat from 1,000 to 10,000: one result at a time."""
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        onnx = _small_one_second_model(tmp)
+        rng = np.random.default_rng(0)
+        source = tmp / "one.wav"
+        sf.write(str(source), (0.1 * rng.standard_normal((44100, 2))).astype(np.float32), 44100, subtype="PCM_16")
+        rows = []
+        for n in MANY:
+            folder = tmp / f"files-{n}"
+            folder.mkdir()
+            for i in range(n):
+                os.link(source, folder / f"clip-{i:05d}.wav")
+            for output, extra in (("table", []), ("--json", ["--json"]), ("--csv", ["--csv", str(tmp / f"{n}.csv")])):
+                mb, wall, _ = _peak_mb("from edgeasc.cli import main; main()", "predict", str(onnx), str(folder),
+                                       *extra)
+                rows.append({"files": n, "output": output, "peak_mb": mb, "seconds": wall})
+    return {"rows": rows}
+
+
+def markdown_many(r: dict) -> str:
+    lines = ["## Memory: predict over a folder of many files", "",
+             "`edgeasc predict MODEL FOLDER` over 1,000 and 10,000 one-second 44.1 kHz stereo WAVs (hard links to one "
+             "recording), a width-8 CP-ResNet for 1-s clips (fp32), in a fresh process without torch, output to a "
+             "pipe (table, `--json`) or a file (`--csv`); peak resident memory = VmHWM. Regenerate with "
+             "`.venv/bin/python benchmarks/run.py manyfiles`.", "",
+             "| output | files | peak resident memory | time |", "|---|---:|---:|---:|"]
+    for row in sorted(r["rows"], key=lambda row: (row["output"], row["files"])):
+        lines.append(f"| {row['output']} | {row['files']:,} | {row['peak_mb']:.1f} MB | {row['seconds']:.0f} s |")
+    growth = {o: [row["peak_mb"] for row in r["rows"] if row["output"] == o] for o in ("table", "--json", "--csv")}
+    lines += ["", "Growth of the peak from 1,000 to 10,000 files: " + ", ".join(
+        f"{o} {g[1] - g[0]:+.1f} MB ({1e3 * (g[1] - g[0]) / 9_000:.2f} kB per file)" for o, g in growth.items()) +
+        ". What still grows with the number of files: the list of paths found in the folder (sorted before the "
+        "first is read) and, for the table, its text rows.", ""]
+    return "\n".join(lines)
