@@ -230,6 +230,9 @@ def markdown_many(r: dict) -> str:
     growth = {o: [row["peak_mb"] for row in r["rows"] if row["output"] == o] for o in ("table", "--json", "--csv")}
     lines += ["", "Growth of the peak from 1,000 to 10,000 files: " + ", ".join(
         f"{o} {g[1] - g[0]:+.1f} MB ({1e3 * (g[1] - g[0]) / 9_000:.2f} kB per file)" for o, g in growth.items()) +
-        ". What still grows with the number of files: the list of paths found in the folder (sorted before the "
-        "first is read) and, for the table, its text rows.", ""]
+        ". Each file's JSON, CSV rows and table row are written as it is done; a table of more than 1,000 files "
+        "is printed row by row (rich renders a table whole: before, the table peaked 4.1 kB per file higher). "
+        "What grows with the number of files is the list of paths found (sorted before the first is read); "
+        "tracemalloc over 2,500 files of `--json` finds 111 KiB more Python memory held at the end than after "
+        "500, so the rest of the peak's difference is the allocator's, not objects kept.", ""]
     return "\n".join(lines)

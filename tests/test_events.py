@@ -341,5 +341,32 @@ def test_predict_over_many_files_holds_one_result_at_a_time(scenes_model, tmp_pa
     table = run_cli_here("predict", str(scenes_model), str(tmp_path / "rec"), "--top-k", "2")
     assert table.returncode == 1 and table.stdout.count(".wav") == 12 and "error" in table.stdout
     assert max(alive_counts[12:]) <= 1
+    # past STREAMED_TABLE files the table is printed a row as each file is done (rich renders a
+    # table whole: 4 kB per file at its peak over 10,000 files, RESULTS.md "many files")
+    import edgeasc.cli.device as device
+
+    monkeypatch.setattr(device, "STREAMED_TABLE", 4)
+    printed = []
+
+    def counting(*args, **kwargs):
+        for p in watched(*args, **kwargs):
+            printed.append(sys.stdout.getvalue().count("\n"))  # lines out before this file's row
+            yield p
+
+    monkeypatch.setattr(predict, "predict_files", counting)
+    streamed = run_cli_here("predict", str(scenes_model), str(tmp_path / "rec"), "--top-k", "2")
+    assert streamed.returncode == 1 and printed == list(range(2, 14))  # header and rule, then a row per file
+    lines = streamed.stdout.splitlines()
+    width = max(len(str(f)) for f in files)
+    assert lines[0].split() == ["file", "seconds", "windows", "prediction", "probability", "next"]
+    assert lines[1].startswith("-" * width + "  " + "-" * 9 + "  ")
+    for line, p in zip(lines[2:], expected, strict=True):
+        row = device.prediction_row(p, 2)
+        assert line[:width].rstrip() == str(p.path) and line[width:width + 2] == "  "
+        if p.error:
+            assert line[width:].split() == ["error"]
+        else:  # right-aligned numbers end at the same column on every row
+            assert line[width + 2:width + 11] == f"{row[1]:>9}" and line[width + 13:width + 20] == f"{row[2]:>7}"
+            assert line[width + 20:].split()[:3] == [row[3], *row[4].split()] and line.endswith(row[5])
     empty = run_cli_here("predict", str(scenes_model), str(files[5]), "--json")
     assert empty.stdout == json.dumps([{"file": str(files[5]), "error": expected[5].error}], indent=2) + "\n"

@@ -280,13 +280,16 @@ def predict(
     # table row are made as it comes and the Prediction, with its windows' probabilities, is
     # dropped, so memory does not grow with the number of files or windows
     rows, failed, first = [], 0, True
+    # a table is rendered whole (its columns fit every row), so past STREAMED_TABLE files it is
+    # printed a row at a time instead, in columns sized from what is known before the first file
+    streamed = None if as_json or len(audio_files) <= STREAMED_TABLE else StreamedTable(audio_files, m.labels, top_k)
     spool = tempfile.TemporaryFile("w+", encoding="utf-8", newline="") if csv_out is not None else None
     try:
         writer = csv.writer(spool, lineterminator="\n") if spool is not None else None
         if writer is not None:
             writer.writerow(csv_header(m.labels))
-        with progress_bar("predict", len(audio_files), unit="files", enabled=not as_json and len(audio_files) > 1,
-                          transient=True) as advance:
+        with progress_bar("predict", len(audio_files), unit="files", transient=True,
+                          enabled=not as_json and streamed is None and len(audio_files) > 1) as advance:
             for p in predict_files(m, audio_files, window, hop, batch, progress=advance):
                 if p.error:
                     failed += 1
@@ -299,6 +302,8 @@ def predict(
                     item = textwrap.indent(json.dumps(p.to_dict(top_k), indent=2), "  ")
                     sys.stdout.write(("[\n" if first else ",\n") + item)
                     sys.stdout.flush()
+                elif streamed is not None:
+                    streamed.row(prediction_row(p, top_k))
                 else:
                     rows.append(prediction_row(p, top_k))
                 first = False
@@ -312,7 +317,7 @@ def predict(
     if as_json:
         sys.stdout.write("[]\n" if first else "\n]\n")
         sys.stdout.flush()
-    else:
+    elif streamed is None:
         render_rows(rows, top_k)
     if failed:
         raise typer.Exit(1)
@@ -380,6 +385,32 @@ def prediction_row(p, top_k: int) -> tuple:
     top = p.top(top_k)
     rest = [", ".join(f"{label} {100 * prob:.1f} %" for label, prob in top[1:])] if top_k > 1 else []
     return (p.path, f"{p.seconds:.1f}", str(len(p.starts)), top[0][0], f"{100 * top[0][1]:.1f} %", *rest)
+
+
+STREAMED_TABLE = 1_000  # files beyond which predict's table is printed row by row
+
+
+class StreamedTable:
+    """predict's table for many files, a row as each file is done, so memory does not grow
+    with the number of files: the columns of render_rows, sized from the input paths, the
+    model's labels and the widest numbers (seconds up to 10^7); a longer cell pushes its row."""
+
+    def __init__(self, paths: list, labels: list[str], top_k: int) -> None:
+        self.columns = ["file", "seconds", "windows", "prediction", "probability", *(["next"] if top_k > 1 else [])]
+        self.widths = [max([4, *(len(safe(str(path))) for path in paths)]), 9, 7,
+                       max([10, *(len(safe(label)) for label in labels)]), 11, *([0] if top_k > 1 else [])]
+        self.right = [False, True, True, False, True, False][:len(self.widths)]
+        self._line(self.columns)
+        self._line(["-" * (w or 4) for w in self.widths])
+
+    def _line(self, cells) -> None:
+        text = "  ".join(c if not w else f"{c:>{w}}" if right else f"{c:<{w}}"
+                         for c, w, right in zip(cells, self.widths, self.right, strict=True))
+        sys.stdout.write(text.rstrip() + "\n")
+        sys.stdout.flush()
+
+    def row(self, cells: tuple) -> None:
+        self._line([safe(str(c.plain if hasattr(c, "plain") else c)) for c in cells])
 
 
 def render_rows(rows: list[tuple], top_k: int) -> None:
