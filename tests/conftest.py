@@ -33,20 +33,27 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None,
     return proc
 
 
-def run_cli_here(*args: str) -> subprocess.CompletedProcess:
+def run_cli_here(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     """`edgeasc ARGS` through the same `main()` (parsing, error rendering, exit code), in this
     process: no second interpreter and torch import (2-3 s each). For checks of what a command
     says and refuses; a test of the process itself (the entry point, signals, its environment,
-    a device install without torch) uses run_cli, and every command keeps at least one."""
+    a device install without torch) uses run_cli, and every command keeps at least one.
+    `stdin`: bytes the command reads as its standard input (sys.stdin.buffer)."""
     from edgeasc.cli import main
 
     stdout, stderr = io.StringIO(), io.StringIO()
     code: int | str | None = 0
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code
+    saved_stdin = sys.stdin
+    if stdin is not None:
+        sys.stdin = io.TextIOWrapper(io.BytesIO(stdin))
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                main(list(args))
+            except SystemExit as exc:
+                code = exc.code
+    finally:
+        sys.stdin = saved_stdin
     if not isinstance(code, int):  # sys.exit("message") or sys.exit(None)
         code = 0 if code is None else 1
     return subprocess.CompletedProcess(["edgeasc", *args], code, stdout.getvalue(), stderr.getvalue())

@@ -211,8 +211,8 @@ def test_predict_refuses_bad_metadata(ws, case):
     key, value, needle = METADATA_CASES[case]
     bad = tampered(ws, key, value(ws))
     before = snapshot(ws)
-    refused(run_cli("predict", str(bad), str(ws / "clip.wav"), "--csv", str(ws / "out.csv"),
-                    python_prelude=DEVICE), ws, before, str(bad), needle, code=2)
+    refused(run_cli_here("predict", str(bad), str(ws / "clip.wav"), "--csv", str(ws / "out.csv")), ws, before,
+            str(bad), needle, code=2)
 
 
 @pytest.mark.parametrize("key, value, needle", [("labels", '["indoor", "outdoor"]', "outputs 3 classes"),
@@ -220,14 +220,14 @@ def test_predict_refuses_bad_metadata(ws, case):
 def test_metadata_must_describe_the_graph(ws, key, value, needle):
     bad = tampered(ws, key, value, model_config=None)  # no network description to disagree with first
     before = snapshot(ws)
-    refused(run_cli("predict", str(bad), str(ws / "clip.wav"), python_prelude=DEVICE), ws, before, needle, code=2)
+    refused(run_cli_here("predict", str(bad), str(ws / "clip.wav")), ws, before, needle, code=2)
 
 
 def test_info_and_bench_refuse_bad_metadata_too(ws):
     bad = tampered(ws, "feature_params", fp(ws, sample_rate=0))
     before = snapshot(ws)
-    refused(run_cli("info", str(bad), python_prelude=DEVICE), ws, before, "sample_rate", code=2)
-    refused(run_cli("bench", str(bad), "--runs", "1", python_prelude=DEVICE), ws, before, "sample_rate", code=2)
+    refused(run_cli_here("info", str(bad)), ws, before, "sample_rate", code=2)
+    refused(run_cli_here("bench", str(bad), "--runs", "1"), ws, before, "sample_rate", code=2)
 
 
 def test_predict_shape_mismatch_in_onnxruntime_is_one_line(ws):
@@ -235,7 +235,7 @@ def test_predict_shape_mismatch_in_onnxruntime_is_one_line(ws):
     proto.graph.input[0].type.tensor_type.shape.dim[3].dim_value = 7
     onnx.save(proto, ws / "fixed.onnx")
     before = snapshot(ws)
-    refused(run_cli("predict", str(ws / "fixed.onnx"), str(ws / "clip.wav"), python_prelude=DEVICE), ws, before,
+    refused(run_cli_here("predict", str(ws / "fixed.onnx"), str(ws / "clip.wav")), ws, before,
             "fixed.onnx")
 
 
@@ -246,7 +246,7 @@ def test_a_nan_network_never_prints_nan_percent(ws):
             init.raw_data = np.full(len(init.raw_data) // 4, np.nan, np.float32).tobytes()
     onnx.save(proto, ws / "nan.onnx")
     before = snapshot(ws)
-    proc = run_cli("predict", str(ws / "nan.onnx"), str(ws / "clip.wav"), python_prelude=DEVICE)
+    proc = run_cli_here("predict", str(ws / "nan.onnx"), str(ws / "clip.wav"))
     refused(proc, ws, before, "non-finite")
     assert "nan %" not in proc.stdout.lower() and "error" in proc.stdout
 

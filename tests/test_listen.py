@@ -89,8 +89,8 @@ def test_listen_bad_input_is_one_line(exported, tmp_path):
     _, paths = exported
     m = str(paths["fp32"])
 
-    def refused(*args, stdin=b"", needle=""):
-        assert_one_line_error(run_cli("listen", *args, python_prelude=DEVICE, stdin=stdin), 2, needle)
+    def refused(*args, stdin=b"", needle=""):  # in this process: the torch-free listen has its own tests
+        assert_one_line_error(run_cli_here("listen", *args, stdin=stdin), 2, needle)
 
     refused(m, "-", stdin=b"hello, this is not audio" * 10, needle="not a WAV stream")
     refused(m, "-", "--rate", "44100", "--channels", "3", needle="--channels must be 1 or 2")
