@@ -45,17 +45,22 @@ def test_help_shows_flags_without_type_noise_for_switches(command, monkeypatch):
     assert not re.search(r"--no-(resume|force|json|with-frontend)\b", proc.stdout)
 
 
-def test_run_artifacts_respect_the_umask_and_eval_reuses_the_runs_own_cache(scenes, tmp_path):
+def test_run_artifacts_respect_the_umask_and_eval_reuses_the_runs_own_cache(scenes, tmp_path, monkeypatch):
     run = tmp_path / "run"
-    proc = run_cli("train", str(scenes / "scenes"), *TRAIN, "--epochs", "1", "--cache-dir", str(tmp_path / "cache"),
-                   "--out", str(run), "--json", python_prelude="import os; os.umask(0o022)")
+    umask = os.umask(0o022)  # in this process (and restored): what the files get is the point, not the interpreter
+    try:
+        proc = run_cli_here("train", str(scenes / "scenes"), *TRAIN, "--epochs", "1", "--cache-dir",
+                            str(tmp_path / "cache"), "--out", str(run), "--json")
+    finally:
+        os.umask(umask)
     assert proc.returncode == 0, proc.stderr
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in run.iterdir()}
     assert modes and set(modes.values()) == {0o644}, modes  # not mkstemp's 0600
     assert not (run / ".edgeasc.lock").exists()  # the lock goes with the run
     empty_default = tmp_path / "default-cache"
     empty_default.mkdir()
-    proc = run_cli("eval", str(run), "--json", env={"EDGEASC_CACHE": str(empty_default)})  # a fresh default
+    monkeypatch.setenv("EDGEASC_CACHE", str(empty_default))  # a fresh default
+    proc = run_cli_here("eval", str(run), "--json")
     assert proc.returncode == 0, proc.stderr
     assert list(empty_default.iterdir()) == []  # the run's own cache was used, nothing extracted again
     assert json.loads(proc.stdout)["n"] > 0
