@@ -309,7 +309,7 @@ def test_predict_over_many_files_holds_one_result_at_a_time(scenes_model, tmp_pa
     import weakref
 
     import edgeasc.runtime.predict as predict
-    from edgeasc.cli.device import predictions_csv
+    from edgeasc.cli.predict import predictions_csv
     from edgeasc.runtime.deployed import load_model
 
     rng = np.random.default_rng(3)
@@ -343,7 +343,7 @@ def test_predict_over_many_files_holds_one_result_at_a_time(scenes_model, tmp_pa
     assert max(alive_counts[12:]) <= 1
     # past STREAMED_TABLE files the table is printed a row as each file is done (rich renders a
     # table whole: 4 kB per file at its peak over 10,000 files, RESULTS.md "many files")
-    import edgeasc.cli.device as device
+    import edgeasc.cli.predict as device
 
     monkeypatch.setattr(device, "STREAMED_TABLE", 4)
     printed = []

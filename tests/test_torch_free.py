@@ -17,7 +17,7 @@ RUNTIME_MODULES = sorted({"edgeasc", "edgeasc.errors", "edgeasc.console", "edgea
 
 
 def test_runtime_modules_do_not_import_torch():
-    assert {"edgeasc.runtime.predict", "edgeasc.cli.device", "edgeasc.cli.train", "edgeasc.runtime.microphone"} \
+    assert {"edgeasc.runtime.predict", "edgeasc.cli.device", "edgeasc.cli.predict", "edgeasc.cli.train", "edgeasc.runtime.microphone"} \
         <= set(RUNTIME_MODULES)
     code = ("import importlib, sys\n"
             f"for m in {RUNTIME_MODULES!r}: importlib.import_module(m)\n"

@@ -60,7 +60,19 @@ def _root(ctx: typer.Context,
 
 
 # ----------------------------------------------------------------------------- the commands, in help order
-from edgeasc.cli import data, demo, device, devices, evaluate, export, info, listen, package, train  # noqa: E402  (after `app` exists)
+from edgeasc.cli import (  # noqa: E402  (after `app` exists)
+    data,
+    demo,
+    device,
+    devices,
+    evaluate,
+    export,
+    info,
+    listen,
+    package,
+    predict,
+    train,
+)
 
 app.command()(info.info)
 app.command()(data.synth)
@@ -71,7 +83,7 @@ app.command("finetune-devices")(devices.finetune_devices)
 app.command()(export.export)
 app.command()(package.package)
 app.command()(device.bench)
-app.command()(device.predict)
+app.command()(predict.predict)
 app.command()(listen.listen)
 app.command()(evaluate.evaluate)
 app.command()(demo.demo)

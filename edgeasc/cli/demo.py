@@ -75,7 +75,8 @@ def run_demo(workdir: Path, workers: int | None = None) -> dict:
     results["export"] = {k: exported[k] for k in ("onnx", "bytes")}
 
     out.rule(Text.assemble(("5. bench", "bold"), ": the exported model under onnxruntime, each thread count in a fresh process"))
-    from edgeasc.cli.device import render_bench, render_predictions
+    from edgeasc.cli.device import render_bench
+    from edgeasc.cli.predict import render_predictions
     from edgeasc.runtime.bench import bench_models
 
     threads = tuple(t for t in (1, 2) if t <= (os.cpu_count() or 1))  # a thread per core, at most

@@ -11,7 +11,7 @@ onnxruntime, checked against its metadata), inputs (softmax, the model's input).
 windows (the window plan), predict (files, folders, stdin), events (scene changes), stats
 (bounded per-window statistics), mqtt (events to a broker), bench (latency, memory, profile),
 scores and evaluation (accuracy, macro accuracy, device groups on labelled recordings). The
-commands that call them: edgeasc/cli/device.py, listen.py and evaluate.py.
+commands that call them: edgeasc/cli/device.py, predict.py, listen.py and evaluate.py.
 
 May import: only the base (errors, io, console) and numpy, onnxruntime, soundfile, soxr; the
 optional extras where a feature needs them (scipy: a faster FFT; sounddevice: --mic; paho-mqtt:
