@@ -207,46 +207,64 @@ def _banded_mel(params: FeatureParams) -> _BandedMel:
 _FRAME_CHUNK = 32  # frames per FFT call: the working set stays in cache (3x faster than one call)
 
 
+def fft_dtype(params: FeatureParams) -> type:
+    """The precision the kind's FFT runs in. perceptual: float32 (its dB floor sits 80 dB below each
+    clip's peak, far above float32's rounding noise). logmel: float64, the power rounded to float32
+    once: log(P + 1e-5) reads bands down at the offset, where a float32 FFT's rounding noise beside
+    loud bands moves the log by up to ~1e-3; in float64 it stays within 1e-6 of librosa, at ~1.5x
+    the float32 FFT's time (benchmarks/RESULTS.md)."""
+    return np.float64 if params.kind == "logmel" else np.float32
+
+
+def transform_into(buf: np.ndarray, out: np.ndarray) -> None:
+    """out (float32) = |rfft(buf)|^2 over the last axis; a float64 buf is squared in float64 and
+    rounded once."""
+    spec = _rfft(buf, axis=-1)
+    if spec.dtype == np.complex128:  # squared in place (the spectrum is ours), summed into float32
+        pairs = spec.view(np.float64).reshape(*spec.shape, 2)
+        np.square(pairs, out=pairs)
+        np.add(pairs[..., 0], pairs[..., 1], out=out)
+        return
+    np.multiply(spec.real, spec.real, out=out)
+    out += np.square(spec.imag)
+
+
 def frame_power(waveform: np.ndarray, params: FeatureParams) -> np.ndarray:
-    """|STFT|^2 of a centred, reflect-padded, periodic-Hann STFT: (channels, frames, bins). A
-    window shorter than n_fft sits zero-padded in the middle of each frame (as in torch.stft and
+    """|STFT|^2 of a centred, reflect-padded, periodic-Hann STFT: (channels, frames, bins) float32.
+    A window shorter than n_fft sits zero-padded in the middle of each frame (as in torch.stft and
     librosa); only its samples are read and transformed with n_fft points from its first sample:
-    a circular shift, which leaves |FFT|^2 unchanged."""
+    a circular shift, which leaves |FFT|^2 unchanged. Windowed and transformed in `fft_dtype`."""
     half, win = params.n_fft // 2, params.window_length
     if not 0 < win <= params.n_fft:
         raise ValueError(f"win_length {win} must be in 1..n_fft ({params.n_fft})")
     if waveform.shape[-1] <= half:
         raise ValueError(f"need more than {half} samples for reflect padding, got {waveform.shape[-1]}")
-    padded = np.pad(waveform, ((0, 0), (half, half)), mode="reflect")
+    dtype = fft_dtype(params)
+    # cast once, before framing: a mixed-precision multiply per frame costs more than the copy
+    padded = np.pad(waveform.astype(dtype, copy=False), ((0, 0), (half, half)), mode="reflect")
     n_frames = 1 + (padded.shape[-1] - params.n_fft) // params.hop_length
     left = (params.n_fft - win) // 2
     frames = np.lib.stride_tricks.sliding_window_view(padded[:, left:], win, axis=-1)[:, ::params.hop_length]
-    # float32, as torch.stft and torchaudio: log(P + 1e-5) turns float32's rounding noise in a band
-    # near the offset beside loud ones into up to ~1e-3 (librosa, float64: ~1e-6); a float64 FFT
-    # would cost nearly twice the frontend's time (benchmarks/RESULTS.md) for bands that the
-    # resampler's stopband alone moves by several units of log
-    window = _window32(win)
+    window = window_of(win, dtype)
     power = np.empty((waveform.shape[0], n_frames, params.n_fft // 2 + 1), dtype=np.float32)
     if _rfft is None:
         for i in range(0, n_frames, _FRAME_CHUNK):
             j = min(i + _FRAME_CHUNK, n_frames)
             power[:, i:j] = _numpy_power_spectrum(frames[:, i:j] * window, params.n_fft)
         return power
-    buf = _frame_buffer(params.n_fft, win)
+    buf = frame_buffer(params.n_fft, win, dtype)
     for c in range(waveform.shape[0]):
         for i in range(0, n_frames, _FRAME_CHUNK):
             j = min(i + _FRAME_CHUNK, n_frames)
             np.multiply(frames[c, i:j], window, out=buf[:j - i, :win])
-            spec = _rfft(buf[:j - i], axis=-1)
-            out = power[c, i:j]
-            np.multiply(spec.real, spec.real, out=out)
-            out += np.square(spec.imag)
+            transform_into(buf[:j - i], power[c, i:j])
     return power
 
 
-@functools.lru_cache(maxsize=4)
-def _window32(n: int) -> np.ndarray:
-    window = periodic_hann(n).astype(np.float32)
+@functools.lru_cache(maxsize=8)
+def window_of(n: int, dtype: type) -> np.ndarray:
+    """The periodic Hann of n samples in `dtype`, read-only, cached."""
+    window = periodic_hann(n).astype(dtype)
     window.setflags(write=False)
     return window
 
@@ -254,14 +272,19 @@ def _window32(n: int) -> np.ndarray:
 _BUFFERS = threading.local()
 
 
-def _frame_buffer(n_fft: int, win: int) -> np.ndarray:
-    """This thread's (chunk, n_fft) float32 frame buffer; columns from `win` on stay zero (the
+def frame_buffer(n_fft: int, win: int, dtype: type = np.float32) -> np.ndarray:
+    """This thread's (chunk, n_fft) frame buffer of `dtype`; columns from `win` on stay zero (the
     window's padding to n_fft). Reused: a fresh buffer and its pages each clip cost more than
     the multiply that fills it."""
-    buf = getattr(_BUFFERS, "buf", None)
-    if buf is None or buf.shape[1] != n_fft or _BUFFERS.win != win:
-        buf = _BUFFERS.buf = np.zeros((_FRAME_CHUNK, n_fft), dtype=np.float32)
-        _BUFFERS.win = win
+    buffers = getattr(_BUFFERS, "by_key", None)
+    if buffers is None:
+        buffers = _BUFFERS.by_key = {}
+    key = (n_fft, win, np.dtype(dtype).str)
+    buf = buffers.get(key)
+    if buf is None:
+        if len(buffers) >= 4:  # a handful of frontends per process: keep the newest few
+            buffers.pop(next(iter(buffers)))
+        buf = buffers[key] = np.zeros((_FRAME_CHUNK, n_fft), dtype=dtype)
     return buf
 
 

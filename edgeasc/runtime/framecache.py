@@ -52,22 +52,19 @@ def frames_power(frames: np.ndarray, params: FeatureParams) -> np.ndarray:
     """|FFT|^2 (channels, frames, bins) float32 of (channels, frames, win_length) frames, windowed and
     transformed with n_fft points exactly as `frame_power` does (a periodic Hann of win_length)."""
     win, count = params.window_length, frames.shape[1]
-    window = F._window32(win)
+    window = F.window_of(win, F.fft_dtype(params))
     power = np.empty((frames.shape[0], count, params.n_fft // 2 + 1), dtype=np.float32)
     if F._rfft is None:
         for i in range(0, count, F._FRAME_CHUNK):
             j = min(i + F._FRAME_CHUNK, count)
             power[:, i:j] = F._numpy_power_spectrum(frames[:, i:j] * window, params.n_fft)
         return power
-    buf = F._frame_buffer(params.n_fft, win)
+    buf = F.frame_buffer(params.n_fft, win, F.fft_dtype(params))
     for c in range(frames.shape[0]):
         for i in range(0, count, F._FRAME_CHUNK):
             j = min(i + F._FRAME_CHUNK, count)
             np.multiply(frames[c, i:j], window, out=buf[:j - i, :win])
-            spec = F._rfft(buf[:j - i], axis=-1)
-            out = power[c, i:j]
-            np.multiply(spec.real, spec.real, out=out)
-            out += np.square(spec.imag)
+            F.transform_into(buf[:j - i], power[c, i:j])
     return power
 
 
@@ -89,7 +86,7 @@ class SharedFrames:
         self.cached_from = 0                       # stream frame index of cached[:, 0]
         self.mel = F._banded_mel(params)
         self.computed = 0                          # frames transformed (FFT), for the benchmark
-        self._buf: np.ndarray | None = None        # (frames, n_fft) float32: the batch's windowed frames
+        self._buf: np.ndarray | None = None        # (frames, n_fft) in fft_dtype: the batch's windowed frames
 
     def _power(self, views: tuple[np.ndarray, ...]) -> np.ndarray:
         """`frames_power` of the views' frames one after another, windowed straight into one
@@ -99,19 +96,17 @@ class SharedFrames:
             return frames_power(np.concatenate(views, axis=1), p)
         total = sum(v.shape[1] for v in views)
         channels = views[0].shape[0]
+        dtype = F.fft_dtype(p)
         if self._buf is None or self._buf.shape[0] < total:
-            self._buf = np.zeros((total, p.n_fft), dtype=np.float32)  # columns from win on stay zero
-        window = F._window32(win)
+            self._buf = np.zeros((total, p.n_fft), dtype=dtype)  # columns from win on stay zero
+        window = F.window_of(win, dtype)
         power = np.empty((channels, total, p.n_fft // 2 + 1), dtype=np.float32)
         for c in range(channels):
             row = 0
             for v in views:
                 np.multiply(v[c], window, out=self._buf[row:row + v.shape[1], :win])
                 row += v.shape[1]
-            spec = F._rfft(self._buf[:total], axis=-1)
-            out = power[c]
-            np.multiply(spec.real, spec.real, out=out)
-            out += np.square(spec.imag)
+            F.transform_into(self._buf[:total], power[c])
         return power
 
     def _finish(self, power: np.ndarray) -> np.ndarray:
@@ -131,7 +126,7 @@ class SharedFrames:
         hop, half = p.hop_length, p.n_fft // 2
         if piece.shape[-1] != self.n_window or start % hop:
             raise ValueError("a window off the shared frame grid")
-        x = np.ascontiguousarray(piece, dtype=np.float32)
+        x = np.ascontiguousarray(piece, dtype=F.fft_dtype(p))  # cast once, as frame_power does
         n = self.n_window
         base = start // hop  # the stream frame index of the window's frame 0
         # interior frames: the ones kept from earlier windows, then the new ones

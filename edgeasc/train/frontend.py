@@ -51,7 +51,13 @@ class PerceptualMel(nn.Module):
 
 class LogMel(nn.Module):
     """The organisers' log-mel (kind "logmel"), as torchaudio's MelSpectrogram(power=2, norm=None)
-    then log(x + offset): (batch, channels, samples) -> (batch, channels, n_mels, frames)."""
+    then log(x + offset): (batch, channels, samples) -> (batch, channels, n_mels, frames).
+
+    The STFT runs in float64 and only the power is rounded to float32 (as the numpy runtime's
+    `fft_dtype` says why: a float32 FFT's rounding noise moves near-silent bands by up to ~1e-3
+    in the log); within 1e-6 of librosa. Two exceptions compute in float32, as torchaudio does:
+    an ONNX export (the waveform-in graph stays float32 for every runtime) and a device without
+    float64 (MPS)."""
 
     def __init__(self, params: FeatureParams = D24_PARAMS) -> None:
         super().__init__()
@@ -67,19 +73,34 @@ class LogMel(nn.Module):
         left = (p.n_fft - win) // 2
         window[left:left + win] = torch.hann_window(win, periodic=True, dtype=torch.float64)
         self.register_buffer("window", window.float(), persistent=False)
+        # the float64 one is kept outside the buffers: .half()/.float() on the module must not round it
+        self._window64 = {"cpu": window}
         fb = kind_filterbank(p)
         if not fb.any(axis=1).all():
             raise ValueError("a mel filter covers no FFT bin: use fewer mel bands or a longer n_fft")
         self.register_buffer("mel", torch.from_numpy(fb.astype(np.float32)), persistent=False)
 
+    def _power(self, x: torch.Tensor) -> torch.Tensor:
+        """|STFT|^2 (rows, bins, frames), float32."""
+        p = self.params
+        if torch.onnx.is_in_onnx_export() or x.device.type == "mps":
+            spec = torch.stft(x.float(), p.n_fft, p.hop_length, window=self.window.float(),
+                              center=True, pad_mode="reflect", return_complex=True)
+            return spec.real.square() + spec.imag.square()
+        key = str(x.device)
+        window = self._window64.get(key)
+        if window is None:
+            window = self._window64[key] = self._window64["cpu"].to(x.device)
+        spec = torch.stft(x.double(), p.n_fft, p.hop_length, window=window,
+                          center=True, pad_mode="reflect", return_complex=True)
+        return (spec.real.square() + spec.imag.square()).float()
+
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         p = self.params
         b, c, n = waveform.shape
-        spec = torch.stft(waveform.reshape(b * c, n), p.n_fft, p.hop_length, window=self.window,
-                          center=True, pad_mode="reflect", return_complex=True)
-        power = spec.real.square() + spec.imag.square()  # (b*c, bins, frames)
-        mel = torch.log(torch.matmul(self.mel, power) + p.log_offset)
-        return mel.reshape(b, c, p.n_mels, -1)
+        power = self._power(waveform.reshape(b * c, n))  # (b*c, bins, frames)
+        mel = torch.log(torch.matmul(self.mel.float(), power) + p.log_offset)
+        return mel.reshape(b, c, p.n_mels, -1).to(waveform.dtype if waveform.is_floating_point() else mel.dtype)
 
 
 def frontend_module(params: FeatureParams | None = None) -> nn.Module:
