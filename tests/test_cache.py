@@ -65,6 +65,32 @@ def test_key_changes_with_parameters_and_files(dataset, tmp_path):
     assert extracted and d.directory != a.directory
 
 
+def test_a_kinds_revision_keys_its_caches_anew_and_only_its_own(dataset, monkeypatch):
+    """The log-mel's numbers changed (float64 FFT) while its parameters did not: its caches are
+    keyed anew, and perceptual caches keep the keys of version 1, computed here by hand."""
+    import hashlib
+
+    from edgeasc.data import cache
+    from edgeasc.runtime.features import D24_PARAMS
+
+    def version_1_key(params):
+        h = hashlib.sha256(json.dumps({"v": 1, "params": params.to_dict(), "channels": 2,
+                                       "labels": dataset.labels}, sort_keys=True).encode())
+        for split in cache.SPLITS:
+            for clip in dataset.splits[split]:
+                st = clip.path.stat()
+                h.update(f"{split}\0{clip.name}\0{clip.label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()[:16]
+
+    perceptual = FeatureParams(clip_seconds=0.5)
+    assert cache.cache_key(dataset, perceptual, 2) == version_1_key(perceptual)
+    before = cache.cache_key(dataset, D24_PARAMS, 2)
+    assert before != version_1_key(D24_PARAMS)  # a float32-era log-mel cache is not reused
+    monkeypatch.setitem(cache.KIND_REVISION, "logmel", 3)
+    assert cache.cache_key(dataset, D24_PARAMS, 2) != before
+    assert cache.cache_key(dataset, perceptual, 2) == version_1_key(perceptual)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_bad_clip_names_the_file_and_leaves_no_cache(dataset, tmp_path, workers):
     bad = dataset.splits["evaluate"][2].path

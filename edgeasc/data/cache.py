@@ -36,6 +36,10 @@ from edgeasc.runtime.audio import AudioError, fit_length, load, truncation
 from edgeasc.runtime.features import FeatureParams, compute_features
 
 CACHE_VERSION = 1
+# A kind whose numbers changed while its parameters did not gets a revision in the key, so that
+# caches written before are computed again (the perceptual kind's keys stay those of version 1).
+# logmel 2: float64 FFT, 2026-12-06.
+KIND_REVISION = {"logmel": 2}
 SPLITS = ("train", "evaluate")
 
 
@@ -94,8 +98,10 @@ class FeatureCache:
 
 def cache_key(dataset: Dataset, params: FeatureParams, channels: int) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps({"v": CACHE_VERSION, "params": params.to_dict(), "channels": channels,
-                         "labels": dataset.labels}, sort_keys=True).encode())
+    fields = {"v": CACHE_VERSION, "params": params.to_dict(), "channels": channels, "labels": dataset.labels}
+    if params.kind in KIND_REVISION:
+        fields["kind_revision"] = KIND_REVISION[params.kind]
+    h.update(json.dumps(fields, sort_keys=True).encode())
     for split in SPLITS:
         for clip in dataset.splits[split]:
             st = clip.path.stat()
