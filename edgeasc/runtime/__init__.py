@@ -2,7 +2,8 @@
 exported model, and nothing that needs torch or the onnx package (an import-linter contract
 and tests/test_torch_free.py hold it to that).
 
-Reading audio: audio (decode, resample, channels), recording (files block by block, stdin as a
+Reading audio: audio (decode, resample, channels), sinc (torchaudio's default sinc resampler in
+numpy, whole or streamed: the organisers' 44.1 -> 32 kHz), recording (files block by block, stdin as a
 WAV stream), stream (WAV/raw PCM streams for `listen` and `predict -`), microphone (PortAudio).
 Features: features (the numpy frontends and their parameters), framecache (STFT frames shared
 between overlapping windows). The model: onnx_proto (a torch-free reader of the file's bytes),
