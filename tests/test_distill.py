@@ -257,13 +257,17 @@ def test_distillation_with_channel_and_magnitude_pruning_and_freq_mixstyle(data,
     assert s["nonzero_params"] == 1500 and s["macs"] <= 0.6 * s["dense_macs"] and s["kd"]["targets"] == "cached"
 
 
-def test_torchrun_distils_on_two_gloo_processes(data, tmp_path):
+def test_torchrun_distils_and_prunes_channels_on_two_gloo_processes(data, tmp_path):
+    """One torchrun for two promises (each rank start costs a torch import): distillation and the
+    channel-pruning rebuild both work on every rank, and the ranks end with the same weights."""
     proc = run_torchrun("train", str(data / "scenes"), *TINY, "--cache-dir", str(data / "cache"), "--out",
-                        str(tmp_path / "ddp"), "--epochs", "2", "--prune-ratio", "0", "--teacher", str(data / "teacher"),
+                        str(tmp_path / "ddp"), "--epochs", "3", "--teacher", str(data / "teacher"),
+                        "--macs-target", "30%", "--prune-epochs", "2", "--channel-multiple", "1",
                         "--device", "cpu", "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert summary["ranks_in_sync"] is True and summary["world_size"] == 2 and summary["teachers"]
+    assert summary["macs"] <= 0.3 * summary["dense_macs"]
 
 
 # ----------------------------------------------------------------------------- bad input

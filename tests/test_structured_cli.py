@@ -156,6 +156,7 @@ def test_int8_weights_are_packed_and_optimise_to_the_same_graph(data, tmp_path):
     assert np.array_equal(outs[0], outs[1])
 
 
+@pytest.mark.slow  # test_distill's torchrun distils and prunes channels on two ranks in the default suite
 def test_torchrun_rebuilds_on_every_rank(data, tmp_path):
     run = tmp_path / "ddp"
     proc = run_torchrun("train", str(data / "scenes"), *TINY, "--cache-dir", str(data / "cache"), "--out", str(run),

@@ -92,8 +92,23 @@ def test_devices_are_distinct_filters_with_their_own_noise():
     assert abs(np.corrcoef(a, b)[0, 1]) > 0.1  # the same scene through two devices, not two scenes
 
 
-def test_profile_layout_clip_lengths_and_split_files(profile):
-    root, summary = profile
+@pytest.fixture(scope="module")
+def short_profile(tmp_path_factory):
+    """The smallest profile written by the real CLI (4 locations per scene), with 2 one-second pieces
+    per recording instead of 10: the same layout and files, a fifth of the audio to synthesise."""
+    from edgeasc.data import synth2022
+
+    root = tmp_path_factory.mktemp("p22s") / "data"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(synth2022, "SUBSEGMENTS", 2)  # 4 locations per scene still (the floor)
+        proc = run_cli_here("synth", str(root), "--profile", "dcase2022", "--clips-per-class", "4", "--workers", "1",
+                            "--json")  # in this process: spawned workers would not see the patch
+    assert proc.returncode == 0, proc.stderr
+    return root, json.loads(proc.stdout)
+
+
+def test_profile_layout_clip_lengths_and_split_files(short_profile):
+    root, summary = short_profile
     assert summary["classes"] == 10 and summary["seconds"] == 1.0 and summary["sample_rate"] == 44100
     assert summary["seen_devices"] == list(SEEN) and summary["unseen_devices"] == list(UNSEEN)
     assert (root / "meta.csv").read_text().splitlines()[0] == "filename\tscene_label\tidentifier\tsource_label"
@@ -101,6 +116,7 @@ def test_profile_layout_clip_lengths_and_split_files(profile):
     assert (root / "evaluation_setup" / "fold1_evaluate.csv").read_text().startswith("filename\tscene_label\n")
     ds = open_dataset(root)
     assert ds.layout == "tau2022-mobile" and ds.labels == sorted(SCENES)
+    assert len(list((root / "audio").iterdir())) == summary["train"] + summary["evaluate"]  # no stray clips
     assert (len(ds.splits["train"]), len(ds.splits["evaluate"])) == (summary["train"], summary["evaluate"])
     assert {c.device for c in ds.splits["train"]} == set(SEEN)
     assert {c.device for c in ds.splits["evaluate"]} == set(SEEN) | set(UNSEEN)
