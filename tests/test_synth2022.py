@@ -233,3 +233,45 @@ def assert_one_second_downstream(run, cache, summary, clip, tmp_path):
     assert sorted((cache / "features").iterdir()) == features_dirs  # calibrated from the run's own cache
     pred = json.loads(run_cli_here("predict", str(onnx), str(clip), "--json").stdout)
     assert len(pred[0]["windows"]) == 1 and pred[0]["windows"][0]["end"] == 1.0
+
+
+def test_per_device_models_on_the_synthetic_profile(short_profile, tmp_path):
+    """`finetune-devices` on the synthetic TAU 2022 profile: every seen device (a, b, c, s1-s3)
+    gets its own seeded model from its own clips, the unseen ones (s4-s6) and unknown ids use the
+    general model, and the same seed gives the same weights."""
+    import shutil
+
+    import torch
+
+    from edgeasc.train.devices import model_for_device
+
+    root, summary = short_profile
+    run = tmp_path / "run"
+    proc = run_cli_here("train", str(root), "--preset", "demo", "--width", "4", "--prune-ratio", "0", "--epochs", "1",
+                        "--batch-size", "16", "--feature-workers", "1", "--cache-dir", str(tmp_path / "cache"),
+                        "--out", str(run), "--json")
+    assert proc.returncode == 0, proc.stderr
+    again = tmp_path / "again"
+    shutil.copytree(run, again)
+    manifests = []
+    for r in (run, again):
+        proc = run_cli_here("finetune-devices", str(r), "--epochs", "1", "--lr", "1e-3", "--json")
+        assert proc.returncode == 0, proc.stderr
+        manifests.append(json.loads(proc.stdout))
+    manifest = manifests[0]
+    assert list(manifest["devices"]) == list(SEEN) and manifest["seed"] == 0
+    train = [c for c in open_dataset(root).splits["train"]]
+    for d, entry in manifest["devices"].items():
+        assert entry["train_clips"] == sum(c.device == d for c in train) > 0, d
+        assert model_for_device(run, d) == run / "devices" / d / "model-final.pt"
+    for d in (*UNSEEN, "s10", "unknown"):
+        assert model_for_device(run, d) == run / "model-final.pt"
+
+    def weights(path):
+        return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+    general = weights(run / "model-final.pt")
+    for d in SEEN:
+        mine, twin = weights(run / "devices" / d / "model-final.pt"), weights(again / "devices" / d / "model-final.pt")
+        assert all(torch.equal(mine[k], twin[k]) for k in mine), d  # seeded
+        assert any(not torch.equal(mine[k], general[k]) for k in mine), d  # and fine-tuned
