@@ -290,19 +290,30 @@ def int64_values(tensor: Tensor) -> list[int] | None:
     return list(struct.unpack(f"<{len(tensor.raw) // 8}q", tensor.raw))
 
 
-def weight_shape(model: Model, name: str, producers: dict[str, Node] | None = None, depth: int = 0
-                 ) -> list[int] | None:
+def weight_shape(model: Model, name: str, producers: dict[str, Node] | None = None, depth: int = 0,
+                 memo: dict[tuple[str, int], list[int] | None] | None = None) -> list[int] | None:
     """The dims of tensor `name`: an initializer's, or followed back through the ops that keep a
-    weight's shape and the sparse pack's Reshape / ConstantOfShape. None when not readable."""
+    weight's shape and the sparse pack's Reshape / ConstantOfShape. None when not readable.
+    `memo` (by name and depth, shared by the calls for one graph): a hostile graph of Muls that
+    each read the one before twice costs linear time, not 2^16 calls per conv."""
     if producers is None:
         producers = {out: n for n in model.nodes for out in n.outputs}
+    memo = {} if memo is None else memo
+    if (name, depth) not in memo:
+        memo[name, depth] = _weight_shape(model, name, producers, depth, memo)
+    return memo[name, depth]
+
+
+def _weight_shape(model: Model, name: str, producers: dict[str, Node], depth: int,
+                  memo: dict[tuple[str, int], list[int] | None]) -> list[int] | None:
     if name in model.initializers:
         return list(model.initializers[name].dims)
     node = producers.get(name)
     if node is None or depth > 16 or not node.inputs:  # 16: longer chains are not an exporter's
         return None
     if node.op_type in _SAME_SHAPE:  # Mul: the weight is the operand of highest rank (the mask broadcasts)
-        shapes = [weight_shape(model, i, producers, depth + 1) for i in node.inputs[:1 + (node.op_type == "Mul")]]
+        shapes = [weight_shape(model, i, producers, depth + 1, memo)
+                  for i in node.inputs[:1 + (node.op_type == "Mul")]]
         return max((s for s in shapes if s is not None), key=len, default=None)
     source = {"Reshape": 1, "ConstantOfShape": 0}.get(node.op_type)
     if source is None or source >= len(node.inputs) or node.inputs[source] not in model.initializers:
@@ -314,11 +325,12 @@ def conv_widths(model: Model) -> list[tuple[str, int | None, int | None]]:
     """(node name, in channels, out channels) of every Conv; None where the weight is unreadable.
     In channels = the weight's second dim times the conv's group count."""
     producers = {out: n for n in model.nodes for out in n.outputs}
+    memo: dict[tuple[str, int], list[int] | None] = {}
     out = []
     for node in model.nodes:
         if node.op_type != "Conv":
             continue
-        dims = weight_shape(model, node.inputs[1], producers) if len(node.inputs) > 1 else None
+        dims = weight_shape(model, node.inputs[1], producers, 0, memo) if len(node.inputs) > 1 else None
         if not dims or len(dims) < 2:
             out.append((node.name, None, None))
         else:
