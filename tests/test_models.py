@@ -341,6 +341,8 @@ def test_torch_free_description_equals_the_modules_for_every_preset_variant_and_
                                                          ((0, 1, 4), (0, 0, 0), (0, 4, 4)))]
     for base in (PRESETS["d20-damped-decomp"].config, PRESETS["d20-submission-2"].config):  # channel-pruned
         configs.append(base.replace(channels={g.name: max(1, g.dense_width // 3) for g in channel_groups(base)}))
-    for config in configs:
-        for seconds in (1.0, 10.0):
+    for i, config in enumerate(configs):
+        # the clip length on the presets and the pruned plans; the 72 variants at 1 s (a 10-s
+        # analysis of each costs a forward pass ten times as long and tests the same frame count)
+        for seconds in (1.0, 10.0) if i < len(PRESETS) or i >= len(configs) - 2 else (1.0,):
             assert describe_config(config, seconds).to_dict() == analyse(config, seconds).to_dict(), config
