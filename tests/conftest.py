@@ -16,6 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # a busy 2-core machine, and no faster. OMP_NUM_THREADS set by the caller still wins.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# The console decides its width when first imported (160 columns when stdout is not a terminal and
+# $COLUMNS is unset). pytest-xdist's workers inherit a $COLUMNS of the controller's terminal (80
+# without one): dropped, so that a worker renders as a serial run does. Imported here, before any
+# test sets $COLUMNS, so that no test's width depends on which test imported it first.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.pop("COLUMNS", None)
+import edgeasc.console  # noqa: E402,F401
+
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None,
             timeout: float = 300, python_prelude: str | None = None,
