@@ -272,7 +272,7 @@ def test_training_that_diverges_stops_at_the_first_nan_and_keeps_the_last_checkp
     cache = _poisoned_cache(assets, ws)
     before = snapshot(ws)
     args = ["train", str(assets / "scenes"), *TRAIN, "--cache-dir", str(cache)]
-    refused(run_cli(*args, "--out", str(ws / "run"), "--epochs", "3", "--resume"), ws, before,
+    refused(run_cli_here(*args, "--out", str(ws / "run"), "--epochs", "3", "--resume"), ws, before,
             "training diverged", "the loss is nan at step 1 in epoch 2", "checkpoint of epoch 1 is kept")
     # a fresh run that diverges in its first epoch leaves no folder behind
     refused(run_cli_here(*args, "--out", str(ws / "fresh"), "--epochs", "2"), ws, before, "no checkpoint was written")

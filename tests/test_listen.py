@@ -360,20 +360,23 @@ def test_listen_reads_the_microphone_until_ctrl_c(exported):
     assert [w["window_probabilities"] for w in piped] == [w["window_probabilities"] for w in lines]
 
 
-def test_microphone_problems_are_one_line(exported):
+def test_microphone_problems_are_one_line(exported, monkeypatch):
     _, paths = exported
     m = str(paths["fp32"])
-    fake = DEVICE + "\n" + FAKE_SOUNDDEVICE
+    # a device install without sounddevice: a fresh interpreter, torch hidden
     assert_one_line_error(run_cli("listen", m, python_prelude=DEVICE + "\nsys.modules['sounddevice'] = None"), 2,
                           "reading a microphone needs sounddevice", "mic extra", "libportaudio2")
-    assert_one_line_error(run_cli("listen", m, "--mic", "Nope", python_prelude=fake), 2,
+    # what the microphone refuses: in this process, with the fake in sys.modules (restored after)
+    fake: dict = {}
+    exec(FAKE_SOUNDDEVICE.replace('sys.modules["sounddevice"] = sd', ""), fake)
+    monkeypatch.setitem(sys.modules, "sounddevice", fake["sd"])
+    assert_one_line_error(run_cli_here("listen", m, "--mic", "Nope"), 2,
                           "microphone 'Nope': no such input device", "python -m sounddevice")
-    assert_one_line_error(run_cli("listen", m, "--mic", "7", python_prelude=fake), 2, "no such input device")
-    assert_one_line_error(run_cli("listen", m, "--mic", "Busy", python_prelude=fake), 2,
+    assert_one_line_error(run_cli_here("listen", m, "--mic", "7"), 2, "no such input device")
+    assert_one_line_error(run_cli_here("listen", m, "--mic", "Busy"), 2,
                           "cannot open microphone 'Busy' (Busy Mic) at 48000 Hz", "Device unavailable")
-    assert_one_line_error(run_cli("listen", m, "--channels", "2", python_prelude=fake), 2,
-                          "has 1 input channel(s), --channels 2")
-    assert_one_line_error(run_cli("listen", m, "-", "--mic", "Fake", python_prelude=fake), 2, "not both")
+    assert_one_line_error(run_cli_here("listen", m, "--channels", "2"), 2, "has 1 input channel(s), --channels 2")
+    assert_one_line_error(run_cli_here("listen", m, "-", "--mic", "Fake"), 2, "not both")
 
 
 # ---- overlapping windows share their interior STFT frames (runtime/framecache.py): each window's
