@@ -109,7 +109,8 @@ def test_p_zero_changes_nothing_and_the_torch_path_matches_the_cache(tau22):
 def plain_waveform(ds, i):
     from edgeasc.runtime.audio import fit_length, load
 
-    return fit_length(load(ds.paths[i], ds.sample_rate, channels=ds.channels)[0], ds.n_samples)
+    return fit_length(load(ds.paths[i], ds.sample_rate, channels=ds.channels, resampler=ds.resampler)[0],
+                      ds.n_samples)
 
 
 def test_choices_are_seeded_and_follow_p(tau22):
@@ -283,7 +284,10 @@ def test_dir_waveforms_are_read_at_the_run_rate_of_a_d24_cache(tau22, tmp_path):
     cache, _ = extract_features(open_dataset(data), frontend_params("d24", 1.0), workers=1, root=tmp_path,
                                 progress=False)
     params = FeatureParams(**cache.manifest["params"])
-    assert params.sample_rate == 32000
+    assert params.sample_rate == 32000 and params.resampler == "sinc"
     ds = ImpulseResponseFeatures(cache, frontend_module(params), load_impulse_responses(irs, 32000), 0.0, roll=0)
     x = ds.waveform(0)
     assert x.shape == (1, 32000) and np.array_equal(x, plain_waveform(ds, 0))
+    from edgeasc.runtime.audio import fit_length, load  # as the cache was extracted: sinc, not soxr
+
+    assert not np.array_equal(x, fit_length(load(ds.paths[0], 32000, channels=ds.channels)[0], 32000))

@@ -121,7 +121,13 @@ def test_parameters_travel_and_old_metadata_is_perceptual():
     assert FeatureParams(**old) == FeatureParams() and FeatureParams(**old).kind == "perceptual"
     d24 = D24_PARAMS.to_dict()
     assert d24["kind"] == "logmel" and d24["win_length"] == 3072 and d24["mel_scale"] == "htk"
+    assert d24["resampler"] == "sinc" and "resampler" not in LEGACY  # soxr, the default, is left out
     assert "top_db" not in d24 and "amin" not in d24
+    # a d24 file from before the resampler travelled was resampled by soxr, and still is
+    older = parse_metadata({"edgeasc.feature_params": json.dumps({k: v for k, v in d24.items() if k != "resampler"})})
+    assert FeatureParams(**older["feature_params"]).resampler == "soxr"
+    with pytest.raises(MetadataError, match="resampler"):
+        parse_metadata({"edgeasc.feature_params": json.dumps({**d24, "resampler": "sox"})})
     back = FeatureParams(**parse_metadata({"edgeasc.feature_params": json.dumps(d24)})["feature_params"])
     assert back == D24_PARAMS
     assert frontend_params("d24", 10.0).n_frames() == 641 and frontend_name(frontend_params("d24", 10.0)) == "d24"
@@ -189,21 +195,40 @@ def test_the_run_stores_the_d24_frontend(d24_run):
 
 
 def test_predict_on_44k_audio_equals_the_checkpoint(d24_run, tmp_path):
-    """The torch-free runtime (soxr to 32 kHz, the numpy log-mel or the graph's) against the
-    checkpoint's torch path (the same decoding, the torch log-mel, the network): <= 1e-4."""
+    """The torch-free runtime (torchaudio's sinc filter to 32 kHz, as the d24 frontend names it;
+    the numpy log-mel or the graph's) against the checkpoint's torch path (the same decoding and
+    resampling, the torch log-mel, the network): <= 1e-4. Through soxr the answer would differ."""
+    from edgeasc.runtime.sinc import resample_sinc
     from edgeasc.train.checkpoint import load_checkpoint, model_from_checkpoint
 
     wav = tmp_path / "scene-44k.wav"
     x = mix_scene(np.random.default_rng(11), "street_traffic", 44100, 44100, channels=2)
     sf.write(str(wav), (0.4 * x / np.abs(x).max()).T, 44100, subtype="PCM_16")
     ckpt = load_checkpoint(d24_run / "run" / "model-final.pt")
+    assert ckpt["feature_params"]["resampler"] == "sinc"
     model = model_from_checkpoint(ckpt).eval()
-    y, sr = audio.load(wav, 32000, channels=ckpt["channels"])
+    y, sr = audio.load(wav, 32000, channels=ckpt["channels"], resampler="sinc")
+    decoded, _ = audio.decode(str(wav))
+    assert np.array_equal(y, resample_sinc(decoded, 44100, 32000))  # 44,100 samples: torchaudio's length
     assert sr == 32000 and y.shape == (ckpt["channels"], 32000)
     mean, std = (np.asarray(ckpt["normalization"][k], np.float32)[:, None] for k in ("mean", "std"))
-    with torch.no_grad():
-        feats = (features_torch(torch.from_numpy(audio.fit_length(y, 32000)), D24_PARAMS).numpy() - mean) / std
-        want = torch.softmax(model(torch.from_numpy(feats[None].astype(np.float32))), -1).numpy()[0]
+
+    def probabilities(samples):
+        with torch.no_grad():
+            feats = (features_torch(torch.from_numpy(audio.fit_length(samples, 32000)), D24_PARAMS).numpy()
+                     - mean) / std
+            return torch.softmax(model(torch.from_numpy(feats[None].astype(np.float32))), -1).numpy()[0]
+
+    want = probabilities(y)
+    # what predict classifies, whole file and streamed, is torchaudio's filter's output, not soxr's
+    from edgeasc.runtime.deployed import load_model
+    from edgeasc.runtime.recording import recording_windows, stream_windows
+
+    deployed = load_model(d24_run / "features.onnx")
+    whole = recording_windows(deployed, wav)[0]
+    streamed = np.concatenate(list(stream_windows(deployed, wav).windows()), axis=1)
+    assert np.array_equal(whole, audio.fit_length(y, whole.shape[-1])) and np.array_equal(streamed, whole)
+    assert np.abs(audio.load(wav, 32000, channels=ckpt["channels"])[0] - y).max() > 1e-3  # soxr's differs
     for name in ("features.onnx", "waveform.onnx"):
         proc = run_cli_here("predict", str(d24_run / name), str(wav), "--json")
         assert proc.returncode == 0, proc.stderr

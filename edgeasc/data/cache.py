@@ -259,7 +259,7 @@ def _extract_chunk(job: tuple[str, list[tuple[int, str, str]]]) -> tuple[int, tu
     done, warnings = 0, []
     for index, name, path in items:
         try:
-            x, _ = load(path, p.sample_rate, channels=_WORKER["channels"])
+            x, _ = load(path, p.sample_rate, channels=_WORKER["channels"], resampler=p.resampler)
             out[index] = compute_features(fit_length(x, p.n_samples()), p)
         except AudioError as exc:
             return done, (name, str(exc)), warnings

@@ -120,6 +120,7 @@ class ImpulseResponseFeatures(CachedFeatures):
         self.frontend, self.responses, self.p = frontend, responses, float(p)
         params = FeatureParams(**cache.manifest["params"])
         self.sample_rate, self.channels = params.sample_rate, int(cache.manifest["channels"])
+        self.resampler = params.resampler  # as the cache was extracted
         self.n_samples = params.n_samples()  # as the cache's extraction cuts and pads
 
     def choice(self, index: int) -> int | None:
@@ -133,7 +134,7 @@ class ImpulseResponseFeatures(CachedFeatures):
 
     def waveform(self, index: int) -> np.ndarray:
         """(channels, samples) at the run's rate and length, augmented per `choice`."""
-        x, _ = load(self.paths[index], self.sample_rate, channels=self.channels)
+        x, _ = load(self.paths[index], self.sample_rate, channels=self.channels, resampler=self.resampler)
         x = fit_length(x, self.n_samples)
         k = self.choice(index)
         return x if k is None else convolve_ir(x, self.responses[k][1])

@@ -1,5 +1,5 @@
-"""Audio loading for the device runtime: soundfile decode, soxr resampling, channel and
-length policy. torch-free.
+"""Audio loading for the device runtime: soundfile decode, resampling (soxr, or torchaudio's sinc
+filter for the frontends that name it), channel and length policy. torch-free.
 
 Length policy (`fit_length`): a clip shorter than the configured length is zero-padded at
 the end; a longer one is cropped to its first `n` samples. `predict` classifies long
@@ -19,6 +19,7 @@ import soundfile as sf
 import soxr
 
 from edgeasc.errors import EdgeascError
+from edgeasc.runtime import sinc
 
 MAX_CHANNELS = 2
 # libsndfile decodes MP3 from 1.1 on (the soundfile wheels bundle 1.2); an older system library
@@ -34,9 +35,10 @@ class AudioError(EdgeascError):
     exit_code = 2
 
 
-def load(path: str | Path, sample_rate: int = 22050, channels: int | None = None
+def load(path: str | Path, sample_rate: int = 22050, channels: int | None = None, resampler: str = "soxr"
          ) -> tuple[np.ndarray, int]:
-    """Decode `path` and resample it: returns (float32 array (channels, samples), sample_rate).
+    """Decode `path` and resample it (`resampler`: "soxr" or "sinc", see `resample`): returns
+    (float32 array (channels, samples), sample_rate).
 
     `path` "-" reads one recording from stdin. channels=None keeps the file's channels (mono stays 1, stereo 2); channels=2 duplicates
     a mono file; channels=1 averages a stereo file. More than two channels are refused.
@@ -55,7 +57,7 @@ def load(path: str | Path, sample_rate: int = 22050, channels: int | None = None
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AudioError(f"{path}: cannot read audio ({reason})") from None
     validate(x, path)
-    return select_channels(resample(x, sr, sample_rate), channels, path), sample_rate
+    return select_channels(resample(x, sr, sample_rate, resampler), channels, path), sample_rate
 
 
 _PCM16_SCALE = np.float32(1 / 32768)
@@ -98,19 +100,52 @@ def select_channels(x: np.ndarray, channels: int | None, path: str | Path = "<au
     raise AudioError(f"{path}: cannot make {channels} channels from {x.shape[0]}")
 
 
-def resample(x: np.ndarray, sr: int, target: int) -> np.ndarray:
-    """soxr 'HQ' (= librosa's default soxr_hq), then exactly ceil(n * target / sr) samples:
-    (channels, samples) -> float32 (channels, samples). One soxr call per channel, each on a
-    contiguous row: the same numbers as one call on interleaved frames, in three quarters of
-    the time."""
+def resample(x: np.ndarray, sr: int, target: int, method: str = "soxr") -> np.ndarray:
+    """(channels, samples) -> float32 (channels, samples), exactly ceil(n * target / sr) samples.
+
+    method "soxr": soxr 'HQ' (= librosa's default soxr_hq), one call per channel, each on a
+    contiguous row (the same numbers as one call on interleaved frames, in three quarters of the
+    time). "sinc": torchaudio's default Resample (runtime/sinc.py), the same samples as
+    torchaudio's; its length is cut or padded to the exact ceiling, where torchaudio's float32
+    arithmetic can give one sample fewer on signals over 2^16 output samples."""
+    if method not in ("soxr", "sinc"):
+        raise ValueError(f"unknown resampler {method!r}: soxr or sinc")
     if sr == target:
         return x.astype(np.float32, copy=False)
     n_out = math.ceil(x.shape[-1] * target / sr)
+    if method == "sinc":
+        return fit_length(sinc.resample_sinc(x, sr, target), n_out)
     out = np.zeros((x.shape[0], n_out), dtype=np.float32)
     for c in range(x.shape[0]):
         y = soxr.resample(np.ascontiguousarray(x[c]), sr, target, quality="HQ")
         out[c, :min(n_out, y.shape[0])] = y[:n_out]
     return out
+
+
+class _SincStream:
+    """sinc.SincResampler behind soxr.ResampleStream's interface: (frames, channels) in and out."""
+
+    def __init__(self, orig: int, new: int, channels: int):
+        self.resampler = sinc.SincResampler(orig, new, channels)
+
+    def resample_chunk(self, x: np.ndarray, last: bool = False) -> np.ndarray:
+        out = self.resampler.push(np.ascontiguousarray(x.T)) if len(x) else None
+        if last:
+            tail = self.resampler.finish()
+            out = tail if out is None else np.concatenate([out, tail], axis=1)
+        if out is None:
+            return np.zeros((0, self.resampler.channels), dtype=np.float32)
+        return np.ascontiguousarray(out.T)
+
+
+def stream_resampler(orig: int, new: int, channels: int, method: str = "soxr"):
+    """A streaming resampler with soxr.ResampleStream's `resample_chunk(frames x channels, last)`:
+    the samples of `resample(..., method)` block by block (its exact length is the caller's cut)."""
+    if method == "sinc":
+        return _SincStream(orig, new, channels)
+    if method != "soxr":
+        raise ValueError(f"unknown resampler {method!r}: soxr or sinc")
+    return soxr.ResampleStream(orig, new, channels, dtype="float32", quality="HQ")
 
 
 def fit_length(x: np.ndarray, n: int) -> np.ndarray:

@@ -152,7 +152,7 @@ def measure_end_to_end(path: str | Path, clip: str | Path, threads: int = 1, run
         t = [now()]
         data, sr = audio.decode(str(clip), frames=frames)
         t.append(now())
-        x = audio.fit_length(audio.select_channels(audio.resample(data, sr, params.sample_rate), model.channels), n)
+        x = audio.fit_length(audio.select_channels(audio.resample(data, sr, params.sample_rate, params.resampler), model.channels), n)
         t.append(now())
         inputs = x if model.takes_waveform else model.normalize(features.compute_features(x, params))
         t.append(now())

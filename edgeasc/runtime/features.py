@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass, replace
 
 KINDS = ("perceptual", "logmel")
 MEL_SCALES = ("slaney", "htk")
+# How audio at another rate reaches sample_rate: "soxr" (HQ; librosa's default, the 2020 system's)
+# or "sinc" (torchaudio's default Resample, runtime/sinc.py: the DCASE 2024/25 baselines').
+RESAMPLERS = ("soxr", "sinc")
 # the fields that only one kind reads: a dict holds its own kind's (to_dict), so a perceptual
 # dict is exactly what edgeasc wrote before kinds existed (cache keys, metadata, teacher checks)
 LOGMEL_ONLY = ("kind", "win_length", "mel_scale", "log_offset")
@@ -36,6 +39,7 @@ class FeatureParams:
     win_length: int | None = None  # periodic Hann of this length, centred in n_fft (torch.stft); None: n_fft
     mel_scale: str = "slaney"      # logmel: "htk" (2595 log10(1 + f/700)) or "slaney"
     log_offset: float = 1e-5
+    resampler: str = "soxr"        # one of RESAMPLERS; files without it were resampled by soxr
 
     @property
     def window_length(self) -> int:
@@ -53,14 +57,18 @@ class FeatureParams:
         d = asdict(self)
         for key in (LOGMEL_ONLY if self.kind == "perceptual" else PERCEPTUAL_ONLY):
             del d[key]
+        if self.resampler == "soxr":  # the default is left out: the dict of every earlier file
+            del d["resampler"]
         return d
 
 
 # The DCASE 2024/25 task 1 baselines' frontend (CPJKU/dcase2024_task1_baseline: torchaudio's
 # MelSpectrogram, then log(x + 1e-5)): 32 kHz, a 3072-sample window in a 4096 FFT, hop 500,
-# 256 HTK mel bands without normalisation from 0 Hz to Nyquist. 65 frames per 1-s clip.
+# 256 HTK mel bands without normalisation from 0 Hz to Nyquist. 65 frames per 1-s clip. Other
+# rates reach 32 kHz through torchaudio's sinc resampler, as in the baselines.
 D24_PARAMS = FeatureParams(sample_rate=32000, n_fft=4096, hop_length=500, n_mels=256, fmin=0.0, fmax=16000.0,
-                           clip_seconds=1.0, kind="logmel", win_length=3072, mel_scale="htk", log_offset=1e-5)
+                           clip_seconds=1.0, kind="logmel", win_length=3072, mel_scale="htk", log_offset=1e-5,
+                           resampler="sinc")
 # `edgeasc train --frontend NAME`
 FRONTENDS = {"perceptual": FeatureParams(), "d24": D24_PARAMS}
 

@@ -22,6 +22,7 @@ from edgeasc.runtime.features import (
     KINDS,
     LOGMEL_ONLY,
     MEL_SCALES,
+    RESAMPLERS,
     FeatureParams,
     fft_frequencies,
     hz_to_mel,
@@ -139,7 +140,7 @@ def feature_params(v: Any) -> dict:
               "fmax": number(0, 192_000, low_open=True), "top_db": number(0, 1000, low_open=True),
               "amin": number(0, 1, low_open=True), "clip_seconds": number(0, 3600, low_open=True),
               "kind": one_of(*KINDS), "win_length": optional(integer(1, 65_536)), "mel_scale": one_of(*MEL_SCALES),
-              "log_offset": number(0, 1, low_open=True)}
+              "log_offset": number(0, 1, low_open=True), "resampler": one_of(*RESAMPLERS)}
     assert set(schema) == {f.name for f in fields(FeatureParams)}
     d = mapping(schema)(v)
     p = FeatureParams(**d)

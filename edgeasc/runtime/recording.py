@@ -14,7 +14,6 @@ from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
-import soxr
 
 from edgeasc.errors import EdgeascError
 from edgeasc.runtime import audio
@@ -29,7 +28,8 @@ def recording_windows(model: DeployedModel, path: str | Path, window: float | No
     """A recording decoded whole at the model's rate, its window starts (samples), the window
     length (samples) and the duration (s). `predict` streams files (stream_windows) and stdin
     (PipedRecording) instead; this whole-file path is the reference they are tested against."""
-    x, sr = audio.load(path, sample_rate=model.feature_params.sample_rate, channels=model.channels)
+    x, sr = audio.load(path, sample_rate=model.feature_params.sample_rate, channels=model.channels,
+                       resampler=model.feature_params.resampler)
     starts, n_window = plan_windows(model, path, x.shape[-1], window, hop)
     return x, starts, n_window, x.shape[-1] / sr
 
@@ -39,9 +39,9 @@ BLOCK_FRAMES = 1 << 16  # decoded per read: 1.4 s at 48 kHz
 
 @dataclass
 class StreamedRecording:
-    """A recording read block by block: soundfile blocks, soxr's streaming resampler (which
-    gives the same samples as resampling the whole file), and only the samples of the windows
-    still to come kept. Memory is one block plus one window, however long the file."""
+    """A recording read block by block: soundfile blocks, the frontend's streaming resampler
+    (soxr or sinc: the same samples as resampling the whole file), and only the samples of the
+    windows still to come kept. Memory is one block plus one window, however long the file."""
     path: Path
     sample_rate: int       # the model's
     channels: int          # the model's
@@ -49,6 +49,7 @@ class StreamedRecording:
     n_window: int
     n_total: int           # samples at the model's rate, as the whole-file path makes them
     seconds: float
+    resampler: str = "soxr"  # the frontend's (FeatureParams.resampler)
 
     def windows(self) -> Iterator[np.ndarray]:
         """(channels, n_window) float32 windows in start order."""
@@ -57,8 +58,8 @@ class StreamedRecording:
         except Exception as exc:
             raise audio.AudioError(f"{self.path}: cannot read audio ({_first_line(exc)})") from None
         with f:
-            resampler = None if f.samplerate == self.sample_rate else soxr.ResampleStream(
-                f.samplerate, self.sample_rate, f.channels, dtype="float32", quality="HQ")
+            resampler = None if f.samplerate == self.sample_rate else audio.stream_resampler(
+                f.samplerate, self.sample_rate, f.channels, self.resampler)
             buf, buf_start, k = np.zeros((0, f.channels), np.float32), 0, 0
             blocks = f.blocks(blocksize=BLOCK_FRAMES, dtype="float32", always_2d=True)
             last = False
@@ -106,7 +107,8 @@ def stream_windows(model: DeployedModel, path: str | Path, window: float | None 
     sr = model.feature_params.sample_rate
     n_total = info.frames if info.samplerate == sr else math.ceil(info.frames * sr / info.samplerate)
     starts, n_window = plan_windows(model, path, n_total, window, hop)
-    return StreamedRecording(path, sr, model.channels, starts, n_window, n_total, n_total / sr)
+    return StreamedRecording(path, sr, model.channels, starts, n_window, n_total, n_total / sr,
+                             model.feature_params.resampler)
 
 
 class _Tap:
@@ -164,8 +166,8 @@ class PipedRecording:
         declared = int.from_bytes(tap.last[4:8], "little")
         if 0 < declared < 0xFFFFFFFF:  # 0 and 0xFFFFFFFF: a stream written live, of unknown length
             body = _Limited(body, declared)
-        resampler = None if fmt.rate == sr else soxr.ResampleStream(fmt.rate, sr, fmt.channels,
-                                                                    dtype="float32", quality="HQ")
+        resampler = None if fmt.rate == sr else audio.stream_resampler(fmt.rate, sr, fmt.channels,
+                                                                       self.model.feature_params.resampler)
         buf = np.zeros((channels, 0), np.float32)
         buf_start, frames, produced, overflow = 0, 0, 0, False
         blocks = streaming.read_blocks(body, fmt, BLOCK_FRAMES)

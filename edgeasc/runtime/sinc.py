@@ -6,7 +6,8 @@ The DCASE 2024/25 organisers' baseline brings its 44.1 kHz audio to 32 kHz with
 that pipeline learned from that filter's output. soxr (edgeasc.runtime.audio.resample) is a
 different filter: it changed 2.75 % of a trained cp-mobile-d24's top-1 decisions (see
 benchmarks/RESULTS.md, section resampler). This module computes the same numbers as torchaudio's
-transform, to within float32 rounding, without torch:
+transform, to within float32 rounding, without torch; `audio.resample`/`audio.stream_resampler`
+use it for the frontends whose `resampler` is "sinc" (the d24 one):
 
 * the rates are reduced by their gcd to `orig` and `new` (44100 -> 32000 is 441 -> 320);
 * the low-pass cut-off is `base = min(orig, new) * rolloff` and the filter has

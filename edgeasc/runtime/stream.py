@@ -1,8 +1,9 @@
 """Live classification of an unbounded audio stream (`edgeasc listen`). torch-free.
 
 A stream is read in blocks (a WAV stream such as `arecord ... -t wav` writes, or raw PCM
-of a stated rate, channel count and sample format), resampled to the model's rate by soxr's
-streaming resampler, and classified in windows of the model's clip length every hop. Memory
+of a stated rate, channel count and sample format), resampled to the model's rate by its
+frontend's streaming resampler (soxr, or torchaudio's sinc filter), and classified in windows
+of the model's clip length every hop. Memory
 is bounded whatever the stream's length: one block, the resampler's state and at most one
 window plus one block of samples are held.
 """
@@ -17,10 +18,9 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
-import soxr
 
 from edgeasc.errors import ConfigError
-from edgeasc.runtime.audio import AudioError, select_channels
+from edgeasc.runtime.audio import AudioError, select_channels, stream_resampler
 from edgeasc.runtime.deployed import DeployedModel
 from edgeasc.runtime.framecache import SharedFrames, shares_frames
 from edgeasc.runtime.inputs import model_input, softmax
@@ -287,8 +287,8 @@ def listen(model: DeployedModel, stream: BinaryIO, raw: StreamFormat | None = No
     else:
         fmt = raw
     rate = model.feature_params.sample_rate
-    resampler = None if fmt.rate == rate else soxr.ResampleStream(fmt.rate, rate, model.channels,
-                                                                   dtype="float32", quality="HQ")
+    resampler = None if fmt.rate == rate else stream_resampler(fmt.rate, rate, model.channels,
+                                                               model.feature_params.resampler)
     for block in read_blocks(stream, fmt, max(1, int(fmt.rate * BLOCK_SECONDS))):
         x = select_channels(block, model.channels, name)
         if resampler is not None:
