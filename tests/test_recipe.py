@@ -318,7 +318,7 @@ def _bad_files(tmp_path, clips, labels):
             "order.npz": f"classes {labels[::-1]} differ from the dataset's {labels}",
             "arrays.npz": "an .npz needs the arrays 'filenames' and 'logits', it has names",
             "header.csv": "the first column must be 'filename', got 'clip'",
-            "t.json": "unknown format '.json': give a .csv or .npz file",
+            "t.json": "unknown format '.json': give a .csv, .npz or .pt file",
             "absent.csv": "no such file"}
 
 
@@ -378,3 +378,44 @@ def test_cuda_trains_in_bf16_with_channels_last_unless_told_otherwise(monkeypatc
     assert amp_dtype(torch.device("cuda")) == torch.bfloat16 and amp_dtype(torch.device("cpu")) == torch.float16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert amp_dtype(torch.device("cuda")) == torch.float16
+
+
+def test_the_organisers_tensor_of_logits_in_meta_csv_order(data, tmp_path):
+    """CPJKU's released teacher logits (`ensemble_logits.pt`): one float tensor, a row per line
+    of the dataset's meta.csv in its order, classes in sorted order (LabelEncoder). The same
+    logits as a keyed .npz give the same targets, so the same run, to the last bit."""
+    from edgeasc.data.dcase import meta_csv_order
+    from edgeasc.train.distill import load_teacher_logits
+
+    clips, labels = _clips(data)
+    order = meta_csv_order(data / "scenes")
+    assert order and set(clips) <= set(order) and len(order) > len(clips)  # evaluate rows too
+    rng = np.random.default_rng(7)
+    by_name = {name: rng.normal(size=len(labels)) for name in order}
+    encoded = sorted(labels)
+    tensor = torch.tensor([[by_name[n][labels.index(c)] for c in encoded] for n in order])  # meta.csv order
+    torch.save(tensor, tmp_path / "ensemble_logits.pt")
+    np.savez(tmp_path / "same.npz", filenames=np.array(clips), logits=np.stack([by_name[c] for c in clips]))
+    pt = load_teacher_logits(tmp_path / "ensemble_logits.pt", clips, labels, order)
+    npz = load_teacher_logits(tmp_path / "same.npz", clips, labels, order)
+    assert pt.format == "pt" and np.array_equal(pt.logits, npz.logits)
+    runs = {}
+    for name in ("ensemble_logits.pt", "same.npz"):
+        proc = train_here(data, tmp_path / name.split(".")[1], "--epochs", "1", "--teacher-logits",
+                          str(tmp_path / name), "--kd-weight", "0.98", "--json")
+        assert proc.returncode == 0, proc.stderr
+        runs[name] = json.loads(proc.stdout)["final"]["loss"]
+    assert runs["ensemble_logits.pt"] == runs["same.npz"]
+    # refusals, one line each
+    for bad, needle in ((torch.zeros(len(order) - 1, len(labels)), f"the dataset's meta.csv lists {len(order)}"),
+                        (torch.zeros(len(order), len(labels) + 1), "classes"),
+                        ({"logits": tensor}, "holds a dict, not one tensor"),
+                        (torch.zeros(len(order), len(labels), dtype=torch.complex64), "real numbers")):
+        torch.save(bad, tmp_path / "bad.pt")
+        with pytest.raises(ConfigError, match=needle):
+            load_teacher_logits(tmp_path / "bad.pt", clips, labels, order)
+    (tmp_path / "junk.pt").write_bytes(b"not a zip")
+    with pytest.raises(ConfigError, match="not a readable tensor file"):
+        load_teacher_logits(tmp_path / "junk.pt", clips, labels, order)
+    with pytest.raises(ConfigError, match="has no meta.csv"):
+        load_teacher_logits(tmp_path / "ensemble_logits.pt", clips, labels, None)

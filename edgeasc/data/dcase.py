@@ -138,6 +138,15 @@ def _open(path: str | Path, fold: int) -> Dataset:
                        "labels.csv, or one folder of audio per class)")
 
 
+def meta_csv_order(root: str | Path) -> list[str] | None:
+    """The file names of the dataset's meta.csv in its row order (None without one): the row order
+    the organisers' released teacher logits follow (one tensor row per meta.csv line)."""
+    meta_path = Path(root) / "meta.csv"
+    if not meta_path.is_file():
+        return None
+    return [row.get("filename", "") for _, row in _rows(meta_path, header=True)]
+
+
 # ----------------------------------------------------------------------------- official layouts
 def _read_official(root: Path, layout: str | None, ext: str, fold: int) -> Dataset:
     meta_path = root / "meta.csv"

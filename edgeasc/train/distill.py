@@ -126,14 +126,17 @@ class TeacherLogitsFile:
         return {"path": self.path, "sha256": self.sha256, "format": self.format, "clips": int(len(self.logits))}
 
 
-def load_teacher_logits(path: str | Path, clips: list[str], labels: list[str]) -> TeacherLogitsFile:
+def load_teacher_logits(path: str | Path, clips: list[str], labels: list[str],
+                        meta_order: list[str] | None = None) -> TeacherLogitsFile:
     """Read and check a teacher-logits file (docs/distillation.md, "Teacher logits from a file"):
     `.csv` (or tab-separated) with a header `filename,<class>,...` naming every class of the
     dataset once, or `.npz` with `filenames` (N strings) and `logits` (N × classes), and
-    optionally `labels` (the class order, checked). Rows are matched to the training clips by
-    name as the dataset lists it, else by file name when that is unique; other rows (other
-    splits) are ignored. Missing clips, a duplicate, a wrong class count or order, and a
-    non-finite value are refused in one line."""
+    optionally `labels` (the class order, checked), or `.pt`, the organisers' release format
+    (CPJKU's `ensemble_logits.pt`): one tensor, one row per line of the dataset's meta.csv
+    (`meta_order`) in its order, classes in sorted order (sklearn's LabelEncoder). Rows are
+    matched to the training clips by name as the dataset lists it, else by file name when that is
+    unique; other rows (other splits) are ignored. Missing clips, a duplicate, a wrong class count
+    or order, and a non-finite value are refused in one line."""
     path = Path(path).expanduser()
     where = f"--teacher-logits {path}"
     if not path.is_file():
@@ -143,8 +146,10 @@ def load_teacher_logits(path: str | Path, clips: list[str], labels: list[str]) -
         names, rows = _read_npz(path, where, labels)
     elif suffix in (".csv", ".tsv", ".txt"):
         names, rows = _read_csv(path, where, labels)
+    elif suffix == ".pt":
+        names, rows = _read_pt(path, where, labels, meta_order)
     else:
-        raise ConfigError(f"{where}: unknown format {suffix or '(no suffix)'!r}: give a .csv or .npz file")
+        raise ConfigError(f"{where}: unknown format {suffix or '(no suffix)'!r}: give a .csv, .npz or .pt file")
     if rows.ndim != 2 or rows.shape[1] != len(labels):
         raise ConfigError(f"{where}: {rows.shape[1] if rows.ndim == 2 else rows.shape} logits per clip, the dataset "
                           f"has {len(labels)} classes")
@@ -197,6 +202,32 @@ def _read_npz(path: Path, where: str, labels: list[str]) -> tuple[list[str], np.
     if rows.dtype.kind not in "fiu":
         raise ConfigError(f"{where}: 'logits' must be numbers, got {rows.dtype}")
     return [str(n) for n in names], rows.astype(np.float64)
+
+
+def _read_pt(path: Path, where: str, labels: list[str], meta_order: list[str] | None
+             ) -> tuple[list[str], np.ndarray]:
+    """The organisers' tensor: rows in meta.csv order, columns in sorted class order. Loaded with
+    weights_only=True: tensors only, no code runs."""
+    if meta_order is None:
+        raise ConfigError(f"{where}: a .pt file holds one row per line of the dataset's meta.csv, and this dataset "
+                          "has no meta.csv: give a .csv or .npz keyed by file name")
+    try:
+        tensor = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a file that is not a tensor archive
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{where}: not a readable tensor file ({reason[:200]})") from None
+    if not isinstance(tensor, torch.Tensor):
+        raise ConfigError(f"{where}: holds a {type(tensor).__name__}, not one tensor of logits")
+    if tensor.is_complex() or tensor.dtype == torch.bool:
+        raise ConfigError(f"{where}: the logits must be real numbers, got {tensor.dtype}")
+    rows = tensor.detach().to(torch.float64).numpy()
+    if rows.ndim != 2 or rows.shape[1] != len(labels):
+        raise ConfigError(f"{where}: a tensor of shape {tuple(rows.shape)}, the dataset has {len(labels)} classes "
+                          f"(one row per meta.csv line: {len(meta_order)} × {len(labels)})")
+    if rows.shape[0] != len(meta_order):
+        raise ConfigError(f"{where}: {rows.shape[0]} rows, the dataset's meta.csv lists {len(meta_order)} clips")
+    encoded = sorted(labels)  # LabelEncoder's classes_
+    return list(meta_order), rows[:, [encoded.index(name) for name in labels]]
 
 
 def _read_csv(path: Path, where: str, labels: list[str]) -> tuple[list[str], np.ndarray]:

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from edgeasc.compress.gate import GatePruner
 from edgeasc.console import err, out
 from edgeasc.data.cache import FeatureCache, extract_features
-from edgeasc.data.dcase import open_dataset
+from edgeasc.data.dcase import meta_csv_order, open_dataset
 from edgeasc.errors import ConfigError, EdgeascError
 from edgeasc.io import (
     FolderLock,
@@ -152,7 +152,8 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
         raise ConfigError(f"--freq-mask {cfg.freq_mask} is more than the {cache.manifest['params']['n_mels']} mel "
                           "bins of the features")
     schedule = LRSchedule.from_config(cfg, steps_per_epoch(len(cache.clips("train")), cfg.batch_size, dist.world))
-    logits_file = (load_teacher_logits(cfg.teacher_logits, cache.clips("train"), labels)
+    logits_file = (load_teacher_logits(cfg.teacher_logits, cache.clips("train"), labels,
+                                       meta_csv_order(cache.manifest["root"]))
                    if cfg.teacher_logits else None)
     if ckpt is not None and (ckpt.get("teacher_logits") or {}).get("sha256") != (
             logits_file.record()["sha256"] if logits_file else None):
