@@ -297,8 +297,11 @@ def test_a_package_of_the_dcase2024_baseline_measures_exactly_the_organisers_num
         result = complexity(module, str(dummy))
         assert all(c == {"MACs": 29_419_156, "Params": 122_296} for c in result["per_device"].values())
         assert len(result["per_device"]) == 13
+        real, asked = module.load_audio, []
+        module.load_audio = lambda *a, **k: (asked.append((*a[3:], *k.values())), real(*a, **k))[1]
         x = module.load_inputs([str(dummy)], ["s7"], module.load_model())[0]
         assert tuple(x.shape) == (1, 1, 256, 65)
+        assert asked == [("sinc",)]  # the d24 frontend's resampler: torchaudio's filter, as in training
     checked = run_cli_here("package", "--check", str(out), "--audio", str(data / "audio"), "--json")
     assert checked.returncode == 0, checked.stderr
     fidelity = json.loads(checked.stdout)["modules"][0]["fidelity"]
