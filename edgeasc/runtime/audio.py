@@ -108,8 +108,7 @@ def resample(x: np.ndarray, sr: int, target: int, method: str = "soxr") -> np.nd
     time). "sinc": torchaudio's default Resample (runtime/sinc.py), the same samples as
     torchaudio's; its length is cut or padded to the exact ceiling, where torchaudio's float32
     arithmetic can give one sample fewer on signals over 2^16 output samples."""
-    if method not in ("soxr", "sinc"):
-        raise ValueError(f"unknown resampler {method!r}: soxr or sinc")
+    _check_method(method)
     if sr == target:
         return x.astype(np.float32, copy=False)
     n_out = math.ceil(x.shape[-1] * target / sr)
@@ -120,6 +119,12 @@ def resample(x: np.ndarray, sr: int, target: int, method: str = "soxr") -> np.nd
         y = soxr.resample(np.ascontiguousarray(x[c]), sr, target, quality="HQ")
         out[c, :min(n_out, y.shape[0])] = y[:n_out]
     return out
+
+
+def _check_method(method: str) -> str:
+    if method not in ("soxr", "sinc"):  # features.RESAMPLERS; metadata refuses others at the boundary
+        raise ValueError(f"unknown resampler {method!r}: soxr or sinc")
+    return method
 
 
 class _SincStream:
@@ -141,10 +146,8 @@ class _SincStream:
 def stream_resampler(orig: int, new: int, channels: int, method: str = "soxr"):
     """A streaming resampler with soxr.ResampleStream's `resample_chunk(frames x channels, last)`:
     the samples of `resample(..., method)` block by block (its exact length is the caller's cut)."""
-    if method == "sinc":
+    if _check_method(method) == "sinc":
         return _SincStream(orig, new, channels)
-    if method != "soxr":
-        raise ValueError(f"unknown resampler {method!r}: soxr or sinc")
     return soxr.ResampleStream(orig, new, channels, dtype="float32", quality="HQ")
 
 

@@ -74,7 +74,7 @@ class LogMel(nn.Module):
         window[left:left + win] = torch.hann_window(win, periodic=True, dtype=torch.float64)
         self.register_buffer("window", window.float(), persistent=False)
         # the float64 one is kept outside the buffers: .half()/.float() on the module must not round it
-        self._window64 = {"cpu": window}
+        self._window64 = window
         fb = kind_filterbank(p)
         if not fb.any(axis=1).all():
             raise ValueError("a mel filter covers no FFT bin: use fewer mel bands or a longer n_fft")
@@ -87,11 +87,7 @@ class LogMel(nn.Module):
             spec = torch.stft(x.float(), p.n_fft, p.hop_length, window=self.window.float(),
                               center=True, pad_mode="reflect", return_complex=True)
             return spec.real.square() + spec.imag.square()
-        key = str(x.device)
-        window = self._window64.get(key)
-        if window is None:
-            window = self._window64[key] = self._window64["cpu"].to(x.device)
-        spec = torch.stft(x.double(), p.n_fft, p.hop_length, window=window,
+        spec = torch.stft(x.double(), p.n_fft, p.hop_length, window=self._window64.to(x.device),
                           center=True, pad_mode="reflect", return_complex=True)
         return (spec.real.square() + spec.imag.square()).float()
 
@@ -100,6 +96,7 @@ class LogMel(nn.Module):
         b, c, n = waveform.shape
         power = self._power(waveform.reshape(b * c, n))  # (b*c, bins, frames)
         mel = torch.log(torch.matmul(self.mel.float(), power) + p.log_offset)
+        # in the input's precision, as before the float64 STFT (a half module gets half features)
         return mel.reshape(b, c, p.n_mels, -1).to(waveform.dtype if waveform.is_floating_point() else mel.dtype)
 
 
