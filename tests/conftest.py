@@ -110,6 +110,26 @@ def private_cache(tmp_path_factory):
         os.environ["EDGEASC_CACHE"] = old
 
 
+@pytest.fixture(scope="session")
+def librosa_compiled(tmp_path_factory):
+    """librosa is the suite's reference (filterbanks, STFT, loading); its first use in a new
+    environment compiles numba kernels, ~20 CPU-s, and caches them on disk. One xdist worker
+    compiles under a lock in the workers' shared temporary folder, the other waits and loads the
+    cache (~4 CPU-s) instead of compiling them a second time."""
+    import fcntl
+
+    import numpy as np
+
+    lock = tmp_path_factory.getbasetemp().parent / "edgeasc-librosa-numba.lock"
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        import librosa
+
+        y = np.zeros(4096, dtype=np.float32)  # the kernels the suite's calls compile, cached while locked
+        librosa.feature.melspectrogram(y=y, sr=22050, n_fft=1024, hop_length=512, n_mels=16)
+        librosa.perceptual_weighting(np.ones((4, 2)), librosa.fft_frequencies(sr=22050, n_fft=8)[1:], ref=1.0)
+
+
 @pytest.fixture
 def cli():
     return run_cli

@@ -11,6 +11,8 @@ from conftest import write_wav
 from edgeasc.runtime import audio
 from edgeasc.runtime.audio import AudioError
 
+pytestmark = pytest.mark.usefixtures("librosa_compiled")  # conftest: numba kernels compiled once
+
 
 @pytest.mark.parametrize("sr, subtype, ext", [
     (48000, "PCM_16", "wav"), (48000, "PCM_24", "wav"), (44100, "FLOAT", "wav"),

@@ -22,6 +22,8 @@ from edgeasc.runtime.features import (
 )
 from edgeasc.train.frontend import PerceptualMel, perceptual_mel_torch
 
+pytestmark = pytest.mark.usefixtures("librosa_compiled")  # conftest: numba kernels compiled once
+
 
 def librosa_reference(y: np.ndarray) -> np.ndarray:
     """The authors' pipeline with librosa 0.11, one channel at a time."""

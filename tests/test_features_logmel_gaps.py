@@ -14,6 +14,8 @@ import scipy.fft
 from edgeasc.runtime import features as F
 from edgeasc.runtime.features import D24_PARAMS, FeatureParams
 
+pytestmark = pytest.mark.usefixtures("librosa_compiled")  # conftest: numba kernels compiled once
+
 LEGACY = {"sample_rate": 22050, "n_fft": 2048, "hop_length": 512, "n_mels": 256, "fmin": 0.0, "fmax": 11025.0,
           "top_db": 80.0, "amin": 1e-10, "clip_seconds": 10.0}
 D24_DICT = {"sample_rate": 32000, "n_fft": 4096, "hop_length": 500, "n_mels": 256, "fmin": 0.0, "fmax": 16000.0,

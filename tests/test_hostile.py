@@ -5,8 +5,8 @@ line without a traceback, and the working folder exactly as it was (no file chan
 behind).
 
 The faults the OS produces (a full disk, a read-only file system, no permission) are made by
-a prelude that patches the OS call (os.fsync / tempfile.mkstemp) in the CLI process: the
-edgeasc code path from there on is the real one. A worker killed mid-extraction is a real
+patching the OS call (os.fsync / os.posix_fallocate / tempfile.mkstemp) for one in-process
+command: the edgeasc code path from there on is the real one. A worker killed mid-extraction is a real
 SIGBUS, raised by a sitecustomize module in the spawned worker."""
 
 import contextlib
@@ -43,22 +43,11 @@ TRAIN = ["--preset", "demo", "--width", "4", "--seconds", "1", "--batch-size", "
          "--lr", "3e-3", "--prune-ratio", "0.2", "--prune-epochs", "0"]
 
 
-def fails_with(errno_name: str, call: str, after: int = 0) -> str:
-    """A prelude making the (after+1)-th call of `call` fail as the OS would with `errno_name`."""
-    module, name = call.rsplit(".", 1)
-    return (f"import errno, {module}\n_real = {call}\n_n = [0]\n"
-            f"def _fake(*a, **k):\n"
-            f"    _n[0] += 1\n"
-            f"    if _n[0] > {after}:\n"
-            f"        raise OSError(errno.{errno_name}, os.strerror(errno.{errno_name}))\n"
-            f"    return _real(*a, **k)\n"
-            f"import os\n{call} = _fake\n")
-
-
 @contextlib.contextmanager
 def failing(errno_name: str, call: str, after: int = 0):
-    """fails_with in this process, for the duration of one in-process command: the OS error is the
-    point, not a fresh interpreter, and an export or a training here skips a 2-s torch import."""
+    """Make the (after+1)-th and later calls of `call` fail as the OS would with `errno_name`, for the
+    duration of one in-process command: the OS error is the point, not a fresh interpreter, and a
+    command here skips a 2-s torch import."""
     module_name, name = call.rsplit(".", 1)
     module = importlib.import_module(module_name)
     real, calls = getattr(module, name), [0]
@@ -333,15 +322,16 @@ def test_resume_on_a_full_disk_keeps_the_old_checkpoint(assets, ws):
 
 def test_features_on_a_full_disk(assets, ws):
     before = snapshot(ws)
-    refused(run_cli("features", str(assets / "scenes"), "--cache-dir", str(ws / "cache"), "--workers", "1",
-                    "--json", python_prelude=fails_with("ENOSPC", "os.posix_fallocate")), ws, before,
-            "train.npy", "no space left")
+    with failing("ENOSPC", "os.posix_fallocate"):
+        proc = run_cli_here("features", str(assets / "scenes"), "--cache-dir", str(ws / "cache"), "--workers", "1",
+                            "--json")
+    refused(proc, ws, before, "train.npy", "no space left")
 
 
 def test_features_into_a_path_under_a_file(assets, ws):
     (ws / "afile").write_text("x")
     before = snapshot(ws)
-    refused(run_cli("features", str(assets / "scenes"), "--cache-dir", str(ws / "afile" / "cache"), "--json"),
+    refused(run_cli_here("features", str(assets / "scenes"), "--cache-dir", str(ws / "afile" / "cache"), "--json"),
             ws, before, "afile")
 
 
@@ -363,9 +353,10 @@ def test_features_never_hang_when_a_worker_dies(assets, ws, tmp_path_factory):
 
 def test_synth_on_a_full_disk_leaves_nothing(ws):
     before = snapshot(ws)
-    refused(run_cli("synth", str(ws / "new" / "scenes"), "--clips-per-class", "8", "--seconds", "0.5",
-                    "--workers", "1", "--json", python_prelude=fails_with("ENOSPC", "os.fsync")),
-            ws, before, "meta.csv", "no space left")
+    with failing("ENOSPC", "os.fsync"):
+        proc = run_cli_here("synth", str(ws / "new" / "scenes"), "--clips-per-class", "8", "--seconds", "0.5",
+                            "--workers", "1", "--json")
+    refused(proc, ws, before, "meta.csv", "no space left")
 
 
 def test_export_to_a_read_only_folder(assets, ws):
@@ -396,9 +387,9 @@ def test_a_failed_export_with_force_keeps_the_previous_outputs(assets, ws):
 
 def test_predict_csv_into_a_folder_without_permission(ws):
     before = snapshot(ws)
-    refused(run_cli("predict", str(ws / "model.onnx"), str(ws / "clip.wav"), "--csv", str(ws / "p.csv"),
-                    python_prelude=DEVICE + "\n" + fails_with("EACCES", "tempfile.mkstemp")), ws, before,
-            "p.csv", "permission denied")
+    with failing("EACCES", "tempfile.mkstemp"):
+        proc = run_cli_here("predict", str(ws / "model.onnx"), str(ws / "clip.wav"), "--csv", str(ws / "p.csv"))
+    refused(proc, ws, before, "p.csv", "permission denied")
 
 
 # ----------------------------------------------------------------------------- 5. datasets that contradict themselves
@@ -429,7 +420,8 @@ def test_contradicting_labels_csv_is_refused(ws, case):
     rows, needle = DATASET_CASES[case]
     data = _plain(ws, rows)
     before = snapshot(ws)
-    refused(run_cli("features", str(data), "--cache-dir", str(ws / "cache"), "--json"), ws, before, needle, code=2)
+    refused(run_cli_here("features", str(data), "--cache-dir", str(ws / "cache"), "--json"), ws, before, needle,
+            code=2)
 
 
 @pytest.mark.parametrize("split, needle", [("train", "listed twice"), ("evaluate", "in both train and evaluate")])
@@ -441,7 +433,7 @@ def test_contradicting_official_fold_files_are_refused(assets, ws, split, needle
     fold = data / "evaluation_setup" / f"fold1_{split}.csv"
     fold.write_text(fold.read_text() + first + "\n")
     before = snapshot(ws)
-    refused(run_cli("features", str(data), "--cache-dir", str(ws / "cache"), "--json"), ws, before,
+    refused(run_cli_here("features", str(data), "--cache-dir", str(ws / "cache"), "--json"), ws, before,
             f"fold1_{split}.csv", needle, code=2)
 
 
@@ -458,8 +450,7 @@ def test_contradicting_official_fold_files_are_refused(assets, ws, split, needle
 def test_absurd_runtime_requests_are_refused_at_once(ws, args, needle):
     before = snapshot(ws)
     t0 = time.perf_counter()
-    proc = run_cli(*(str(ws / a) if a.endswith((".onnx", ".wav")) else a for a in args), python_prelude=DEVICE,
-                   timeout=60)
+    proc = run_cli_here(*(str(ws / a) if a.endswith((".onnx", ".wav")) else a for a in args))
     refused(proc, ws, before, needle, code=2)
     assert time.perf_counter() - t0 < 30
 

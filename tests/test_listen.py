@@ -34,8 +34,11 @@ def wav_stream(x: np.ndarray, sr: int, subtype: str = "PCM_16") -> bytes:
     return bytes(data)
 
 
-def listen_json(model, *args, stdin: bytes):
-    proc = run_cli("listen", str(model), *args, "--json", python_prelude=DEVICE, stdin=stdin)
+def listen_json(model, *args, stdin: bytes, device: bool = False):
+    """`edgeasc listen MODEL ARGS --json` fed `stdin`: in this process, or (`device`) in a fresh
+    interpreter where importing torch or onnx fails."""
+    argv = ("listen", str(model), *args, "--json")
+    proc = run_cli(*argv, python_prelude=DEVICE, stdin=stdin) if device else run_cli_here(*argv, stdin=stdin)
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     return proc, lines
 
@@ -44,7 +47,7 @@ def test_a_wav_stream_is_classified_window_by_window_like_predict(exported, tmp_
     _, paths = exported
     wav = write_wav(tmp_path / "r.wav", seconds=3.5, seed=5)  # 48 kHz stereo: resampled as it streams
     x, sr = sf.read(str(wav), dtype="float32")
-    proc, lines = listen_json(paths["fp32"], "-", stdin=wav_stream(x, sr))
+    proc, lines = listen_json(paths["fp32"], "-", stdin=wav_stream(x, sr), device=True)
     assert proc.returncode == 0, proc.stderr
     assert [(w["time"], w["end"]) for w in lines] == [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)]
     _, whole = predict_json(paths["fp32"], wav, "--hop", "1")
@@ -147,8 +150,7 @@ def test_predict_reads_stdin_and_folders(exported, tmp_path):
     (tmp_path / "empty").mkdir()
     assert_one_line_error(run_cli_here("predict", str(paths["fp32"]), str(tmp_path / "empty")),
                           2, "no audio files")
-    assert_one_line_error(run_cli("predict", str(paths["fp32"]), "-", "-", python_prelude=DEVICE, stdin=b""),
-                          2, "once")
+    assert_one_line_error(run_cli_here("predict", str(paths["fp32"]), "-", "-", stdin=b""), 2, "once")
 
 
 # ----------------------------------------------------------------------------- predict, streamed

@@ -30,6 +30,8 @@ from edgeasc.runtime.features import (
 from edgeasc.runtime.metadata import MetadataError, parse_metadata
 from edgeasc.train.frontend import LogMel, PerceptualMel, features_torch, frontend_module
 
+pytestmark = pytest.mark.usefixtures("librosa_compiled")  # conftest: numba kernels compiled once
+
 LEGACY = {"sample_rate": 22050, "n_fft": 2048, "hop_length": 512, "n_mels": 256, "fmin": 0.0, "fmax": 11025.0,
           "top_db": 80.0, "amin": 1e-10, "clip_seconds": 10.0}  # what edgeasc wrote before frontend kinds
 

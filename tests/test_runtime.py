@@ -64,8 +64,11 @@ def torch_probabilities(model, wav, seconds=1.0, start=0.0):
     return softmax(logits.astype(np.float64))[0]
 
 
-def predict_json(*args):
-    proc = run_cli("predict", *map(str, args), "--json", python_prelude=DEVICE)
+def predict_json(*args, device: bool = False):
+    """`edgeasc predict ARGS --json`: in this process, or (`device`) in a fresh interpreter where
+    importing torch or onnx fails, as on a device install."""
+    argv = ("predict", *map(str, args), "--json")
+    proc = run_cli(*argv, python_prelude=DEVICE) if device else run_cli_here(*argv)
     return proc, (json.loads(proc.stdout) if proc.stdout.strip() else None)
 
 
@@ -92,7 +95,7 @@ def test_predict_matches_the_pytorch_model_without_torch(exported, tmp_path):
     wavs = [write_wav(tmp_path / f"{i}.wav", seconds=1.0, seed=i, freq=200 + 300 * i) for i in range(3)]
     wavs.append(write_wav(tmp_path / "mono22k.wav", seconds=0.7, sr=22050, channels=1, seed=9))  # padded, duplicated
     for key in ("fp32", "wave"):
-        proc, results = predict_json(paths[key], *wavs, "--top-k", "3")
+        proc, results = predict_json(paths[key], *wavs, "--top-k", "3", device=True)
         assert proc.returncode == 0, proc.stderr
         assert [r["file"] for r in results] == [str(w) for w in wavs]
         for wav, r in zip(wavs, results, strict=True):
