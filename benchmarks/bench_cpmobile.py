@@ -1,13 +1,13 @@
 """CP-Mobile d24 (the DCASE 2024/25 organisers' baseline, on its own 32 kHz log-mel) against the
-`--fit dcase2024` student of bench_budget, on the same synthetic TAU 2022 Mobile profile and the
+`--fit dcase2024` CP-ResNet student, on the same synthetic TAU 2022 Mobile profile and the
 same recipe (bench_dcase2022's CLIPS_PER_CLASS and RECIPE: epochs, batch 32, lr 3e-3, mixup).
 
 Section `cpmobile`: `--preset cp-mobile-d24`, one run per seed; each exported int8 and fp16 with
 `--rules dcase2024`; accuracy, macro accuracy, seen/unseen device means, the int8 file's
-accuracy, the verdict and counted bytes; then onnxruntime latency per 1-s clip (network only,
-1 thread, median, each file in a fresh process) side by side with a (c)-shaped student: a
-`--fit dcase2024` run without teachers (the fit's channel plan, trained for EDGEASC_BENCH_C_EPOCHS,
-default 1: latency depends on the shape, not on the training), exported int8. Then the same
+accuracy, the verdict and counted bytes; side by side, in the same run, the `--fit dcase2024`
+CP-ResNet student at the same rules and recipe (no teachers: the network is the one variable), one
+run per seed, exported the same way; then onnxruntime latency per 1-s clip (network only,
+1 thread, median, each file in a fresh process) of every exported file. Then the same
 cp-mobile-d24 runs again with device impulse-response augmentation (`--dir-folder`, p 0.6) on
 IR_COUNT synthetic microphone responses (write_impulse_responses: band limits, a resonance and a
 tilt drawn at random, as the profile builds its devices, but none of them is a profile device),
@@ -20,6 +20,8 @@ frames), in clips/s, and the time per epoch of the 100 % TAU 2022 training split
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import statistics
 import tempfile
@@ -36,13 +38,18 @@ from edgeasc.train.config import resolve_train_config
 from edgeasc.train.run import train
 
 PRESET = "cp-mobile-d24"
-C_EPOCHS = int(os.environ.get("EDGEASC_BENCH_C_EPOCHS", 1))
 LATENCY_RUNS = int(os.environ.get("EDGEASC_BENCH_LATENCY_RUNS", 200))
 # TAU Urban Acoustic Scenes 2022 Mobile development set, fold 1 train: the DCASE 2024 "100 %"
 # split (split100.csv) of 1-s segments
 TAU2022_TRAIN_100 = 139_620
 THROUGHPUT_BATCH = int(os.environ.get("EDGEASC_BENCH_TP_BATCH", 256))
 THROUGHPUT_STEPS = int(os.environ.get("EDGEASC_BENCH_TP_STEPS", 6))
+# A folder to keep the runs in (default: a temporary one): a run whose folder already holds its
+# summary.json is read back and exported again instead of trained again, so an interrupted
+# measurement goes on where it stopped. EDGEASC_BENCH_DIR_RUNS=0 skips the DIR runs; the section
+# then shows the DIR runs of the previous measurement in results.json, with its date.
+WORKDIR = os.environ.get("EDGEASC_BENCH_WORKDIR")
+DIR_RUNS = os.environ.get("EDGEASC_BENCH_DIR_RUNS", "1") != "0"
 IR_COUNT = 24
 DIR_P = 0.6
 IR_RATE = 32_000
@@ -85,9 +92,12 @@ def _train_export(tmp: Path, name: str, seed: int, overrides: dict, precisions: 
     if "fit" in overrides:  # --fit chooses the start network: no preset, no magnitude target
         values.pop("prune_ratio")
         values.pop("preset")
-    t0 = time.perf_counter()
-    s = train(resolve_train_config(values), force=True, progress=False)
-    seconds = time.perf_counter() - t0
+    if (out / "summary.json").is_file() and (out / "model-final.pt").is_file():  # kept from an interrupted run
+        s = json.loads((out / "summary.json").read_text())
+    else:
+        s = train(resolve_train_config(values), force=True, progress=False)
+    # training time: the epochs' own times (metrics.jsonl), without feature extraction and evaluation
+    seconds = sum(json.loads(line)["seconds"] for line in (out / "metrics.jsonl").read_text().splitlines())
     f = s["final"]
     row = {"seed": seed, "run": str(out), "final": f["accuracy"], "macro": f["macro_accuracy"],
            "seen": f["seen_accuracy"], "unseen": f["unseen_accuracy"], "per_device": f["per_device"],
@@ -110,21 +120,41 @@ def _train_export(tmp: Path, name: str, seed: int, overrides: dict, precisions: 
     return row
 
 
+def _previous_dir_runs() -> dict | None:
+    """The DIR runs of the previous measurement of this section (results.json), with its date."""
+    try:
+        old = json.loads((Path(__file__).resolve().parent / "results.json").read_text())["cpmobile"]
+    except (OSError, KeyError, ValueError):
+        return None
+    if old.get("dir_runs"):
+        return {"measured": old["measured"], "runs": old["runs"], "dir_runs": old["dir_runs"], "dir_p": old["dir_p"],
+                "impulse_responses": old["impulse_responses"]}
+    return old.get("dir_previous")
+
+
 def run() -> dict:
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
+    with contextlib.ExitStack() as stack:
+        if WORKDIR:
+            tmp = Path(WORKDIR)
+            tmp.mkdir(parents=True, exist_ok=True)
+        else:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         t0 = time.perf_counter()
-        generated = write_dataset_2022(tmp / "data", CLIPS_PER_CLASS, progress=False)
+        if (tmp / "data" / "meta.csv").is_file() and (tmp / "dataset.json").is_file():  # an interrupted run's
+            generated = json.loads((tmp / "dataset.json").read_text())
+        else:
+            generated = write_dataset_2022(tmp / "data", CLIPS_PER_CLASS, progress=False)
+            (tmp / "dataset.json").write_text(json.dumps(generated))
         data_s = time.perf_counter() - t0
         runs = [_train_export(tmp, "cpm", s, {"preset": PRESET}, ("int8", "fp16")) for s in SEEDS]
+        students = [_train_export(tmp, "fit", s, {"fit": RULES}, ("int8", "fp16")) for s in SEEDS]
         irs = write_impulse_responses(tmp / "irs")
         dir_runs = [_train_export(tmp, "cpm-dir", s, {"preset": PRESET, "dir_folder": str(tmp / "irs"),
-                                                      "dir_p": DIR_P}, ("int8",)) for s in SEEDS]
-        c_epochs = {"epochs": C_EPOCHS, "prune_epochs": C_EPOCHS, "lr_decay_end": C_EPOCHS}
-        student = _train_export(tmp, "c-shape", 0, {"fit": RULES, **c_epochs}, ("int8",))
+                                                      "dir_p": DIR_P}, ("int8",)) for s in SEEDS] if DIR_RUNS else []
         files = [(f"cp-mobile-d24 seed {x['seed']} int8", x["exports"]["int8"]["path"]) for x in runs]
         files += [(f"cp-mobile-d24 seed {x['seed']} fp16", x["exports"]["fp16"]["path"]) for x in runs]
-        files.append(("(c)-shaped --fit dcase2024 student int8", student["exports"]["int8"]["path"]))
+        files += [(f"--fit {RULES} student seed {x['seed']} int8", x["exports"]["int8"]["path"]) for x in students]
+        files += [(f"--fit {RULES} student seed {x['seed']} fp16", x["exports"]["fp16"]["path"]) for x in students]
         t0 = time.perf_counter()
         bench = bench_models([p for _, p in files], threads=(1,), runs=LATENCY_RUNS, warmup=10)
         latency = [{"name": n, "p50_ms": r["latency_ms"]["p50"], "p90_ms": r["latency_ms"]["p90"],
@@ -132,13 +162,14 @@ def run() -> dict:
                    for (n, _), r in zip(files, bench["results"], strict=True)]
         for row in latency:
             print(f"{row['name']}: {row['p50_ms']:.2f} ms median", flush=True)
-        for x in [*runs, *dir_runs, student]:  # the temporary directory goes: keep only the numbers
+        for x in [*runs, *dir_runs, *students]:  # the temporary directory goes: keep only the numbers
             x.pop("run")
             for e in x["exports"].values():
                 e.pop("path")
     return {"rules": RULES, "preset": PRESET, "recipe": RECIPE, "seeds": list(SEEDS), "dataset": generated,
             "clips_per_class": CLIPS_PER_CLASS,
-            "data_seconds": data_s, "runs": runs, "dir_runs": dir_runs, "dir_p": DIR_P, "impulse_responses": irs, "c_student": student, "c_epochs": C_EPOCHS, "latency": latency,
+            "data_seconds": data_s, "runs": runs, "dir_runs": dir_runs, "dir_p": DIR_P, "impulse_responses": irs, "students": students, "latency": latency,
+            "dir_previous": None if dir_runs else _previous_dir_runs(),
             "latency_runs": LATENCY_RUNS, "latency_seconds": time.perf_counter() - t0, "cpu_flags": cpu_flags()}
 
 
@@ -173,83 +204,105 @@ def _reduced(r: dict) -> bool:
     return r["recipe"]["epochs"] != 20 or r.get("clips_per_class") != DEFAULT_CLIPS_PER_CLASS
 
 
+def _paired(a: list[dict], b: list[dict], key: str) -> tuple[float, float]:
+    """Mean and sample std, in points, of b − a paired by seed."""
+    d = [100 * (y[key] - x[key]) for x, y in zip(a, b, strict=True)]
+    return statistics.mean(d), statistics.stdev(d) if len(d) > 1 else 0.0
+
+
+def _row(name: str, rs: list[dict], reduced: bool) -> str:
+    i8 = [x["exports"]["int8"] for x in rs]
+    f16 = [x["exports"]["fp16"] for x in rs]
+    cells = [name, _span([x["params"] for x in rs]), _span([x["macs_per_second"] / 1e6 for x in i8], "{:.2f}") + " M"]
+    if not reduced:
+        cells += [_pm([x[k] for x in rs]) for k in ("final", "macro", "seen", "unseen", "acc_int8")]
+    cells += [f"{_verdicts(i8)}, {_span([x['counted_bytes'] for x in i8])}",
+              f"{_verdicts(f16)}, {_span([x['counted_bytes'] for x in f16])}"]
+    if not reduced:
+        cells.append(f"{statistics.mean(x['seconds'] for x in rs):.0f} s")
+    return "| " + " | ".join(cells) + " |"
+
+
 def markdown(r: dict) -> str:
-    d, runs, recipe = r["dataset"], r["runs"], r["recipe"]
-    i8 = [x["exports"]["int8"] for x in runs]
-    f16 = [x["exports"]["fp16"] for x in runs]
+    d, runs, students, recipe = r["dataset"], r["runs"], r["students"], r["recipe"]
+    reduced = _reduced(r)
+    rows = [_row(r["preset"], runs, reduced), _row(f"`--fit {r['rules']}` CP-ResNet student", students, reduced)]
     lines = ["## CP-Mobile d24 vs the --fit dcase2024 student", "",
              "Command: `python benchmarks/run.py cpmobile` (the full table: the synthetic TAU 2022 Mobile profile "
              "of the two sections above, its recipe of 20 epochs at batch 32, 3 seeds; `EDGEASC_BENCH_CLIPS`, "
              "`EDGEASC_BENCH_EPOCHS`, `EDGEASC_BENCH_SEEDS` shorten it). `--preset cp-mobile-d24` brings its own "
-             "frontend (32 kHz, 256 mel bins × 65 frames per second); each run is exported int8 (static, calibrated "
-             f"on 64 training clips) and fp16 with `--rules {r['rules']}`.", ""]
-    shape = (f"| {r['preset']} | {_span([x['params'] for x in runs])} | "
-             f"{_span([x['macs_per_second'] / 1e6 for x in i8], '{:.2f}')} M | ")
-    exports = (f"{_verdicts(i8)}, {_span([x['counted_bytes'] for x in i8])} | "
-               f"{_verdicts(f16)}, {_span([x['counted_bytes'] for x in f16])} |")
-    if _reduced(r):
+             "frontend (32 kHz, 256 mel bins × 65 frames per second, resampled with the sinc port); the student "
+             f"is `--fit {r['rules']}` without teachers (a damped CP-ResNet channel-pruned to the rules during "
+             f"training, on the perceptual mel). Both are trained in this run, one run per seed each, and each run "
+             f"is exported int8 (static, calibrated on 64 training clips) and fp16 with `--rules {r['rules']}`.", ""]
+    if reduced:
         lines += [f"**Accuracy not measured.** This run is a reduced one ({r.get('clips_per_class', '?')} clips per "
                   f"class: {d['train']:,} train / {d['evaluate']:,} evaluate clips, {recipe['epochs']} epoch(s), "
                   f"{len(runs)} seed(s)) that exists for the shapes, the rule checks and the latency, which do not "
                   "depend on training; its accuracies are not reported. The full comparison did not fit the time of "
                   "this measurement.", "",
                   "| network | params | MACs / s (export) | int8 verdict, counted bytes | fp16 verdict, counted bytes |",
-                  "|---|---:|---:|---|---|", shape + exports]
+                  "|---|---:|---:|---|---|", *rows]
     else:
         lines += [f"Same data as the two sections above ({d['train']:,} train / {d['evaluate']:,} evaluate 1-s clips) "
-                  f"and the same recipe ({recipe['epochs']} epochs, batch {recipe['batch_size']}, Adam lr "
+                  f"and the same recipe for both ({recipe['epochs']} epochs, batch {recipe['batch_size']}, Adam lr "
                   f"{recipe['lr']:g} held {recipe['lr_hold']} epochs then linear, mixup {recipe['mixup_alpha']:g}, "
                   f"roll): the network and its frontend are the one variable. {len(r['seeds'])} seeds, mean ± sample "
                   "std. *macro* = the mean of the class-wise accuracies (runtime/scores.py, DCASE 2024/25's "
-                  "ranking); *seen*/*unseen* = mean per-device accuracy over each group; *int8* = the exported "
-                  "file's accuracy under onnxruntime.", "",
+                  "ranking; the profile evaluates the same number of clips per class, so here it equals *final*); *seen*/*unseen* = mean per-device accuracy over each group; *int8* = the exported "
+                  "file's accuracy under onnxruntime; *train time* = the sum of the epochs' own times (metrics.jsonl: "
+                  "training and evaluation, without the first feature extraction), mean over seeds, on a machine "
+                  "shared with other work.", "",
                   "| network | params | MACs / s (export) | final | macro | seen | unseen | int8 | int8 verdict, bytes | "
                   "fp16 verdict, bytes | train time |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
-                  shape + f"{_pm([x['final'] for x in runs])} | {_pm([x['macro'] for x in runs])} | "
-                  f"{_pm([x['seen'] for x in runs])} | {_pm([x['unseen'] for x in runs])} | "
-                  f"{_pm([x['acc_int8'] for x in runs])} | " + exports
-                  + f" {statistics.mean(x['seconds'] for x in runs):.0f} s |", "",
-                  "For comparison, from the DCASE 2024-style budget section (same data, same recipe, 3 seeds, "
-                  "measured there; final | seen | unseen | int8): (a) the CP-ResNet width 26 from scratch "
-                  "61.5 ± 1.0 | 68.3 ± 1.2 | 54.6 ± 1.1 | 61.8 ± 0.9 — the like-for-like row, no teacher; "
-                  "(c) `--fit dcase2024`, channel-pruned and distilled from three width-32 teachers "
-                  "61.7 ± 0.7 | 69.1 ± 1.6 | 54.3 ± 0.6 | 61.7 ± 1.1."]
-    if not _reduced(r) and r.get("dir_runs"):
-        dr = r["dir_runs"]
-        paired = {k: [100 * (b[k] - a[k]) for a, b in zip(runs, dr, strict=True)] for k in ("final", "macro", "seen", "unseen")}
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|", *rows, "",
+                  "cp-mobile-d24 − student, paired by seed (points): " + ", ".join(
+                      "{} {:+.1f} ± {:.1f}".format(k.removeprefix("acc_"), *_paired(students, runs, k))
+                      for k in ("final", "macro", "seen", "unseen", "acc_int8")) + "."]
+    dir_source, dir_note = r, ""
+    if not r.get("dir_runs") and r.get("dir_previous"):
+        dir_source = r["dir_previous"]
+        dir_note = (f" Not measured again with the runs above: these runs, with and without DIR, are the "
+                    f"measurement of {dir_source['measured']}, before the d24 log-mel computed its FFT in float64 and "
+                    "resampled with the sinc port (soxr then); same data, recipe and seeds. Their train time is wall "
+                    "time per run, feature extraction included.")
+    if not reduced and dir_source.get("dir_runs"):
+        dr, base = dir_source["dir_runs"], dir_source["runs"]
         lines += ["", "### Device impulse responses (DIR) on cp-mobile-d24", "",
-                  f"The same runs again with `--dir-folder` (p {r['dir_p']:g}: each training clip of the reference "
-                  f"device a is convolved with one of {len(r['impulse_responses'])} synthetic microphone responses with "
+                  f"The same runs again with `--dir-folder` (p {dir_source['dir_p']:g}: each training clip of the reference "
+                  f"device a is convolved with one of {len(dir_source['impulse_responses'])} synthetic microphone responses with "
                   "that probability, before the frontend). The responses are written by the benchmark "
                   "(`write_impulse_responses`: band limits, one resonance and a tilt drawn at random, 1,024 taps at "
-                  "32 kHz); they are not the profile's devices, as MicIRP's microphones are not TAU's.", "",
+                  "32 kHz); they are not the profile's devices, as MicIRP's microphones are not TAU's." + dir_note, "",
                   "| training | final | macro | seen | unseen | int8 | train time |", "|---|---:|---:|---:|---:|---:|---:|"]
-        for name, rs in (("without DIR", runs), (f"with DIR (p {r['dir_p']:g})", dr)):
+        for name, rs in (("without DIR", base), (f"with DIR (p {dir_source['dir_p']:g})", dr)):
             lines.append(f"| {name} | {_pm([x['final'] for x in rs])} | {_pm([x['macro'] for x in rs])} | "
                          f"{_pm([x['seen'] for x in rs])} | {_pm([x['unseen'] for x in rs])} | "
                          f"{_pm([x['acc_int8'] for x in rs])} | {statistics.mean(x['seconds'] for x in rs):.0f} s |")
-        sd = {k: statistics.stdev(v) if len(v) > 1 else 0.0 for k, v in paired.items()}
         lines += ["", "With DIR − without, paired by seed (points): " + ", ".join(
-            f"{k} {statistics.mean(v):+.1f} ± {sd[k]:.1f}" for k, v in paired.items()) + "."]
-    if not _reduced(r):
-        cpm_ms = statistics.median(x["p50_ms"] for x in r["latency"] if x["name"].startswith("cp-mobile-d24") and
-                                   x["name"].endswith("int8"))
-        c_ms = [x["p50_ms"] for x in r["latency"] if x["name"].startswith("(c)")][0]
-        lines += ["", f"**Which start `--fit dcase2024` takes.** On this profile cp-mobile-d24 is no more accurate than "
-                  f"the CP-ResNet at the same rules ({_pm([x['final'] for x in runs])} against (a)'s 61.5 ± 1.0: "
-                  "inside the seed noise), and its int8 network takes "
-                  f"{cpm_ms:.2f} ms per 1-s clip against {c_ms:.2f} ms for the (c)-shaped student (below). So `--fit` "
-                  "keeps starting from a damped CP-ResNet; a CP-Mobile run is trained with `--preset cp-mobile-d24` and "
-                  "compressed with `--macs-target`/`--params-target` or exported as it is (it fits at fp16 and int8)."]
-    c = r["c_student"]
-    lines += ["", f"Latency: onnxruntime, 1 thread, the network only (features given), each file in a fresh process, "
-              f"{r['latency_runs']} runs after 10 warm-up; median and p90 per 1-s clip. The (c)-shaped student is a "
-              f"`--fit dcase2024` run without teachers, trained {r['c_epochs']} epoch(s) ({c['params']:,} params, "
-              f"{c['macs'] / 1e6:.2f} M MACs; int8 {c['exports']['int8']['verdict']}, "
-              f"{c['exports']['int8']['counted_bytes']:,} bytes counted): its channel plan, not its accuracy, is "
-              "the point. The frontends differ too (cp-mobile-d24: the d24 log-mel, 256 × 65; the student: the "
-              "perceptual mel); their own cost per clip is in the log-mel section.", "",
+            "{} {:+.1f} ± {:.1f}".format(k, *_paired(base, dr, k)) for k in ("final", "macro", "seen", "unseen")) + "."]
+    lat = {x["name"]: x for x in r["latency"]}
+
+    def med(prefix: str, precision: str) -> float:
+        return statistics.median(x["p50_ms"] for n, x in lat.items() if n.startswith(prefix) and n.endswith(precision))
+    cpm_ms, fit_ms = med("cp-mobile-d24", "int8"), med("--fit", "int8")
+    if not reduced:
+        diff, sd = _paired(students, runs, "macro")
+        inside = abs(diff) <= 2 * sd
+        lines += ["", f"**Which start `--fit {r['rules']}` takes.** Macro accuracy, cp-mobile-d24 − student: "
+                  f"{diff:+.1f} ± {sd:.1f} points paired by seed ("
+                  + ("inside the seed noise" if inside else ("CP-Mobile ahead" if diff > 0 else "the student ahead"))
+                  + f"); int8 latency per 1-s clip {cpm_ms:.2f} ms against {fit_ms:.2f} ms (medians of the seeds' "
+                  "files, below). `--fit` starts from a damped CP-ResNet, "
+                  + ("as CP-Mobile is not more accurate here and its int8 network is slower; " if diff <= 2 * sd and
+                     cpm_ms > fit_ms else "although CP-Mobile is not behind here: the fit's channel plans are "
+                     "CP-ResNet's; ")
+                  + "a CP-Mobile run is trained with `--preset cp-mobile-d24` and compressed with "
+                  "`--macs-target`/`--params-target` or exported as it is (it fits at fp16 and int8)."]
+    lines += ["", "Latency: onnxruntime, 1 thread, the network only (features given), each file in a fresh process, "
+              f"{r['latency_runs']} runs after 10 warm-up; median and p90 per 1-s clip. The frontends differ too "
+              "(cp-mobile-d24: the d24 log-mel, 256 × 65; the student: the perceptual mel); their own cost per clip "
+              "is in the log-mel section.", "",
               "| file | input (C × mels × frames) | median ms | p90 ms | file bytes |", "|---|---|---:|---:|---:|"]
     for x in r["latency"]:
         lines.append(f"| {x['name']} | {' × '.join(str(v) for v in x['input_shape'][1:])} | {x['p50_ms']:.2f} | "
