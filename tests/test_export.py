@@ -1,5 +1,6 @@
 """`edgeasc export`: folding, a verified single-file ONNX, metadata, size rules and budgets."""
 
+import copy
 import json
 
 import numpy as np
@@ -481,3 +482,33 @@ def test_an_export_that_disagrees_with_pytorch_is_refused_and_nothing_is_written
     with pytest.raises(EdgeascError, match=needle):
         export_checkpoint(ckpt, out, precision="fp32")
     assert list(out.parent.iterdir()) == []  # no model, no report, no partial file
+
+
+def test_the_export_memo_puts_another_networks_weights_into_a_graph_as_the_exporter_would():
+    """The suite's memo (tests/export_memo.py) reuses one structure's graph with another network's
+    weights: the result must be the exporter's own bytes for that network, and a network whose
+    tensors are equal where the first one's were not (onnxslim merges equal initializers), or whose
+    tensors outside the graph changed, must be exported afresh."""
+    import export_memo
+
+    from edgeasc.export import onnx as onnx_mod
+
+    memo = onnx_mod.export_proto
+    assert getattr(memo, "__wrapped_by_memo__", False)  # conftest installs it once torch is loaded
+    config = ModelConfig(width=4, n_classes=3)
+    first, second = (fold_model(trained_like(config, prune_ratio=None, seed=s)) for s in (31, 32))
+    args = (config.in_channels, config.n_mels, 44)
+    memo(first, *args)
+    substituted = export_memo.STATS["substituted"]
+    reused = memo(second, *args)
+    assert export_memo.STATS["substituted"] == substituted + 1
+    export_memo.enabled = False
+    assert reused.SerializeToString() == memo(second, *args).SerializeToString()  # the exporter itself
+    skey = export_memo.module_key(second, (*args, None), tensors=False)
+    assert export_memo._with_weights(skey, second, (*args, None)) is not None
+    merged = copy.deepcopy(second)
+    with torch.no_grad():  # two tensors of one shape made equal: the exporter would merge them
+        weights = [p for n, p in merged.named_parameters() if n.endswith("conv1.weight")]
+        same = [w for w in weights if w.shape == weights[0].shape]
+        same[1].copy_(same[0])
+    assert export_memo._with_weights(skey, merged, (*args, None)) is None
