@@ -6,7 +6,7 @@ import json
 import numpy as np
 import soundfile as sf
 
-from conftest import assert_one_line_error, run_cli, run_cli_here
+from conftest import assert_one_line_error, run_cli_here
 from edgeasc.data.dcase import open_dataset
 from edgeasc.data.synth import (
     SCENES,
@@ -78,7 +78,8 @@ def test_scenes_differ_in_spectrum():
 
 def test_cli_synth_then_features(tmp_path):
     out = tmp_path / "demo"
-    proc = run_cli("synth", str(out), "--clips-per-class", "8", "--seconds", "1", "--json", "--workers", "2")
+    # two spawned workers; synth's entry point: test_first_use::test_synth_creates_missing_parent_folders
+    proc = run_cli_here("synth", str(out), "--clips-per-class", "8", "--seconds", "1", "--json", "--workers", "2")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["clips"] == 24
     feats = run_cli_here("features", str(out), "--cache-dir", str(tmp_path / "c"), "--seconds", "1", "--json")

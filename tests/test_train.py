@@ -140,8 +140,8 @@ def test_bad_input(data, tmp_path):
     assert train_cli(data, run, "--epochs", "1", "--prune-ratio", "0.2", "--json", here=True).returncode == 0
     before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
     assert_one_line_error(train_cli(data, tmp_path / "x", "--epochs", "1", here=True), 2, "preset 'demo' prunes to 8,500")
-    assert_one_line_error(train_cli(data, run, "--epochs", "1", "--prune-ratio", "0.2"), 2,
-                          "already holds a run")  # the one refusal that goes through the entry point
+    assert_one_line_error(train_cli(data, run, "--epochs", "1", "--prune-ratio", "0.2", here=True), 2,
+                          "already holds a run")  # (train's entry point: test_same_seed_same_run)
     assert_one_line_error(train_cli(data, tmp_path / "x", "--preset", "nope", here=True), 2, "unknown preset")
     assert_one_line_error(train_cli(data, tmp_path / "x", "--prune-target", "99999999", here=True), 2, "prune target")
     assert_one_line_error(train_cli(data, tmp_path / "x", "--prune-target", "0", here=True), 2, "prune target")
