@@ -96,7 +96,8 @@ def _train_export(tmp: Path, name: str, seed: int, overrides: dict, precisions: 
         s = json.loads((out / "summary.json").read_text())
     else:
         s = train(resolve_train_config(values), force=True, progress=False)
-    # training time: the epochs' own times (metrics.jsonl), without feature extraction and evaluation
+    # training time: the epochs' own times (metrics.jsonl: training and evaluation), without the first
+    # feature extraction
     seconds = sum(json.loads(line)["seconds"] for line in (out / "metrics.jsonl").read_text().splitlines())
     f = s["final"]
     row = {"seed": seed, "run": str(out), "final": f["accuracy"], "macro": f["macro_accuracy"],
@@ -263,8 +264,8 @@ def markdown(r: dict) -> str:
     if not r.get("dir_runs") and r.get("dir_previous"):
         dir_source = r["dir_previous"]
         dir_note = (f" Not measured again with the runs above: these runs, with and without DIR, are the "
-                    f"measurement of {dir_source['measured']}, before the d24 log-mel computed its FFT in float64 and "
-                    "resampled with the sinc port (soxr then); same data, recipe and seeds. Their train time is wall "
+                    f"measurement of {dir_source['measured']}, with that day's code (for cp-mobile-d24 on 2026-12-05: a "
+                    "float32 FFT and soxr resampling); same data, recipe and seeds. Their train time is wall "
                     "time per run, feature extraction included.")
     if not reduced and dir_source.get("dir_runs"):
         dr, base = dir_source["dir_runs"], dir_source["runs"]
