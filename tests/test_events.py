@@ -160,13 +160,8 @@ def build_scenes_model(tmp_path_factory):
     # BatchNorm's running statistics, after 60 steps at momentum 0.1, still lag the weights: in
     # eval mode such a network can call every noise clip a rumble, and whether it does depends on
     # the CPU's rounding (it did on an AVX-512 Xeon, not on an EPYC). Recomputed over the whole
-    # batch, eval mode computes what training saw, on any CPU
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None
-    with torch.no_grad():
-        model(features)
+    # batch (torch's own SWA helper), eval mode computes what training saw, on any CPU
+    torch.optim.swa_utils.update_bn([features], model)
     model.eval()
     with torch.no_grad():
         assert model(features).argmax(1).tolist() == targets.tolist()
