@@ -16,6 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # a busy 2-core machine, and no faster. OMP_NUM_THREADS set by the caller still wins.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# `edgeasc train` writes its PNG figures only where a test asks for them (EDGEASC_PLOTS=1: the
+# tests of what a run writes): matplotlib took ~0.75 CPU-s per run, a tenth of the suite's CPU.
+os.environ["EDGEASC_PLOTS"] = "0"
+
 # The console decides its width when first imported (160 columns when stdout is not a terminal and
 # $COLUMNS is unset). pytest-xdist's workers inherit a $COLUMNS of the controller's terminal (80
 # without one): dropped, so that a worker renders as a serial run does. Imported here, before any
@@ -113,9 +117,10 @@ def private_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def librosa_compiled(tmp_path_factory):
     """librosa is the suite's reference (filterbanks, STFT, loading); its first use in a new
-    environment compiles numba kernels, ~20 CPU-s, and caches them on disk. One xdist worker
-    compiles under a lock in the workers' shared temporary folder, the other waits and loads the
-    cache (~4 CPU-s) instead of compiling them a second time."""
+    environment compiles numba kernels, ~20 CPU-s, and caches them on disk. SAME_WORKER (below)
+    keeps the files that use librosa on one xdist worker; should another worker need it too, it
+    waits on a lock in the workers' shared temporary folder and loads the cache (~4 CPU-s)
+    instead of compiling the kernels a second time."""
     import fcntl
 
     import numpy as np
@@ -238,3 +243,34 @@ def pytest_terminal_summary(terminalreporter):
 
     if export_memo.STATS["misses"]:
         terminalreporter.write_line("ONNX exports: {misses} run, {hits} reused, {substituted} with other weights (tests/export_memo.py)".format(**export_memo.STATS))
+
+
+# ----------------------------------------------------------------------------- xdist scheduling
+# `--dist loadfile` runs each test file on one worker, so its module fixtures are built once. These
+# files also share what is costly to build (a session fixture, or the same trained network that
+# each file exports): each group runs on one worker, so it is built once, not on both.
+SAME_WORKER = {
+    "test_runtime.py": "exported", "test_listen.py": "exported", "test_profile.py": "exported",
+    "test_events.py": "scenes_model", "test_mqtt.py": "scenes_model",
+    "test_hostile.py": "the TRAIN run", "test_first_use.py": "the TRAIN run",
+    "test_devices.py": "per-device runs", "test_package.py": "per-device runs",
+    "test_terminal.py": "the tiny checkpoint", "test_outputs.py": "the tiny checkpoint",
+    # librosa, the oracle: importing it compiles or loads numba kernels (13 or 4 CPU-s)
+    "test_features.py": "librosa", "test_features_logmel_gaps.py": "librosa", "test_audio.py": "librosa",
+    "test_logmel.py": "librosa",
+}
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class OneWorkerPerSharedArtefact(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = super()._split_scope(nodeid)
+            group = SAME_WORKER.get(Path(file).name)
+            return f"shared: {group}" if group else file
+
+    return OneWorkerPerSharedArtefact(config, log)

@@ -52,6 +52,18 @@ def test_parallel_equals_serial_and_second_run_is_a_noop(dataset, tmp_path):
     assert (again.directory / "train.npy").stat().st_mtime_ns == stamp
 
 
+def test_by_default_one_worker_per_64_clips_up_to_the_cores(dataset, tmp_path, monkeypatch):
+    from edgeasc.data import cache
+
+    monkeypatch.setattr(cache, "default_workers", lambda: 8)
+    assert [cache.extraction_workers(n) for n in (0, 1, 64, 65, 128, 129, 512, 513, 100_000)] == [1, 1, 1, 2, 2, 3,
+                                                                                                    8, 8, 8]
+    monkeypatch.setattr(cache, "default_workers", lambda: 2)
+    assert cache.extraction_workers(100_000) == 2
+    few, _ = extract_features(dataset, FeatureParams(clip_seconds=0.5), root=tmp_path / "c", progress=False)
+    assert few.manifest["extraction"]["workers"] == 1  # a dozen clips: extracted in this process
+
+
 def test_key_changes_with_parameters_and_files(dataset, tmp_path):
     root = tmp_path / "c"
     a, _ = extract_features(dataset, FeatureParams(clip_seconds=0.5), workers=1, root=root, progress=False)

@@ -162,8 +162,13 @@ def test_round_trip_every_variant_and_precision(tmp_path, variant, precision):
 def test_metadata_determinism_and_no_local_paths(tmp_path):
     model = trained_like(ModelConfig(width=8, n_classes=3))
     ckpt = write_checkpoint(tmp_path / "m.pt", model)
+    from edgeasc.export import onnx as onnx_export
+
+    onnx_export._REGISTRIES.clear()  # the first export builds torch.onnx's registry, the second reuses it
+    builds = onnx_export.REGISTRY_BUILDS["count"]
     export_checkpoint(ckpt, tmp_path / "a.onnx")
     export_checkpoint(ckpt, tmp_path / "b.onnx")
+    assert onnx_export.REGISTRY_BUILDS["count"] == builds + 1
     data = (tmp_path / "a.onnx").read_bytes()
     assert data == (tmp_path / "b.onnx").read_bytes()  # same checkpoint, same bytes
     for leak in (str(ROOT).encode(), b"site-packages", b"stack_trace", str(tmp_path).encode()):

@@ -233,6 +233,7 @@ def test_force_replaces_the_previous_run_only_once_the_new_one_has_a_checkpoint(
     common = ["train", str(scenes / "scenes"), *TRAIN, "--epochs", "1", "--cache-dir", str(tmp_path / "c"),
               "--out", str(run), "--json"]
     assert run_cli_here(*common).returncode == 0
+    assert not list(run.glob("*.png"))  # EDGEASC_PLOTS=0 (conftest) is --no-plots
     (run / "confusion-eval.png").write_bytes(b"a stale plot from `edgeasc eval`")
     again = run_cli_here(*common, "--force", "--seed", "7")
     assert again.returncode == 0, again.stderr

@@ -184,7 +184,7 @@ def test_one_second_pipeline_on_a_tau2022_folder(tau22, tmp_path):
     run, cache = tmp_path / "run", tmp_path / "cache"
     proc = run_cli_here("train", str(tau22), "--split", "50", "--preset", "demo", "--width", "8", "--prune-ratio", "0",
                         "--epochs", "1", "--batch-size", "4", "--feature-workers", "1", "--cache-dir", str(cache),
-                        "--out", str(run), "--json")
+                        "--out", str(run), "--json", "--plots")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["seconds"] == 1.0
@@ -205,7 +205,8 @@ def test_one_second_pipeline_train_export_predict(profile, tmp_path):
     root, written = profile
     run, cache = tmp_path / "run", tmp_path / "cache"
     proc = run_cli_here("train", str(root), "--split", "5", "--preset", "demo", "--width", "8", "--prune-ratio", "0",
-                        "--epochs", "1", "--batch-size", "32", "--cache-dir", str(cache), "--out", str(run), "--json")
+                        "--epochs", "1", "--batch-size", "32", "--cache-dir", str(cache), "--out", str(run), "--json",
+                        "--plots")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["seconds"] == 1.0

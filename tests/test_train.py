@@ -39,7 +39,8 @@ def _metrics(run_dir):
 
 def test_pruned_run_hits_target_and_writes_everything(data, tmp_path):
     run = tmp_path / "run"
-    proc = train_cli(data, run, "--epochs", "4", "--prune-target", "1000", "--prune-epochs", "2", "--json", here=True)
+    proc = train_cli(data, run, "--epochs", "4", "--prune-target", "1000", "--prune-epochs", "2", "--json", "--plots",
+                     here=True)  # --plots: the flag wins over the suite's EDGEASC_PLOTS=0
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["nonzero_params"] == 1000 == summary["prune_target"]

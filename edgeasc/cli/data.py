@@ -55,7 +55,7 @@ def synth(
 
 def features(
     dataset_dir: Path = typer.Argument(..., help="A DCASE development set, a folder per class, or a labels CSV."),
-    workers: int | None = typer.Option(None, help="Worker processes (default: all cores)."),
+    workers: int | None = typer.Option(None, help="Worker processes (default: all cores, at most one per 64 clips)."),
     cache_dir: Path | None = typer.Option(None, help="Cache root (default: $EDGEASC_CACHE or ~/.cache/edgeasc)."),
     channels: int | None = typer.Option(None, help="1 or 2 input channels (default: as the audio)."),
     seconds: float | None = typer.Option(None, help="Clip length: shorter clips are zero-padded, longer cropped "

@@ -89,7 +89,7 @@ def train(
     seed: int | None = typer.Option(None, help="Seed: same seed, same run (on CPU)."),
     device: str | None = typer.Option(None, help="auto | cpu | cuda"),
     workers: int | None = typer.Option(None, help="DataLoader worker processes (default 0)."),
-    feature_workers: int | None = typer.Option(None, help="Feature-extraction processes (default: all cores)."),
+    feature_workers: int | None = typer.Option(None, help="Feature-extraction processes (default: all cores, at most one per 64 clips)."),
     cache_dir: Path | None = typer.Option(None, help="Cache root for features and the synthetic set."),
     seconds: float | None = typer.Option(None, help="Clip length in seconds (default: the data's own)."),
     frontend: str | None = typer.Option(None, help="perceptual (default: the paper's perceptual mel, 22.05 kHz) | d24 "
@@ -103,6 +103,9 @@ def train(
     force: bool = typer.Option(False, "--force", help="Start over in a --out that holds another run."),
     config: Path | None = typer.Option(None, help="TOML file with any of these settings (flags win)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (no live display)."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", envvar="EDGEASC_PLOTS", show_envvar=True,
+                               help="Write the PNG figures at the end (curves, non-zeros, confusion, devices; "
+                               "about 1 s); --no-plots for sweeps, where summary.json and metrics.jsonl say it all."),
 ) -> None:
     """Train a CP-ResNet (damped / decomposed / pruned) on a dataset; resumable, DDP under torchrun."""
     require_torch("`edgeasc train`")
@@ -124,7 +127,8 @@ def train(
                feature_workers=feature_workers, cache_dir=str(cache_dir) if cache_dir else None, seconds=seconds,
                frontend=frontend, amp=amp, channels_last=channels_last, out=str(out_dir) if out_dir else None)
     cfg = resolve_train_config(cli, config)
-    summary = run_training(cfg, resume=resume, force=force, progress=not as_json, inputs=[config] if config else [])
+    summary = run_training(cfg, resume=resume, force=force, progress=not as_json, inputs=[config] if config else [],
+                           plots=plots)
     if int(os.environ.get("RANK", 0)) != 0:  # under torchrun only rank 0 reports
         return
     if as_json:

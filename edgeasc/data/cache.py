@@ -177,6 +177,15 @@ def refuse_cache_in_dataset(root: Path, dataset: Dataset) -> None:
                           "would write into the data it reads; choose a folder outside it")
 
 
+CLIPS_PER_WORKER = 64
+
+
+def extraction_workers(clips: int) -> int:
+    """The default: all cores, but no more than one per CLIPS_PER_WORKER clips. A spawned worker
+    costs 0.5-1 CPU-s to start (its imports), more than extracting a few dozen clips here."""
+    return max(1, min(default_workers(), -(-clips // CLIPS_PER_WORKER)))
+
+
 def extract_features(dataset: Dataset, params: FeatureParams | None = None, channels: int | None = None,
                      workers: int | None = None, root: Path | None = None,
                      progress: bool = True) -> tuple[FeatureCache, bool]:
@@ -200,9 +209,9 @@ def extract_features(dataset: Dataset, params: FeatureParams | None = None, chan
     created = missing_folders(directory)
     make_folder(directory)
     remove_partials(directory)  # leftovers of a killed run: restart cleanly
-    workers = default_workers() if workers is None else max(1, workers)
     frames = params.n_frames()
     total = sum(len(dataset.splits[s]) for s in SPLITS)
+    workers = extraction_workers(total) if workers is None else max(1, workers)
     start = time.perf_counter()
     try:
         with progress_bar("extracting features", total, enabled=progress) as advance:

@@ -81,8 +81,9 @@ class TrainingInterrupted(EdgeascError):
 
 
 def train(cfg: TrainConfig, resume: bool = False, force: bool = False, progress: bool = True,
-          inputs: Sequence[str | Path] = ()) -> dict:
-    """`inputs`: files the command read besides the config's own paths (the --config file)."""
+          inputs: Sequence[str | Path] = (), plots: bool = True) -> dict:
+    """`inputs`: files the command read besides the config's own paths (the --config file);
+    `plots`: write the PNG figures (curves, non-zeros, confusion, devices) at the end."""
     if resume and force:
         raise ConfigError("--resume continues the run in --out, --force starts it over: give one of them")
     refuse_outputs_over_inputs(cfg, force, inputs)
@@ -91,13 +92,13 @@ def train(cfg: TrainConfig, resume: bool = False, force: bool = False, progress:
         backend = "nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo"
         torch.distributed.init_process_group(backend)
     try:
-        return _train(cfg, dist, resume, force, progress)
+        return _train(cfg, dist, resume, force, progress, plots)
     finally:
         if dist.world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, dist: Dist, resume: bool, force: bool, progress: bool) -> dict:
+def _train(cfg: TrainConfig, dist: Dist, resume: bool, force: bool, progress: bool, plots: bool) -> dict:
     run_dir = Path(cfg.out)
     device = resolve_device(cfg.device, dist)
     if cfg.amp and device.type != "cuda":
@@ -112,19 +113,21 @@ def _train(cfg: TrainConfig, dist: Dist, resume: bool, force: bool, progress: bo
         raise ConfigError(f"--accumulate {cfg.accumulate} is more than the {cfg.batch_size // dist.world} clips "
                           f"{each} (--batch-size {cfg.batch_size})")
     if not dist.main:  # rank 0 holds the run directory for all ranks
-        return _train_in(cfg, dist, device, resume and (run_dir / "checkpoint-last.pt").is_file(), force, progress)
+        return _train_in(cfg, dist, device, resume and (run_dir / "checkpoint-last.pt").is_file(), force, progress,
+                         plots)
     created = missing_folders(run_dir)
     make_folder(run_dir)
     try:
         with FolderLock(run_dir, "training"):
             from_checkpoint = check_run_dir(run_dir, resume, force, existed=not created)
-            return _train_in(cfg, dist, device, from_checkpoint, force, progress)
+            return _train_in(cfg, dist, device, from_checkpoint, force, progress, plots)
     except BaseException:
         remove_empty_folders(created)  # refused, or failed before its first checkpoint: no trace
         raise
 
 
-def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, force: bool, progress: bool) -> dict:
+def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, force: bool, progress: bool,
+              plots: bool) -> dict:
     run_dir = Path(cfg.out)
     ckpt = None
     if resume:
@@ -266,7 +269,7 @@ def _train_in(cfg: TrainConfig, dist: Dist, device: torch.device, resume: bool, 
                 left = (time.perf_counter() - t_run) / done * (cfg.epochs - epoch - 1)
                 out.print(epoch_line(history[-1], cfg.epochs) + (f"  ETA {_clock(left)}" if left else ""))
         payload_common["model_config"] = loop.model.config.to_dict()
-        return _finish(cfg, dist, run_dir, loop, config_record)
+        return _finish(cfg, dist, run_dir, loop, config_record, plots)
     except KeyboardInterrupt:
         kept = (f"the checkpoint of epoch {len(history)} is kept: add --resume to the same command to continue"
                 if history else "no epoch had finished, so no checkpoint was written: run the command again")
@@ -326,7 +329,7 @@ def _teacher_targets(cfg: TrainConfig, dist: Dist, cache: FeatureCache, teachers
     return logits
 
 
-def _finish(cfg: TrainConfig, dist: Dist, run_dir: Path, loop: Loop, config_record: dict) -> dict:
+def _finish(cfg: TrainConfig, dist: Dist, run_dir: Path, loop: Loop, config_record: dict, plots: bool) -> dict:
     model, pruner, cache, history, payload_common = loop.model, loop.pruner, loop.cache, loop.history, loop.payload_common
     averaged = loop.swa.averaged_model(model) if loop.swa is not None and loop.swa.count else None
     if loop.swa is not None and averaged is None and dist.main:
@@ -385,6 +388,7 @@ def _finish(cfg: TrainConfig, dist: Dist, run_dir: Path, loop: Loop, config_reco
                                                       "model": model.state_dict(), "epoch": len(history),
                                                       "history": history, "summary": summary})
         atomic_write_json(run_dir / "summary.json", summary)
+    if dist.main and plots:
         from edgeasc.train.plots import plot_confusion, plot_curves, plot_devices, plot_nonzero
 
         plot_curves(history, run_dir / "curves.png")
