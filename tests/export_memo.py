@@ -25,8 +25,10 @@ ones; the new tensors are equal among themselves exactly where the first network
 merges equal initializers, as a fresh network's zero biases); every tensor the graph does not hold
 as it is (folded, unused) has the first network's values; and the result computes what the module
 computes (onnxruntime against torch on a random input, 1e-4), which a graph holding a folded copy
-of a weight would not. Otherwise the exporter runs. test_export pins such a graph, byte for byte,
-to the exporter's own for that network.
+of a weight would not. The last few graphs of each structure are kept and tried in turn (a fresh
+network's graph holds its zero biases merged or not at all, a trained one's serves other trained
+ones). Otherwise the exporter runs. test_export pins such a graph, byte for byte, to the
+exporter's own for that network.
 """
 
 from __future__ import annotations
@@ -90,7 +92,10 @@ def example_shape(in_channels, n_mels, frames, waveform_samples):
     return (2, in_channels, waveform_samples) if waveform_samples else (2, in_channels, n_mels, frames)
 
 
-_STRUCTURES: dict[str, tuple[bytes, dict[str, list[str]], dict[str, bytes]] | None] = {}  # None: not reusable
+# per structure, the graphs the exporter made for it (a few: the first network of a structure is often
+# a fresh one whose zero biases the graph merges or drops, which a trained network's would not be)
+_STRUCTURES: dict[str, list[tuple[bytes, dict[str, list[str]], dict[str, bytes]]]] = {}
+GRAPHS_PER_STRUCTURE = 4
 
 
 def _tensor_bytes(t) -> bytes:
@@ -116,25 +121,33 @@ def _remember_structure(skey: str, model, proto) -> None:
     held = {k for names in sources.values() for k in names}
     # tensors the graph does not hold as they are (folded, unused) must not change
     fixed = {k: v for k, v in state.items() if k not in held}
-    _STRUCTURES[skey] = (proto.SerializeToString(), sources, fixed) if sources else None
+    if sources:
+        graphs = _STRUCTURES.setdefault(skey, [])
+        graphs.insert(0, (proto.SerializeToString(), sources, fixed))  # the latest first
+        del graphs[GRAPHS_PER_STRUCTURE:]
 
 
 def _with_weights(skey: str, model, args: tuple):
-    """The structure's graph with this module's weights, or None where that is not provably it."""
+    """One of the structure's graphs with this module's weights, or None where none is provably it."""
+    state = model.state_dict()
+    for entry in _STRUCTURES.get(skey, []):
+        proto = _graph_with_weights(entry, model, state, args)
+        if proto is not None:
+            return proto
+    return None
+
+
+def _graph_with_weights(entry, model, state, args: tuple):
     import numpy as np
     import onnx
     import onnxruntime as ort
     import torch
     from onnx import numpy_helper
 
-    entry = _STRUCTURES.get(skey)
-    if entry is None:
-        return None
     stored, sources, fixed = entry
-    state = model.state_dict()
     if any(_tensor_bytes(state[k]) != v for k, v in fixed.items()):
         return None
-    # the same tensors equal as in the first network: the exporter would merge the same ones
+    # the same tensors equal as in that graph's network: the exporter would merge the same ones
     values = [{_tensor_bytes(state[k]) for k in names} for names in sources.values()]
     if any(len(v) != 1 for v in values) or len(set().union(*values)) != len(values):
         return None
@@ -199,7 +212,7 @@ def install() -> None:
         torch.set_rng_state(after)
         if key not in _MEMO:
             _MEMO[key] = proto.SerializeToString() if replayable else None
-        if replayable:  # the latest graph of the structure: a network whose equal tensors the last one lacked
+        if replayable:  # another graph of the structure: for networks whose equal tensors the others lack
             _remember_structure(skey, model, proto)
         return proto
 
