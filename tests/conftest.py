@@ -4,6 +4,8 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -283,7 +285,7 @@ SAME_WORKER = {
     "test_hostile.py": "the TRAIN run", "test_first_use.py": "the TRAIN run",
     "test_devices.py": "per-device runs", "test_package.py": "per-device runs",
     "test_terminal.py": "the tiny checkpoint", "test_outputs.py": "the tiny checkpoint",
-    # librosa, the oracle: importing it compiles or loads numba kernels (13 or 4 CPU-s)
+    # librosa, the oracle: its first use compiles numba kernels (librosa_compiled above)
     "test_features.py": "librosa", "test_features_logmel_gaps.py": "librosa", "test_audio.py": "librosa",
     "test_logmel.py": "librosa",
 }
@@ -302,3 +304,32 @@ def pytest_xdist_make_scheduler(config, log):
             return f"shared: {group}" if group else file
 
     return OneWorkerPerSharedArtefact(config, log)
+
+
+# The first run after set-up writes the bytecode of all that the test modules import (torch, onnx,
+# onnxscript, sympy...): 7 CPU-s of a worker's 12 to collect. Two workers collecting at once would
+# both compile it; the others collect once gw0 has, and read its bytecode instead.
+def _collected_flag() -> Path | None:
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    return Path(tempfile.gettempdir()) / f"edgeasc-tests-{run}-gw0-collected" if run else None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection(session):
+    flag = _collected_flag()
+    if flag is not None and os.environ.get("PYTEST_XDIST_WORKER") != "gw0":
+        deadline = time.monotonic() + 120  # gw0 failing to collect fails the run anyway
+        while not flag.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def pytest_collection_finish(session):
+    flag = _collected_flag()
+    if flag is not None and os.environ.get("PYTEST_XDIST_WORKER") == "gw0":
+        flag.touch()
+
+
+def pytest_sessionfinish(session):
+    flag = _collected_flag()
+    if flag is not None and os.environ.get("PYTEST_XDIST_WORKER") == "gw0":
+        flag.unlink(missing_ok=True)

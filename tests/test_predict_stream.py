@@ -140,7 +140,9 @@ def test_piped_windows_are_classified_before_the_stream_ends(model, monkeypatch)
     (b"fLaC" + b"\x00" * 100, "stdin: not a WAV stream (no RIFF/WAVE header)"),
     (wav_bytes(np.zeros(0, np.float32), RATE), "stdin: the clip has no samples"),
     (wav_bytes(np.array([0.1, np.nan] * 40_000, np.float32), RATE), "stdin: the stream holds NaN or infinite"),
-    (wav_bytes(np.zeros(100, np.float32), RATE, "PCM_U8"), "stdin: WAV format 1 with 8-bit samples")])
+    (wav_bytes(np.zeros(100, np.float32), RATE, "PCM_U8"), "stdin: WAV format 1 with 8-bit samples")],
+    # named: a float WAV's PEAK chunk holds the time it was written, and xdist's workers must collect equal ids
+    ids=["empty", "truncated header", "FLAC", "no samples", "NaN", "8-bit"])
 def test_a_bad_stream_is_its_own_error(model, tmp_path, monkeypatch, data, message):
     """Unreadable or cut-short stdin is that input's error; the file after it is classified."""
     x = np.full(4000, 0.1, np.float32)
