@@ -169,6 +169,30 @@ def librosa_compiled(tmp_path_factory):
         librosa.perceptual_weighting(np.ones((4, 2)), librosa.fft_frequencies(sr=22050, n_fft=8)[1:], ref=1.0)
 
 
+def synthetic_scenes(tmp_path_factory, dest: Path, seed: int) -> Path:
+    """The suite's small synthetic set (edgeasc.data.synth: 3 classes, 8 clips of 1 s, `seed`)
+    written to `dest`. Each seed is synthesised once per test session (~1.1 CPU-s; 13 modules use
+    six seeds), in the folder the xdist workers share, under a lock, then copied for the module:
+    tests may change their copy. A mutant of the synthesis writes it in its own session."""
+    import fcntl
+    import shutil
+
+    from edgeasc.data.synth import write_dataset
+
+    base = tmp_path_factory.getbasetemp()
+    store = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "edgeasc-synthetic-scenes"
+    store.mkdir(exist_ok=True)
+    written, done = store / f"seed{seed}", store / f"seed{seed}.complete"
+    with open(store / f"seed{seed}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(written, ignore_errors=True)  # a worker killed while writing it
+            write_dataset(written, classes=3, clips_per_class=8, seconds=1.0, seed=seed, workers=1, progress=False)
+            done.touch()
+    shutil.copytree(written, dest)
+    return dest
+
+
 @pytest.fixture
 def cli():
     return run_cli

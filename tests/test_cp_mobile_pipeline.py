@@ -8,8 +8,7 @@ import onnx
 import pytest
 import torch
 
-from conftest import HIDE_TORCH, assert_one_line_error, run_cli, run_cli_here
-from edgeasc.data.synth import write_dataset
+from conftest import HIDE_TORCH, assert_one_line_error, run_cli, run_cli_here, synthetic_scenes
 from edgeasc.models.cp_mobile import CPMobile
 from edgeasc.models.cp_mobile_config import CPMobileConfig, mobile_complexity
 from edgeasc.runtime.features import D24_PARAMS
@@ -25,7 +24,7 @@ FRAMES = D24_PARAMS.n_frames(1.0)  # 65: the preset brings the organisers' 32 kH
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("cpm")
-    write_dataset(root / "scenes", classes=3, clips_per_class=8, seconds=1.0, seed=2, workers=1, progress=False)
+    synthetic_scenes(tmp_path_factory, root / "scenes", seed=2)
     common = ["train", str(root / "scenes"), *TINY, "--cache-dir", str(root / "cache"), "--out", str(root / "run")]
     first = run_cli_here(*common, "--epochs", "3", "--json")
     assert first.returncode == 0, first.stderr

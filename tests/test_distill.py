@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_one_line_error, run_cli, run_cli_here, run_torchrun
-from edgeasc.data.synth import write_dataset
+from conftest import assert_one_line_error, run_cli, run_cli_here, run_torchrun, synthetic_scenes
 
 TINY = ["--preset", "demo", "--width", "4", "--seconds", "1", "--batch-size", "4", "--feature-workers", "1",
         "--lr", "3e-3"]
@@ -19,7 +18,7 @@ TINY = ["--preset", "demo", "--width", "4", "--seconds", "1", "--batch-size", "4
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill")
-    write_dataset(root / "scenes", classes=3, clips_per_class=8, seconds=1.0, seed=4, workers=1, progress=False)
+    synthetic_scenes(tmp_path_factory, root / "scenes", seed=4)
     teacher = root / "teacher"
     proc = run_cli_here("train", str(root / "scenes"), *TINY, "--width", "8", "--epochs", "2", "--prune-ratio", "0",
                         "--cache-dir", str(root / "cache"), "--out", str(teacher), "--json")

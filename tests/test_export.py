@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import ROOT, assert_one_line_error, run_cli_here
+from conftest import ROOT, assert_one_line_error, run_cli_here, synthetic_scenes
 from edgeasc.compress.pruning import Pruner
 from edgeasc.errors import ConfigError
 from edgeasc.export.fold import fold_model, max_abs_difference
@@ -246,10 +246,8 @@ def test_sparse_packing_is_smaller_and_exact(tmp_path, precision):
 
 @pytest.fixture(scope="module")
 def calibration_set(tmp_path_factory):
-    from edgeasc.data.synth import write_dataset
-
     data = tmp_path_factory.mktemp("calib") / "scenes"
-    write_dataset(data, classes=3, clips_per_class=8, seconds=1.0, seed=5, workers=1, progress=False)
+    synthetic_scenes(tmp_path_factory, data, seed=5)
     return data
 
 
@@ -278,11 +276,9 @@ def test_int8_round_trip_every_variant(tmp_path, calibration_set, variant):
     assert result["verification"]["real_clips"] > 0
 
 
-def test_int8_static_qdq_calibrated_on_real_clips(tmp_path):
-    from edgeasc.data.synth import write_dataset
-
+def test_int8_static_qdq_calibrated_on_real_clips(tmp_path, tmp_path_factory):
     data = tmp_path / "scenes"
-    write_dataset(data, classes=3, clips_per_class=8, seconds=1.0, seed=4, workers=1, progress=False)
+    synthetic_scenes(tmp_path_factory, data, seed=4)
     ckpt = write_checkpoint(tmp_path / "m.pt", trained_like(ModelConfig(width=8, n_classes=3)))
     out = tmp_path / "m.onnx"
     proc = run_cli_here("export", str(ckpt), "-o", str(out), "--precision", "int8", "--calibration", str(data),

@@ -15,8 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import run_cli, run_cli_here, write_wav
-from edgeasc.data.synth import write_dataset
+from conftest import run_cli, run_cli_here, synthetic_scenes, write_wav
 
 TRAIN = ["--preset", "demo", "--width", "4", "--seconds", "1", "--batch-size", "4", "--feature-workers", "1",
          "--lr", "3e-3", "--prune-ratio", "0.2", "--prune-epochs", "0"]
@@ -25,7 +24,7 @@ TRAIN = ["--preset", "demo", "--width", "4", "--seconds", "1", "--batch-size", "
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
     root = tmp_path_factory.mktemp("first-use")
-    write_dataset(root / "scenes", classes=3, clips_per_class=8, seconds=1.0, seed=3, workers=1, progress=False)
+    synthetic_scenes(tmp_path_factory, root / "scenes", seed=3)
     return root
 
 

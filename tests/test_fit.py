@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from conftest import assert_one_line_error, run_cli_here
-from edgeasc.data.synth import write_dataset
+from conftest import assert_one_line_error, run_cli_here, synthetic_scenes
 
 BASE = ["--seconds", "1", "--batch-size", "4", "--feature-workers", "1", "--lr", "3e-3"]
 
@@ -15,7 +14,7 @@ BASE = ["--seconds", "1", "--batch-size", "4", "--feature-workers", "1", "--lr",
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("fit")
-    write_dataset(root / "scenes", classes=3, clips_per_class=8, seconds=1.0, seed=5, workers=1, progress=False)
+    synthetic_scenes(tmp_path_factory, root / "scenes", seed=5)
     return root
 
 

@@ -28,10 +28,9 @@ import onnx
 import pytest
 import torch
 
-from conftest import run_cli, run_cli_here, write_wav
+from conftest import run_cli, run_cli_here, synthetic_scenes, write_wav
 from edgeasc.data.cache import extract_features
 from edgeasc.data.dcase import open_dataset
-from edgeasc.data.synth import write_dataset
 from edgeasc.export.pipeline import export_checkpoint
 from edgeasc.models import ModelConfig, build_model
 from edgeasc.runtime.features import FeatureParams
@@ -111,7 +110,7 @@ def assets(tmp_path_factory):
                            "model": model.state_dict(), "epoch": 1, "kind": "final"})
     export_checkpoint(ckpt, tmp / "model.onnx")
     write_wav(tmp / "clip.wav", seconds=1.0)
-    write_dataset(tmp / "scenes", classes=3, clips_per_class=8, seconds=1.0, seed=2, workers=1, progress=False)
+    synthetic_scenes(tmp_path_factory, tmp / "scenes", seed=2)
     extract_features(open_dataset(tmp / "scenes"), FeatureParams(clip_seconds=1.0), workers=1,
                      root=tmp / "cache", progress=False)
     proc = run_cli_here("train", str(tmp / "scenes"), *TRAIN, "--cache-dir", str(tmp / "cache"), "--epochs", "1",

@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import assert_one_line_error, run_cli_here
-from edgeasc.data.synth import mix_scene, write_dataset
+from conftest import assert_one_line_error, run_cli_here, synthetic_scenes
+from edgeasc.data.synth import mix_scene
 from edgeasc.errors import ConfigError
 from edgeasc.runtime import audio
 from edgeasc.runtime.features import (
@@ -166,7 +166,7 @@ TINY = ["--preset", "demo", "--width", "4", "--seconds", "1", "--batch-size", "4
 @pytest.fixture(scope="module")
 def d24_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("d24run")
-    write_dataset(root / "scenes", classes=3, clips_per_class=8, seconds=1.0, seed=6, workers=1, progress=False)
+    synthetic_scenes(tmp_path_factory, root / "scenes", seed=6)
     run = root / "run"
     proc = run_cli_here("train", str(root / "scenes"), *TINY, "--cache-dir", str(root / "cache"), "--out", str(run),
                         "--json")

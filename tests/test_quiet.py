@@ -20,8 +20,7 @@ import pytest
 from onnx import numpy_helper
 
 import edgeasc.io
-from conftest import assert_one_line_error, run_cli, run_cli_here
-from edgeasc.data.synth import write_dataset
+from conftest import assert_one_line_error, run_cli, run_cli_here, synthetic_scenes
 from edgeasc.train.checkpoint import load_checkpoint
 
 TINY = ["--preset", "demo", "--width", "4", "--prune-ratio", "0.5", "--seconds", "1", "--batch-size", "4",
@@ -62,7 +61,7 @@ def only_edgeasc_lines(stderr):
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     ws = tmp_path_factory.mktemp("quiet")
-    write_dataset(ws / "scenes", classes=3, clips_per_class=8, seconds=1.0, seed=3, workers=1, progress=False)
+    synthetic_scenes(tmp_path_factory, ws / "scenes", seed=3)
     return ws
 
 

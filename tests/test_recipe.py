@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_one_line_error, run_cli_here
-from edgeasc.data.synth import write_dataset
+from conftest import assert_one_line_error, run_cli_here, synthetic_scenes
 from edgeasc.errors import ConfigError
 from edgeasc.train.config import TrainConfig, resolve_train_config
 from edgeasc.train.schedule import LRSchedule, cosine_lr, lr_at, steps_per_epoch
@@ -25,7 +24,7 @@ TINY = ["--preset", "demo", "--width", "4", "--seconds", "1", "--batch-size", "4
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("recipe")
-    write_dataset(root / "scenes", classes=3, clips_per_class=8, seconds=1.0, seed=5, workers=1, progress=False)
+    synthetic_scenes(tmp_path_factory, root / "scenes", seed=5)
     return root
 
 

@@ -10,10 +10,9 @@ import onnx
 import pytest
 import torch
 
-from conftest import assert_one_line_error, run_cli_here, run_torchrun
+from conftest import assert_one_line_error, run_cli_here, run_torchrun, synthetic_scenes
 from edgeasc.data.cache import extract_features
 from edgeasc.data.dcase import open_dataset
-from edgeasc.data.synth import write_dataset
 from edgeasc.export.graph import graph_macs
 from edgeasc.runtime.features import FeatureParams
 
@@ -25,7 +24,7 @@ TIMING = ("seconds", "train_clips_per_s", "prune_seconds")
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("structured")
-    write_dataset(root / "scenes", classes=3, clips_per_class=8, seconds=1.0, seed=2, workers=1, progress=False)
+    synthetic_scenes(tmp_path_factory, root / "scenes", seed=2)
     # extracted up front, so that no test's stderr depends on being the first to need the features
     extract_features(open_dataset(root / "scenes"), FeatureParams(clip_seconds=1.0), workers=1, root=root / "cache",
                      progress=False)

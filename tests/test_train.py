@@ -11,8 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import assert_one_line_error, make_dcase, run_cli, run_cli_here
-from edgeasc.data.synth import write_dataset
+from conftest import assert_one_line_error, make_dcase, run_cli, run_cli_here, synthetic_scenes
 
 TINY = ["--preset", "demo", "--width", "4", "--seconds", "1", "--batch-size", "4", "--feature-workers", "1",
         "--lr", "3e-3"]
@@ -22,7 +21,7 @@ TIMING = ("seconds", "train_clips_per_s", "prune_seconds")
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
-    write_dataset(root / "scenes", classes=3, clips_per_class=8, seconds=1.0, seed=2, workers=1, progress=False)
+    synthetic_scenes(tmp_path_factory, root / "scenes", seed=2)
     return root
 
 

@@ -9,8 +9,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import assert_one_line_error, run_cli_here
-from edgeasc.data.synth import write_dataset
+from conftest import assert_one_line_error, run_cli_here, synthetic_scenes
 from edgeasc.models import ModelConfig, build_model
 from edgeasc.runtime.features import FeatureParams
 from edgeasc.train.checkpoint import save_checkpoint
@@ -22,7 +21,7 @@ TINY = ["--preset", "demo", "--width", "4", "--seconds", "1", "--batch-size", "4
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("writers")
-    write_dataset(tmp / "scenes", classes=3, clips_per_class=8, seconds=1.0, seed=1, workers=1, progress=False)
+    synthetic_scenes(tmp_path_factory, tmp / "scenes", seed=1)
     torch.manual_seed(0)
     model = build_model(ModelConfig(width=4, n_classes=3)).eval()
     save_checkpoint(tmp / "teacher.pt", {"model_config": model.config.to_dict(), "labels": LABELS,
