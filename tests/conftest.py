@@ -147,9 +147,10 @@ def librosa_compiled(tmp_path_factory):
     compile for the types they are called with, when first called (3.5 CPU-s; the same Python
     functions, compiled by the same numba: the references are equal to the bit, measured). The
     test files using librosa start with this fixture, before anything loads a librosa submodule
-    (`import librosa` alone loads none). SAME_WORKER (below) keeps them on one xdist worker;
-    should another worker need librosa too, it waits on a lock in the workers' shared temporary
-    folder and loads the cache instead of compiling the kernels a second time."""
+    (`import librosa` alone loads none; a process that has loaded them keeps its kernels).
+    SAME_WORKER (below) keeps them on one xdist worker; should another worker need librosa too,
+    it waits on a lock in the workers' shared temporary folder and loads the cache instead of
+    compiling the kernels a second time."""
     import fcntl
 
     import numpy as np
@@ -157,8 +158,8 @@ def librosa_compiled(tmp_path_factory):
     # LLVM without optimisation: the same IEEE arithmetic (numba uses no fast-math unless asked),
     # compiled faster, run slower; the references run few compiled kernels (|X|^2 of the STFT)
     os.environ.setdefault("NUMBA_OPT", "0")
-    assert "librosa.util" not in sys.modules, "a librosa submodule was loaded before the kernels were made lazy"
-    _numba_kernels_compiled_when_called()
+    if "librosa.util" not in sys.modules:  # else compiled (or loaded) already: mutmut's repeated sessions
+        _numba_kernels_compiled_when_called()
     lock = tmp_path_factory.getbasetemp().parent / "edgeasc-librosa-numba.lock"
     with open(lock, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
