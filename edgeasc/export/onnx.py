@@ -64,8 +64,8 @@ REGISTRY_BUILDS = {"count": 0}  # how often the registry was built in this proce
 @contextmanager
 def torchlib_registry_built_once():
     """The dynamo exporter rebuilds its table of ONNX translations on every call, parsing the
-    source of each of torchlib's ~900 functions (0.5-0.6 s a call); a command that exports several
-    networks (per-device models, fp32 then int8, a budget fit) builds it once per process here.
+    source of each of torchlib's functions (a median 0.45 CPU-s a call); a command that exports
+    several networks (per-device models, fp32 then int8, a budget fit) builds it once per process.
     The table is only read during an export (torch.onnx registers nothing into it unless given a
     custom translation table, which edgeasc never passes), and the graph is the same byte for byte
     (tested). A torch whose exporter lacks this internal exports exactly as before."""
