@@ -116,6 +116,13 @@ def private_cache(tmp_path_factory):
         os.environ["EDGEASC_CACHE"] = old
 
 
+def workers_shared_folder(tmp_path_factory) -> Path:
+    """A folder this run's xdist workers share (their temporary folders' parent, new for each run);
+    without xdist, the session's own."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 def _numba_kernels_compiled_when_called() -> None:
     """numba.vectorize / numba.guvectorize given signatures compile them all when decorating;
     without, they build a dynamic (g)ufunc that compiles each signature on its first call."""
@@ -160,7 +167,7 @@ def librosa_compiled(tmp_path_factory):
     os.environ.setdefault("NUMBA_OPT", "0")
     if "librosa.util" not in sys.modules:  # else compiled (or loaded) already: mutmut's repeated sessions
         _numba_kernels_compiled_when_called()
-    lock = tmp_path_factory.getbasetemp().parent / "edgeasc-librosa-numba.lock"
+    lock = workers_shared_folder(tmp_path_factory) / "edgeasc-librosa-numba.lock"
     with open(lock, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         import librosa
@@ -180,8 +187,7 @@ def synthetic_scenes(tmp_path_factory, dest: Path, seed: int) -> Path:
 
     from edgeasc.data.synth import write_dataset
 
-    base = tmp_path_factory.getbasetemp()
-    store = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "edgeasc-synthetic-scenes"
+    store = workers_shared_folder(tmp_path_factory) / "edgeasc-synthetic-scenes"
     store.mkdir(exist_ok=True)
     written, done = store / f"seed{seed}", store / f"seed{seed}.complete"
     with open(store / f"seed{seed}.lock", "w") as lock:
